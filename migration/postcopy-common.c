@@ -1,0 +1,44 @@
+/*
+ * Postcopy: the part of the module that every host builds, userfaultfd or
+ * not.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "migration.h"
+#include "postcopy-ram.h"
+#include "trace.h"
+
+void postcopy_thread_create(MigrationIncomingState *mis,
+                            QemuThread *thread, const char *name,
+                            void *(*fn)(void *), int joinable)
+{
+    trace_postcopy_thread_create(name);
+    qemu_sem_init(&mis->thread_sync_sem, 0);
+    qemu_thread_create(thread, name, fn, mis, joinable);
+    /* @fn posts once it is registered with RCU and has read its state. */
+    qemu_sem_wait(&mis->thread_sync_sem);
+    qemu_sem_destroy(&mis->thread_sync_sem);
+}
+
+bool postcopy_is_paused(MigrationStatus status)
+{
+    switch (status) {
+    case MIGRATION_STATUS_POSTCOPY_PAUSED:
+    case MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void postcopy_temp_page_reset(PostcopyTmpPage *tmp_page)
+{
+    tmp_page->host_addr = NULL;
+    tmp_page->target_pages = 0;
+    /* Cleared by ram.c as soon as one non-zero target page comes in. */
+    tmp_page->all_zero = true;
+}

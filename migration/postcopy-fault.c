@@ -1,0 +1,284 @@
+/*
+ * Postcopy: the fault thread, which turns userfaults into page requests.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The thread polls three kinds of fd:
+ *  - mis->userfault_fd: faults of QEMU's own threads (vCPUs, devices) on
+ *    guest RAM; it asks the source for each missing host page;
+ *  - mis->userfault_event_fd: written by postcopy_fault_thread_notify() to
+ *    make it quit, notice a broken return path, or see new shared fds;
+ *  - the shared userfaultfds of other processes (vhost-user back-ends),
+ *    whose messages it hands to the owner's handler.
+ *
+ * It never places a page itself (except zero pages for RAM discarded by a
+ * RamDiscardManager): placement wakes the faulting threads.
+ */
+
+#include "qemu/osdep.h"
+#include <poll.h>
+#include "qemu/error-report.h"
+#include "qemu/rcu.h"
+#include "qemu/userfaultfd.h"
+#include "exec/ramblock.h"
+#include "migration.h"
+#include "ram.h"
+#include "postcopy-ram.h"
+#include "postcopy-internal.h"
+#include "trace.h"
+
+/* Faults read with one read(2); the rest wait for the next round. */
+#define FAULT_BATCH 16
+
+enum {
+    POLL_UFFD,
+    POLL_EVENT,
+    POLL_SHARED_FIRST,
+};
+
+/* The fault thread's own state; nothing here is shared. */
+typedef struct FaultThread {
+    MigrationIncomingState *mis;
+    /* POLL_UFFD, POLL_EVENT, then one entry per element of @shared */
+    GArray *pollfds;
+    GArray *shared;
+    unsigned int shared_generation;
+} FaultThread;
+
+/* (Re)build the poll set when devices registered or dropped shared fds. */
+static void fault_thread_refresh_pollfds(FaultThread *ft)
+{
+    struct pollfd own[] = {
+        [POLL_UFFD] = { .fd = ft->mis->userfault_fd, .events = POLLIN },
+        [POLL_EVENT] = { .fd = ft->mis->userfault_event_fd, .events = POLLIN },
+    };
+    guint i;
+
+    ft->shared_generation = postcopy_shared_fds_generation();
+    if (ft->shared) {
+        g_array_free(ft->shared, true);
+    }
+    ft->shared = postcopy_shared_fds_copy();
+    g_array_set_size(ft->pollfds, 0);
+    g_array_append_vals(ft->pollfds, own, ARRAY_SIZE(own));
+    for (i = 0; i < ft->shared->len; i++) {
+        struct PostCopyFD *pcfd = &g_array_index(ft->shared,
+                                                 struct PostCopyFD, i);
+        struct pollfd p = { .fd = pcfd->fd, .events = POLLIN };
+
+        g_array_append_val(ft->pollfds, p);
+        trace_postcopy_fault_thread_shared_fd(pcfd->idstr, pcfd->fd);
+    }
+}
+
+static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
+{
+    return &g_array_index(ft->pollfds, struct pollfd, index);
+}
+
+/* Until recovery rebuilds the return path, no request can be sent. */
+static void fault_thread_pause(MigrationIncomingState *mis)
+{
+    trace_postcopy_fault_thread_pause();
+    qemu_sem_wait(&mis->postcopy_pause_sem_fault);
+    trace_postcopy_fault_thread_resume();
+}
+
+/* Whether the page at @aligned is already asked for and not yet placed. */
+static bool page_already_requested(MigrationIncomingState *mis, void *aligned)
+{
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    return g_tree_lookup(mis->page_requested, aligned) != NULL;
+}
+
+int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
+                          ram_addr_t offset, uint64_t haddr)
+{
+    size_t pagesize = qemu_ram_pagesize(rb);
+    void *aligned = (void *)(uintptr_t)ROUND_DOWN(haddr, pagesize);
+
+    assert(QEMU_IS_ALIGNED(offset, pagesize));
+    /*
+     * RAM that a RamDiscardManager (virtio-mem) discarded is never sent:
+     * it reads as zeroes.  One bit of receivedmap stands for the whole
+     * host page: ram.c sets all of a host page's bits at once.
+     */
+    if (ramblock_page_is_discarded(rb, offset)) {
+        if (ramblock_recv_bitmap_test_byte_offset(rb, offset)) {
+            return 0;
+        }
+        return postcopy_place_page_zero(mis, aligned, rb);
+    }
+    /*
+     * Several threads faulting on one page, or one thread faulting again
+     * after a signal, need one request: the placement wakes them all.
+     */
+    if (page_already_requested(mis, aligned)) {
+        trace_postcopy_request_skip(qemu_ram_get_idstr(rb), offset);
+        return 0;
+    }
+    return migrate_send_rp_req_pages(mis, rb, offset, haddr);
+}
+
+static void fault_thread_serve_fault(MigrationIncomingState *mis,
+                                     const struct uffd_msg *msg)
+{
+    uint64_t haddr = msg->arg.pagefault.address;
+    uint32_t tid = msg->arg.pagefault.feat.ptid;
+    ram_addr_t offset;
+    RAMBlock *rb;
+
+    rb = qemu_ram_block_from_host((void *)(uintptr_t)haddr, true, &offset);
+    if (!rb) {
+        /* Only guest RAM is registered: this would be a kernel bug. */
+        error_report("postcopy: userfault at 0x%" PRIx64 " is outside "
+                     "guest RAM; ignoring it", haddr);
+        return;
+    }
+    offset = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
+    trace_postcopy_fault(qemu_ram_get_idstr(rb), offset, haddr, tid);
+    postcopy_blocktime_fault_read(mis, rb, tid,
+                                  (void *)(uintptr_t)ROUND_DOWN(haddr,
+                                                qemu_ram_pagesize(rb)));
+    while (postcopy_request_page(mis, rb, offset, haddr)) {
+        /* The return path broke: retry once recovery rebuilt it. */
+        fault_thread_pause(mis);
+    }
+}
+
+/* Returns false when the userfaultfd cannot be read any more. */
+static bool fault_thread_read_faults(MigrationIncomingState *mis)
+{
+    struct uffd_msg msgs[FAULT_BATCH];
+    int i, n;
+
+    n = uffd_read_events(mis->userfault_fd, msgs, FAULT_BATCH);
+    if (n < 0) {
+        error_report("postcopy: reading userfaults failed: %s; guest "
+                     "threads waiting for pages cannot be served",
+                     strerror(errno));
+        return false;
+    }
+    trace_postcopy_fault_batch(n);
+    for (i = 0; i < n; i++) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) {
+            /* The module asks for no other event. */
+            warn_report("postcopy: unexpected userfaultfd event %u",
+                        msgs[i].event);
+            continue;
+        }
+        fault_thread_serve_fault(mis, &msgs[i]);
+    }
+    return true;
+}
+
+/* Hand one message of a shared fd to its owner's handler. */
+static void fault_thread_serve_shared(FaultThread *ft, guint index)
+{
+    struct pollfd *p = fault_thread_pollfd(ft, index);
+    struct PostCopyFD *pcfd = &g_array_index(ft->shared, struct PostCopyFD,
+                                             index - POLL_SHARED_FIRST);
+    struct uffd_msg msg;
+
+    if (p->revents & (POLLERR | POLLHUP | POLLNVAL)) {
+        error_report("postcopy: shared userfaultfd %d of %s failed "
+                     "(revents 0x%x); no longer polling it", pcfd->fd,
+                     pcfd->idstr, p->revents);
+        p->fd = -1;
+        return;
+    }
+    /* One message only: the other process may have left the fd blocking. */
+    if (uffd_read_events(pcfd->fd, &msg, 1) != 1) {
+        return;
+    }
+    if (msg.event != UFFD_EVENT_PAGEFAULT) {
+        warn_report("postcopy: unexpected event %u on the shared userfaultfd "
+                    "of %s", msg.event, pcfd->idstr);
+        return;
+    }
+    if (pcfd->handler(pcfd, &msg)) {
+        error_report("postcopy: %s could not resolve a fault at 0x%" PRIx64,
+                     pcfd->idstr, (uint64_t)msg.arg.pagefault.address);
+    }
+}
+
+/* Returns false when the thread must quit. */
+static bool fault_thread_consume_event(MigrationIncomingState *mis)
+{
+    uint64_t count;
+
+    if (read(mis->userfault_event_fd, &count, sizeof(count)) !=
+        sizeof(count)) {
+        /* A wake-up was lost, not the reason for it: carry on. */
+        warn_report("postcopy: reading the fault thread's eventfd: %s",
+                    strerror(errno));
+    }
+    return !qatomic_read(&mis->fault_thread_quit);
+}
+
+/* One poll round.  Returns false when the thread must stop. */
+static bool fault_thread_round(FaultThread *ft)
+{
+    MigrationIncomingState *mis = ft->mis;
+    guint i;
+
+    if (poll(fault_thread_pollfd(ft, 0), ft->pollfds->len, -1) < 0) {
+        if (errno == EINTR) {
+            return true;
+        }
+        error_report("postcopy: the fault thread's poll failed: %s",
+                     strerror(errno));
+        return false;
+    }
+    if (fault_thread_pollfd(ft, POLL_EVENT)->revents) {
+        if (!fault_thread_consume_event(mis)) {
+            trace_postcopy_fault_thread_quit();
+            return false;
+        }
+    }
+    /* savevm.c clears to_src_file and wakes us when the path breaks. */
+    if (!qatomic_read(&mis->to_src_file)) {
+        fault_thread_pause(mis);
+    }
+    if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
+        !fault_thread_read_faults(mis)) {
+        return false;
+    }
+    for (i = POLL_SHARED_FIRST; i < ft->pollfds->len; i++) {
+        if (fault_thread_pollfd(ft, i)->revents) {
+            fault_thread_serve_shared(ft, i);
+        }
+    }
+    if (postcopy_shared_fds_generation() != ft->shared_generation) {
+        fault_thread_refresh_pollfds(ft);
+    }
+    return true;
+}
+
+void *postcopy_fault_thread(void *opaque)
+{
+    FaultThread ft = {
+        .mis = opaque,
+        .pollfds = g_array_new(false, false, sizeof(struct pollfd)),
+    };
+
+    rcu_register_thread();
+    trace_postcopy_fault_thread_start(ft.mis->userfault_fd,
+                                      ft.mis->userfault_event_fd);
+    /* No RAMBlock has been asked for on this return path yet. */
+    ft.mis->last_rb = NULL;
+    fault_thread_refresh_pollfds(&ft);
+    qemu_sem_post(&ft.mis->thread_sync_sem);
+
+    while (fault_thread_round(&ft)) {
+        /* Each round serves whatever poll reported. */
+    }
+
+    g_array_free(ft.pollfds, true);
+    g_array_free(ft.shared, true);
+    rcu_unregister_thread();
+    trace_postcopy_fault_thread_exit();
+    return NULL;
+}

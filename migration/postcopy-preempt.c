@@ -1,0 +1,212 @@
+/*
+ * Postcopy: the preempt channel, a second connection that carries the pages
+ * faults asked for, so that they do not queue behind background pages.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Source: postcopy_preempt_setup() starts an asynchronous connect (then a
+ * TLS handshake when the migration uses TLS); the migration thread waits
+ * for it in postcopy_preempt_establish_channel().  Both outcomes post
+ * s->postcopy_qemufile_src_sem once; a NULL s->postcopy_qemufile_src
+ * tells failure.
+ *
+ * Destination: the channel arrives through postcopy_preempt_new_channel();
+ * the preempt thread loads pages from it until the source ends the stream
+ * or the main load thread asks it to quit.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qemu/rcu.h"
+#include "qapi/error.h"
+#include "io/channel-tls.h"
+#include "migration.h"
+#include "options.h"
+#include "qemu-file.h"
+#include "ram.h"
+#include "socket.h"
+#include "tls.h"
+#include "yank_functions.h"
+#include "postcopy-ram.h"
+#include "postcopy-internal.h"
+#include "trace.h"
+
+/* --- Source ----------------------------------------------------------------- */
+
+/* The connect finished, well (@err NULL) or not; wake the waiter. */
+static void preempt_channel_ready(MigrationState *s, QIOChannel *ioc,
+                                  Error *err)
+{
+    if (err) {
+        error_prepend(&err, "postcopy: preempt channel: ");
+        migrate_set_error(s, err);
+        trace_postcopy_preempt_channel_failed(error_get_pretty(err));
+        error_free(err);
+    } else {
+        migration_ioc_register_yank(ioc);
+        s->postcopy_qemufile_src = qemu_file_new_output(ioc);
+        trace_postcopy_preempt_channel_ready("source");
+    }
+    qemu_sem_post(&s->postcopy_qemufile_src_sem);
+}
+
+static void preempt_tls_handshake_done(QIOTask *task, gpointer opaque)
+{
+    g_autoptr(QIOChannel) ioc = QIO_CHANNEL(qio_task_get_source(task));
+    Error *err = NULL;
+
+    qio_task_propagate_error(task, &err);
+    preempt_channel_ready(opaque, ioc, err);
+}
+
+static void preempt_connected(QIOTask *task, gpointer opaque)
+{
+    g_autoptr(QIOChannel) ioc = QIO_CHANNEL(qio_task_get_source(task));
+    MigrationState *s = opaque;
+    QIOChannelTLS *tls;
+    Error *err = NULL;
+
+    if (qio_task_propagate_error(task, &err) ||
+        !migrate_channel_requires_tls_upgrade(ioc)) {
+        preempt_channel_ready(s, ioc, err);
+        return;
+    }
+    tls = migration_tls_client_create(ioc, s->hostname, &err);
+    if (!tls) {
+        preempt_channel_ready(s, ioc, err);
+        return;
+    }
+    trace_postcopy_preempt_tls_handshake();
+    qio_channel_set_name(QIO_CHANNEL(tls), "migration-tls-preempt");
+    /* The handshake's callback finishes the job. */
+    qio_channel_tls_handshake(tls, preempt_tls_handshake_done, s, NULL, NULL);
+}
+
+void postcopy_preempt_setup(MigrationState *s)
+{
+    trace_postcopy_preempt_connect();
+    socket_send_channel_create(preempt_connected, s);
+}
+
+int postcopy_preempt_establish_channel(MigrationState *s)
+{
+    if (!migrate_postcopy_preempt()) {
+        return 0;
+    }
+    /*
+     * QEMU 7.1 and 7.2 machines connected the channel during setup, so the
+     * connect is only started here for newer ones.
+     */
+    if (!s->preempt_pre_7_2) {
+        postcopy_preempt_setup(s);
+    }
+    qemu_sem_wait(&s->postcopy_qemufile_src_sem);
+    return s->postcopy_qemufile_src ? 0 : -1;
+}
+
+/* --- Destination ------------------------------------------------------------ */
+
+void postcopy_preempt_new_channel(MigrationIncomingState *mis, QEMUFile *file)
+{
+    /* Its thread blocks in reads, like the main channel's. */
+    qemu_file_set_blocking(file, true);
+    mis->postcopy_qemufile_dst = file;
+    qemu_sem_post(&mis->postcopy_qemufile_dst_done);
+    trace_postcopy_preempt_channel_ready("destination");
+}
+
+/*
+ * The channel broke.  Drop the channel's mutex so that the main load thread
+ * can close it, and wait until recovery hands over a new one.
+ */
+static void preempt_thread_pause(MigrationIncomingState *mis)
+{
+    trace_postcopy_preempt_thread_pause();
+    qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
+    qemu_sem_wait(&mis->postcopy_pause_sem_fast_load);
+    qemu_mutex_lock(&mis->postcopy_prio_thread_mutex);
+    trace_postcopy_preempt_thread_resume();
+}
+
+static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
+{
+    return mis->preempt_thread_status == PREEMPT_THREAD_QUIT;
+}
+
+/* Declared in ram.h. */
+void *postcopy_preempt_thread(void *opaque)
+{
+    MigrationIncomingState *mis = opaque;
+
+    rcu_register_thread();
+    trace_postcopy_preempt_thread_start();
+    qemu_sem_post(&mis->thread_sync_sem);
+
+    /* The source connects asynchronously: wait for the channel. */
+    qemu_sem_wait(&mis->postcopy_qemufile_dst_done);
+
+    /*
+     * Held while loading, so that the main load thread can only close the
+     * channel (on a network failure) while this thread is paused.
+     */
+    qemu_mutex_lock(&mis->postcopy_prio_thread_mutex);
+    while (!preempt_thread_told_to_quit(mis)) {
+        int ret = ram_load_postcopy(mis->postcopy_qemufile_dst,
+                                    RAM_CHANNEL_POSTCOPY);
+
+        /* 0: the source ended the stream (EOS). */
+        if (!ret || preempt_thread_told_to_quit(mis)) {
+            break;
+        }
+        preempt_thread_pause(mis);
+    }
+    qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
+
+    rcu_unregister_thread();
+    trace_postcopy_preempt_thread_exit();
+    return NULL;
+}
+
+void postcopy_preempt_thread_start(MigrationIncomingState *mis)
+{
+    postcopy_thread_create(mis, &mis->postcopy_prio_thread,
+                           MIGRATION_THREAD_DST_PREEMPT,
+                           postcopy_preempt_thread, QEMU_THREAD_JOINABLE);
+    mis->preempt_thread_status = PREEMPT_THREAD_CREATED;
+}
+
+/*
+ * The main channel is done, but pages that faults asked for may still be
+ * on their way over the preempt channel: wait for the last one (its
+ * placement signals page_request_cond), then close the channel to stop
+ * the thread.  The wait cannot be cut short without losing those pages,
+ * so a long one is reported rather than abandoned.
+ */
+void postcopy_preempt_thread_stop(MigrationIncomingState *mis)
+{
+    const int64_t report_every_ms = 10 * 1000;
+
+    mis->preempt_thread_status = PREEMPT_THREAD_QUIT;
+    /* Pairs with the barrier in postcopy_page_received(). */
+    smp_mb();
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        while (qatomic_read(&mis->page_requested_count)) {
+            trace_postcopy_preempt_wait_requests(
+                qatomic_read(&mis->page_requested_count));
+            if (!qemu_cond_timedwait(&mis->page_request_cond,
+                                     &mis->page_request_mutex,
+                                     report_every_ms)) {
+                warn_report("postcopy: still waiting for %d requested pages "
+                            "on the preempt channel",
+                            qatomic_read(&mis->page_requested_count));
+            }
+        }
+    }
+    if (mis->postcopy_qemufile_dst) {
+        qemu_file_shutdown(mis->postcopy_qemufile_dst);
+    }
+    qemu_thread_join(&mis->postcopy_prio_thread);
+    mis->preempt_thread_status = PREEMPT_THREAD_NONE;
+}

@@ -1,0 +1,527 @@
+/*
+ * Postcopy live migration of RAM: the destination's lifecycle, page
+ * placement and shared (vhost-user) userfaultfds.  Linux only.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * How one faulting guest access is served:
+ *  1. the vCPU touches a page that is not there yet; the kernel parks the
+ *     thread and queues a message on mis->userfault_fd;
+ *  2. the fault thread (postcopy-fault.c) reads it, finds the RAMBlock and
+ *     asks the source for that host page over the return path;
+ *  3. the page arrives on the main or the preempt channel; ram.c assembles
+ *     it in a temp page and calls postcopy_place_page() below;
+ *  4. UFFDIO_COPY installs it atomically and wakes every thread parked on
+ *     it; postcopy_page_received() then marks it received, drops the
+ *     request and ends the vCPUs' blocktime.
+ */
+
+#include "qemu/osdep.h"
+#include <sys/eventfd.h>
+#include "qemu/error-report.h"
+#include "qemu/madvise.h"
+#include "qemu/rcu.h"
+#include "qemu/userfaultfd.h"
+#include "qapi/error.h"
+#include "exec/target_page.h"
+#include "exec/ramblock.h"
+#include "system/system.h"
+#include "migration.h"
+#include "options.h"
+#include "ram.h"
+#include "postcopy-ram.h"
+#include "postcopy-internal.h"
+#include "trace.h"
+
+/*
+ * Guards changes to mis->postcopy_remote_fds and the generation below.
+ * Devices register and unregister from the main thread; the fault thread
+ * copies the list when the generation moves; placement reads the count.
+ */
+static QemuMutex shared_fds_lock;
+static unsigned int shared_fds_generation;
+static unsigned int shared_fds_count;
+
+void postcopy_infrastructure_init(void)
+{
+    qemu_mutex_init(&shared_fds_lock);
+}
+
+/* --- Destination: before precopy ---------------------------------------- */
+
+int postcopy_ram_incoming_init(MigrationIncomingState *mis)
+{
+    RAMBlock *rb;
+
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+        const char *name = qemu_ram_get_idstr(rb);
+        ram_addr_t length = qemu_ram_get_used_length(rb);
+
+        /*
+         * The size the source will send pages for.  ram.c moves it if the
+         * source resizes the block during precopy.
+         */
+        rb->postcopy_length = length;
+        trace_postcopy_block_empty(name, qemu_ram_get_host_addr(rb), length);
+        /*
+         * ROM contents and tables that board init wrote must go too: a
+         * page that is present is never faulted on, so it would never be
+         * replaced by the source's copy.
+         */
+        if (ram_discard_range(name, 0, length)) {
+            error_report("postcopy: could not empty RAMBlock %s "
+                         "(0x" RAM_ADDR_FMT " bytes) before migration",
+                         name, length);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
+{
+    RAMBlock *rb;
+
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+            trace_postcopy_block_thp_off(qemu_ram_get_idstr(rb),
+                                         rb->postcopy_length);
+            /*
+             * Discarding 4 KiB out of a transparent huge page only splits
+             * it: with THP on, discarded pages would stay present and no
+             * fault would ever ask for them.
+             */
+            qemu_madvise(qemu_ram_get_host_addr(rb), rb->postcopy_length,
+                         QEMU_MADV_NOHUGEPAGE);
+        }
+    }
+    postcopy_state_set(POSTCOPY_INCOMING_DISCARD);
+    return 0;
+}
+
+/* --- Destination: LISTEN --------------------------------------------------- */
+
+/*
+ * Whether mis->userfault_fd and mis->userfault_event_fd are open.  Only the
+ * main load thread opens and closes them, in setup and cleanup.
+ */
+static bool incoming_fds_open;
+
+static bool postcopy_open_fds(MigrationIncomingState *mis, Error **errp)
+{
+    uint64_t supported, wanted;
+
+    if (!postcopy_uffd_supported_features(&supported, errp)) {
+        return false;
+    }
+    wanted = postcopy_uffd_wanted_features(supported);
+    mis->userfault_fd = uffd_create_fd(wanted, true);
+    if (mis->userfault_fd < 0) {
+        error_setg_errno(errp, errno, "postcopy: cannot create a userfaultfd "
+                         "with features 0x%" PRIx64, wanted);
+        return false;
+    }
+    mis->userfault_event_fd = eventfd(0, EFD_CLOEXEC);
+    if (mis->userfault_event_fd < 0) {
+        error_setg_errno(errp, errno, "postcopy: cannot create the eventfd "
+                         "that wakes the fault thread");
+        close(mis->userfault_fd);
+        return false;
+    }
+    incoming_fds_open = true;
+    trace_postcopy_fds_open(mis->userfault_fd, mis->userfault_event_fd,
+                            wanted);
+    return true;
+}
+
+static bool postcopy_register_block(MigrationIncomingState *mis,
+                                    RAMBlock *rb, Error **errp)
+{
+    const char *name = qemu_ram_get_idstr(rb);
+    void *host = qemu_ram_get_host_addr(rb);
+    uint64_t ioctls;
+
+    if (uffd_register_memory(mis->userfault_fd, host, rb->postcopy_length,
+                             UFFDIO_REGISTER_MODE_MISSING, &ioctls)) {
+        error_setg_errno(errp, errno, "postcopy: cannot register RAMBlock "
+                         "%s (%p, 0x" RAM_ADDR_FMT " bytes) with userfaultfd",
+                         name, host, rb->postcopy_length);
+        return false;
+    }
+    if (!(ioctls & BIT_ULL(_UFFDIO_COPY))) {
+        error_setg(errp, "postcopy: userfaultfd cannot place pages "
+                   "(UFFDIO_COPY) into RAMBlock %s", name);
+        return false;
+    }
+    /* hugetlbfs has no UFFDIO_ZEROPAGE: such blocks copy a zero page. */
+    if (ioctls & BIT_ULL(_UFFDIO_ZEROPAGE)) {
+        qemu_ram_set_uf_zeroable(rb);
+    }
+    trace_postcopy_block_register(name, host, rb->postcopy_length, ioctls);
+    return true;
+}
+
+static bool postcopy_register_all_blocks(MigrationIncomingState *mis,
+                                         Error **errp)
+{
+    RAMBlock *rb;
+
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+        if (!postcopy_register_block(mis, rb, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *map_anonymous(size_t size, Error **errp, const char *what)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED) {
+        error_setg_errno(errp, errno, "postcopy: cannot map %zu bytes for %s",
+                         size, what);
+        return NULL;
+    }
+    return p;
+}
+
+/*
+ * One temp page per channel, where ram.c assembles a host page out of
+ * target pages before placing it, and one page of zeroes for blocks that
+ * cannot use UFFDIO_ZEROPAGE.  All of the largest host page size.
+ */
+static bool postcopy_temp_pages_alloc(MigrationIncomingState *mis,
+                                      Error **errp)
+{
+    unsigned int i;
+
+    mis->postcopy_channels = migrate_postcopy_preempt() ? RAM_CHANNEL_MAX : 1;
+    mis->postcopy_tmp_pages = g_new0(PostcopyTmpPage, mis->postcopy_channels);
+    for (i = 0; i < mis->postcopy_channels; i++) {
+        PostcopyTmpPage *tmp = &mis->postcopy_tmp_pages[i];
+
+        tmp->tmp_huge_page = map_anonymous(mis->largest_page_size, errp,
+                                           "a temp page");
+        if (!tmp->tmp_huge_page) {
+            return false;
+        }
+        postcopy_temp_page_reset(tmp);
+    }
+    /* Fresh anonymous memory reads as zeroes: no memset needed. */
+    mis->postcopy_tmp_zero_page = map_anonymous(mis->largest_page_size, errp,
+                                                "the zero page");
+    return mis->postcopy_tmp_zero_page != NULL;
+}
+
+static void postcopy_temp_pages_free(MigrationIncomingState *mis)
+{
+    unsigned int i;
+
+    for (i = 0; mis->postcopy_tmp_pages && i < mis->postcopy_channels; i++) {
+        if (mis->postcopy_tmp_pages[i].tmp_huge_page) {
+            munmap(mis->postcopy_tmp_pages[i].tmp_huge_page,
+                   mis->largest_page_size);
+        }
+    }
+    g_clear_pointer(&mis->postcopy_tmp_pages, g_free);
+    if (mis->postcopy_tmp_zero_page) {
+        munmap(mis->postcopy_tmp_zero_page, mis->largest_page_size);
+        mis->postcopy_tmp_zero_page = NULL;
+    }
+}
+
+/*
+ * On failure the caller (savevm.c) calls postcopy_ram_incoming_cleanup(),
+ * which undoes whatever part of this was done.
+ */
+int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
+{
+    Error *err = NULL;
+
+    trace_postcopy_incoming_setup(migrate_postcopy_preempt(),
+                                  migrate_postcopy_blocktime());
+    if (!postcopy_open_fds(mis, &err) ||
+        !postcopy_register_all_blocks(mis, &err) ||
+        !postcopy_temp_pages_alloc(mis, &err)) {
+        error_report_err(err);
+        return -1;
+    }
+    postcopy_blocktime_setup(mis);
+
+    postcopy_thread_create(mis, &mis->fault_thread, MIGRATION_THREAD_DST_FAULT,
+                           postcopy_fault_thread, QEMU_THREAD_JOINABLE);
+    mis->have_fault_thread = true;
+    /* Needs the temp pages: it takes the postcopy channel's at once. */
+    if (migrate_postcopy_preempt()) {
+        postcopy_preempt_thread_start(mis);
+    }
+    return 0;
+}
+
+/* --- Destination: end of migration --------------------------------------- */
+
+static void postcopy_fault_thread_stop(MigrationIncomingState *mis)
+{
+    qatomic_set(&mis->fault_thread_quit, true);
+    postcopy_fault_thread_notify(mis);
+    trace_postcopy_fault_thread_join();
+    qemu_thread_join(&mis->fault_thread);
+    mis->have_fault_thread = false;
+}
+
+/* Every page is in now: hand RAM back to the kernel's ordinary care. */
+static int postcopy_unregister_all_blocks(MigrationIncomingState *mis)
+{
+    RAMBlock *rb;
+    int ret = 0;
+
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+        void *host = qemu_ram_get_host_addr(rb);
+
+        trace_postcopy_block_unregister(qemu_ram_get_idstr(rb), host,
+                                        rb->postcopy_length);
+        qemu_madvise(host, rb->postcopy_length, QEMU_MADV_HUGEPAGE);
+        /* A block never registered (failed setup) unregisters as a no-op. */
+        if (uffd_unregister_memory(mis->userfault_fd, host,
+                                   rb->postcopy_length)) {
+            error_report("postcopy: cannot unregister RAMBlock %s from "
+                         "userfaultfd: %s", qemu_ram_get_idstr(rb),
+                         strerror(errno));
+            ret = -1;
+        }
+    }
+    return ret;
+}
+
+static void postcopy_close_fds(MigrationIncomingState *mis)
+{
+    close(mis->userfault_fd);
+    close(mis->userfault_event_fd);
+    mis->userfault_fd = -1;
+    mis->userfault_event_fd = -1;
+    incoming_fds_open = false;
+}
+
+int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
+{
+    Error *err = NULL;
+    int ret = 0;
+
+    trace_postcopy_incoming_cleanup(mis->have_fault_thread,
+                                    mis->preempt_thread_status);
+    if (mis->preempt_thread_status == PREEMPT_THREAD_CREATED) {
+        postcopy_preempt_thread_stop(mis);
+    }
+    if (mis->have_fault_thread) {
+        postcopy_fault_thread_stop(mis);
+        if (postcopy_notify(POSTCOPY_NOTIFY_INBOUND_END, &err)) {
+            error_report_err(err);
+            return -1;
+        }
+    }
+    if (incoming_fds_open) {
+        ret = postcopy_unregister_all_blocks(mis);
+        postcopy_close_fds(mis);
+    }
+    /* userfaultfd and mlock exclude each other; the probe unlocked. */
+    if (should_mlock(mlock_state) &&
+        os_mlock(is_mlock_on_fault(mlock_state)) < 0) {
+        /* The guest's state is whole: warn, do not fail the migration. */
+        warn_report("postcopy: could not lock guest memory again: %s",
+                    strerror(errno));
+    }
+    postcopy_temp_pages_free(mis);
+    trace_postcopy_incoming_cleanup_done(postcopy_blocktime_total_ms(mis));
+    return ret;
+}
+
+void postcopy_fault_thread_notify(MigrationIncomingState *mis)
+{
+    uint64_t one = 1;
+
+    /* An eventfd write only fails if the counter would overflow. */
+    if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
+        error_report("postcopy: cannot wake the fault thread: %s",
+                     strerror(errno));
+    }
+}
+
+/* --- Destination: placing pages ------------------------------------------- */
+
+/*
+ * The host page at @host (of @size bytes) of @rb is in place.  Called by
+ * the thread that placed it: the main load thread, or the preempt thread.
+ */
+static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
+                                   void *host, size_t size)
+{
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        ramblock_recv_bitmap_set_range(rb, host,
+                                       size / qemu_target_page_size());
+        if (g_tree_remove(mis->page_requested, host)) {
+            int left = qatomic_dec_fetch(&mis->page_requested_count);
+
+            trace_postcopy_request_done(host, left);
+            /*
+             * Order the count before reading the preempt status; pairs
+             * with the barrier in postcopy_preempt_thread_stop().
+             */
+            smp_mb();
+            if (!left && mis->preempt_thread_status == PREEMPT_THREAD_QUIT) {
+                qemu_cond_signal(&mis->page_request_cond);
+            }
+        }
+    }
+    postcopy_blocktime_page_placed(mis, host);
+}
+
+/* @from NULL places zeroes with UFFDIO_ZEROPAGE. */
+static int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb,
+                            void *host, void *from)
+{
+    size_t size = qemu_ram_pagesize(rb);
+    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
+    int ret;
+
+    if (from) {
+        ret = uffd_copy_page(mis->userfault_fd, host, from, size, false);
+    } else {
+        ret = uffd_zero_page(mis->userfault_fd, host, size, false);
+    }
+    if (ret) {
+        error_report("postcopy: cannot place %s page at %s+0x" RAM_ADDR_FMT
+                     ": %s", from ? "a" : "a zero", qemu_ram_get_idstr(rb),
+                     offset, strerror(-ret));
+        return ret;
+    }
+    postcopy_page_received(mis, rb, host, size);
+    return postcopy_notify_shared_wake(rb, offset);
+}
+
+int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
+                        RAMBlock *rb)
+{
+    trace_postcopy_place_page(qemu_ram_get_idstr(rb), host);
+    return postcopy_install(mis, rb, host, from);
+}
+
+int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
+                             RAMBlock *rb)
+{
+    trace_postcopy_place_page_zero(qemu_ram_get_idstr(rb), host);
+    return postcopy_install(mis, rb, host,
+                            qemu_ram_is_uf_zeroable(rb) ?
+                            NULL : mis->postcopy_tmp_zero_page);
+}
+
+/* --- Destination: shared userfaultfds of other processes ----------------- */
+
+void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
+    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
+        g_array_append_val(mis->postcopy_remote_fds, *pcfd);
+        qatomic_set(&shared_fds_count, mis->postcopy_remote_fds->len);
+        qatomic_inc(&shared_fds_generation);
+    }
+    trace_postcopy_shared_fd_register(pcfd->idstr, pcfd->fd);
+    if (mis->have_fault_thread) {
+        postcopy_fault_thread_notify(mis);
+    }
+}
+
+void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    GArray *fds = mis->postcopy_remote_fds;
+    guint i;
+
+    /* Gone already when the migration's state was freed. */
+    if (!fds) {
+        return;
+    }
+    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
+        for (i = 0; i < fds->len; i++) {
+            if (g_array_index(fds, struct PostCopyFD, i).fd == pcfd->fd) {
+                g_array_remove_index(fds, i);
+                qatomic_set(&shared_fds_count, fds->len);
+                qatomic_inc(&shared_fds_generation);
+                trace_postcopy_shared_fd_unregister(pcfd->idstr, pcfd->fd);
+                break;
+            }
+        }
+    }
+}
+
+unsigned int postcopy_shared_fds_generation(void)
+{
+    return qatomic_read(&shared_fds_generation);
+}
+
+GArray *postcopy_shared_fds_copy(void)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    GArray *copy = g_array_new(false, false, sizeof(struct PostCopyFD));
+
+    QEMU_LOCK_GUARD(&shared_fds_lock);
+    g_array_append_vals(copy, mis->postcopy_remote_fds->data,
+                        mis->postcopy_remote_fds->len);
+    return copy;
+}
+
+int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    guint i;
+
+    /* Called for every page placed; almost always nobody shares RAM. */
+    if (!qatomic_read(&shared_fds_count)) {
+        return 0;
+    }
+    QEMU_LOCK_GUARD(&shared_fds_lock);
+    for (i = 0; i < mis->postcopy_remote_fds->len; i++) {
+        struct PostCopyFD *pcfd = &g_array_index(mis->postcopy_remote_fds,
+                                                 struct PostCopyFD, i);
+        int ret = pcfd->waker(pcfd, rb, offset);
+
+        if (ret) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
+                         RAMBlock *rb)
+{
+    uint64_t size = qemu_ram_pagesize(rb);
+
+    trace_postcopy_shared_wake(pcfd->idstr, qemu_ram_get_idstr(rb),
+                               client_addr);
+    return uffd_wakeup(pcfd->fd, (void *)(uintptr_t)ROUND_DOWN(client_addr,
+                                                               size), size);
+}
+
+int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
+                                 uint64_t client_addr, uint64_t offset)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
+    bool present = ramblock_recv_bitmap_test_byte_offset(rb, page);
+
+    trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
+                                  offset, present);
+    if (present) {
+        /* Placed after the other process faulted: just wake it. */
+        return postcopy_wake_shared(pcfd, client_addr, rb);
+    }
+    return postcopy_request_page(mis, rb, page, client_addr);
+}

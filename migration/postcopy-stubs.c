@@ -1,0 +1,100 @@
+/*
+ * Postcopy on hosts without Linux's userfaultfd: such a host can be the
+ * source of a postcopy migration, never its destination.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * postcopy_ram_supported_by_host() refuses with a clear error, so that
+ * migrate-set-capabilities fails and nothing below it is ever reached on
+ * the destination.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "migration.h"
+#include "postcopy-ram.h"
+#include "postcopy-internal.h"
+
+void postcopy_infrastructure_init(void)
+{
+}
+
+bool postcopy_ram_supported_by_host(MigrationIncomingState *mis, Error **errp)
+{
+    error_setg(errp, "postcopy: this host cannot receive a postcopy "
+               "migration: QEMU was built for a host without Linux's "
+               "userfaultfd");
+    return false;
+}
+
+void fill_destination_postcopy_migration_info(MigrationInfo *info)
+{
+}
+
+/* Everything else belongs to a destination, which this host never is. */
+
+int postcopy_ram_incoming_init(MigrationIncomingState *mis)
+{
+    error_report("postcopy: no userfaultfd on this host");
+    return -1;
+}
+
+int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
+                        RAMBlock *rb)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
+                             RAMBlock *rb)
+{
+    g_assert_not_reached();
+}
+
+void postcopy_fault_thread_notify(MigrationIncomingState *mis)
+{
+    g_assert_not_reached();
+}
+
+void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
+{
+    g_assert_not_reached();
+}
+
+void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
+{
+}
+
+int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
+                         RAMBlock *rb)
+{
+    g_assert_not_reached();
+}
+
+int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
+                                 uint64_t client_addr, uint64_t offset)
+{
+    g_assert_not_reached();
+}
