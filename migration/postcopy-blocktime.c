@@ -15,6 +15,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/lockable.h"
 #include "qemu/atomic.h"
 #include "qemu/host-utils.h"
 #include "qemu/thread.h"

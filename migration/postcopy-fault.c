@@ -18,6 +18,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/lockable.h"
 #include <poll.h>
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"

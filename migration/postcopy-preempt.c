@@ -18,6 +18,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/lockable.h"
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
 #include "qapi/error.h"
@@ -92,6 +93,8 @@ void postcopy_preempt_setup(MigrationState *s)
 
 int postcopy_preempt_establish_channel(MigrationState *s)
 {
+    bool connect_here;
+
     if (!migrate_postcopy_preempt()) {
         return 0;
     }
@@ -99,11 +102,17 @@ int postcopy_preempt_establish_channel(MigrationState *s)
      * QEMU 7.1 and 7.2 machines connected the channel during setup, so the
      * connect is only started here for newer ones.
      */
-    if (!s->preempt_pre_7_2) {
+    connect_here = !s->preempt_pre_7_2;
+    trace_postcopy_preempt_establish(connect_here);
+    if (connect_here) {
         postcopy_preempt_setup(s);
     }
+    /* Posted by preempt_channel_ready() on success and on failure alike. */
     qemu_sem_wait(&s->postcopy_qemufile_src_sem);
-    return s->postcopy_qemufile_src ? 0 : -1;
+    if (!s->postcopy_qemufile_src) {
+        return -1;
+    }
+    return 0;
 }
 
 /* --- Destination ------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include "qemu/osdep.h"
 #include <sys/ioctl.h>
 #include "qemu/mmap-alloc.h"
+#include "qemu/units.h"
 #include "qemu/userfaultfd.h"
 #include "qapi/error.h"
 #include "exec/target_page.h"

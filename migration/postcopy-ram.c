@@ -19,6 +19,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/lockable.h"
 #include <sys/eventfd.h>
 #include "qemu/error-report.h"
 #include "qemu/madvise.h"

@@ -12,6 +12,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "migration.h"
 #include "postcopy-ram.h"
@@ -33,7 +34,16 @@ void fill_destination_postcopy_migration_info(MigrationInfo *info)
 {
 }
 
-/* Everything else belongs to a destination, which this host never is. */
+/*
+ * Everything else belongs to a destination, which this host never is: the
+ * refused capability keeps migration code from calling it.
+ */
+static G_NORETURN void not_a_destination(const char *what)
+{
+    error_report("postcopy: %s called on a host that cannot be a postcopy "
+                 "destination", what);
+    abort();
+}
 
 int postcopy_ram_incoming_init(MigrationIncomingState *mis)
 {
@@ -43,39 +53,39 @@ int postcopy_ram_incoming_init(MigrationIncomingState *mis)
 
 int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
                         RAMBlock *rb)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
                              RAMBlock *rb)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 void postcopy_fault_thread_notify(MigrationIncomingState *mis)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
@@ -84,17 +94,17 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
 
 int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
                          RAMBlock *rb)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }
 
 int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
                                  uint64_t client_addr, uint64_t offset)
 {
-    g_assert_not_reached();
+    not_a_destination(__func__);
 }

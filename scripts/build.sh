@@ -67,6 +67,18 @@ link_firmware()
     done
 }
 
+# ninja prints a line per step when not on a terminal: keep every 100th
+# step and the last, and everything that is not a step (warnings, errors).
+show_progress()
+{
+    awk '/^\[[0-9]+\/[0-9]+\] / {
+             split(substr($1, 2), n, "/");
+             if (n[1] % 100 == 0 || n[1] == n[2] + 0) print;
+             next
+         }
+         { print }'
+}
+
 main()
 {
     local flavour=ours
@@ -86,8 +98,7 @@ main()
     configure_tree "$tree"
     link_firmware "$tree"
     log "ninja (${flavour}): ${targets[*]}"
-    # ninja's own status line shows progress; keep it on stderr.
-    ninja -C "$tree/build" "${targets[@]}" >&2 ||
+    ninja -C "$tree/build" "${targets[@]}" 2>&1 | show_progress >&2 ||
         die "build of $flavour failed"
     echo "$tree/build"
 }
