@@ -34,7 +34,7 @@
 #include "postcopy-internal.h"
 #include "trace.h"
 
-/* --- Source ----------------------------------------------------------------- */
+/* --- Source --------------------------------------------------------------- */
 
 /* The connect finished, well (@err NULL) or not; wake the waiter. */
 static void preempt_channel_ready(MigrationState *s, QIOChannel *ioc,
@@ -115,7 +115,7 @@ int postcopy_preempt_establish_channel(MigrationState *s)
     return 0;
 }
 
-/* --- Destination ------------------------------------------------------------ */
+/* --- Destination ---------------------------------------------------------- */
 
 void postcopy_preempt_new_channel(MigrationIncomingState *mis, QEMUFile *file)
 {

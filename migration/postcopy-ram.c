@@ -50,7 +50,7 @@ void postcopy_infrastructure_init(void)
     qemu_mutex_init(&shared_fds_lock);
 }
 
-/* --- Destination: before precopy ---------------------------------------- */
+/* --- Destination: before precopy ------------------------------------------ */
 
 int postcopy_ram_incoming_init(MigrationIncomingState *mis)
 {
@@ -103,7 +103,7 @@ int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
     return 0;
 }
 
-/* --- Destination: LISTEN --------------------------------------------------- */
+/* --- Destination: LISTEN -------------------------------------------------- */
 
 /*
  * Whether mis->userfault_fd and mis->userfault_event_fd are open.  Only the
@@ -265,7 +265,7 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
     return 0;
 }
 
-/* --- Destination: end of migration --------------------------------------- */
+/* --- Destination: end of migration ---------------------------------------- */
 
 static void postcopy_fault_thread_stop(MigrationIncomingState *mis)
 {
@@ -422,7 +422,7 @@ int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
                             NULL : mis->postcopy_tmp_zero_page);
 }
 
-/* --- Destination: shared userfaultfds of other processes ----------------- */
+/* --- Destination: shared userfaultfds of other processes ------------------ */
 
 void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
 {

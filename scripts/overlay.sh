@@ -79,6 +79,24 @@ patch_trace_events()
     } | write_if_changed "$events"
 }
 
+# Our qtests, built like QEMU's own, with migration-test's QMP helpers.
+add_qtests()
+{
+    local build="$tree/tests/qtest/meson.build" orig f
+    for f in "$PCRAM_ROOT"/tests/qtest/*.c; do
+        ln -sfn "$f" "$tree/tests/qtest/$(basename "$f")"
+    done
+    orig=$(pristine "$build")
+    grep -q '^qtest_executables = {}$' "$orig" ||
+        die "$orig: no 'qtest_executables = {}' line (not QEMU $QEMU_VERSION?)"
+    awk -v ours="$PCRAM_ROOT/tests/qtest/meson.build.inc" '
+        /^qtest_executables = \{\}$/ {
+            while ((getline line < ours) > 0) print line
+            print ""
+        }
+        { print }' "$orig" | write_if_changed "$build"
+}
+
 copy_docs()
 {
     local doc="$PCRAM_ROOT/docs/devel/migration/postcopy.rst"
@@ -96,6 +114,7 @@ main()
     link_sources
     patch_meson
     patch_trace_events
+    add_qtests
     copy_docs
 }
 

@@ -4,7 +4,10 @@
 #   2. the unit tests of the module's pure logic (meson test);
 #   3. QEMU's checkpatch.pl over this project's C files;
 #   4. QEMU's own postcopy migration tests (migration-test --full,
-#      /x86_64/migration/postcopy: 11 tests).
+#      /x86_64/migration/postcopy: 11 tests);
+#   5. this project's qtests (tests/qtest/postcopy-ram-test.c) with the
+#      test guest: byte-exact, access patterns, memory backends, 4 vCPUs,
+#      refusal.
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
@@ -39,23 +42,18 @@ section()
 
 run_unit_tests()
 {
-    local tree=$1 out="$PCRAM_ROOT/_build"
+    local out="$PCRAM_ROOT/_build" tests test rc
     section "unit tests (meson test)"
-    if [ ! -f "$out/build.ninja" ]; then
-        meson setup "$out" "$PCRAM_ROOT" -Dqemu_source="$tree" \
-            -Dqemu_build="$tree/build" > "$out.setup.log" 2>&1 || {
-            cat "$out.setup.log"
-            record "unit tests: meson setup" 1
-            return
-        }
-    fi
-    ninja -C "$out" > "$out.ninja.log" 2>&1 || {
-        cat "$out.ninja.log"
+    "$here/build-guest.sh" all > /dev/null || {
         record "unit tests: build" 1
         return
     }
-    local test rc
-    for test in $(meson test -C "$out" --list 2>/dev/null); do
+    tests=$(meson test -C "$out" --list 2>/dev/null)
+    if [ -z "$tests" ]; then
+        record "unit tests: none were built" 1
+        return
+    fi
+    for test in $tests; do
         meson test -C "$out" --print-errorlogs "$test" 2>&1 |
             grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail):' | head -n 1
         rc=${PIPESTATUS[0]}
@@ -83,28 +81,48 @@ run_checkpatch()
     done
 }
 
-# QEMU's migration-test, one test per process: a hang is then one failure
-# with a name, not a whole run lost.
 run_qemu_postcopy_tests()
 {
-    local build=$1 test rc log
+    local build=$1 log="$PCRAM_ROOT/_build/migration-test-postcopy.log" line
     section "QEMU migration-test --full: postcopy"
-    local tests
-    tests=$(cd "$build" && QTEST_QEMU_BINARY=./qemu-system-x86_64 \
-            ./tests/qtest/migration-test --full -l 2>/dev/null |
-            grep '^/x86_64/migration/postcopy/')
-    [ -n "$tests" ] || { record "migration-test: list" 1; return; }
-    log="$PCRAM_ROOT/_build/migration-test-postcopy.log"
     mkdir -p "$(dirname "$log")"
     : > "$log"
-    for test in $tests; do
-        (cd "$build" && QTEST_QEMU_BINARY=./qemu-system-x86_64 \
-         timeout --kill-after=10 300 ./tests/qtest/migration-test --full \
-         -p "$test") >> "$log" 2>&1
-        rc=$?
-        [ $rc -eq 124 ] && echo "timeout after 300 s: $test"
-        record "qtest: $test" "$rc"
-    done
+    while read -r line; do
+        echo "$line"
+        case "$line" in
+        PASS:*) PASSED=$((PASSED + 1)) ;;
+        FAIL:*) FAILED=$((FAILED + 1)); FAILURES+=("qtest ${line#FAIL: }") ;;
+        esac
+    done < <(run_migration_tests "$build" /x86_64/migration/postcopy/ 300 \
+             "$log")
+    echo "(full output: $log)"
+}
+
+run_our_qtests()
+{
+    local build=$1 guest=$2 log="$PCRAM_ROOT/_build/postcopy-ram-test.log"
+    local line
+    section "qtest: postcopy-ram-test (this project's suite)"
+    : > "$log"
+    # TAP lines: "ok N path", "not ok N path", "ok N path # SKIP why".
+    while read -r line; do
+        case "$line" in
+        "not ok "*)
+            echo "FAIL: ${line#not ok }"
+            FAILED=$((FAILED + 1)); FAILURES+=("postcopy-ram-test ${line#not ok }") ;;
+        "ok "*"# SKIP"*)
+            echo "SKIP: ${line#ok }" ;;
+        "ok "*)
+            echo "PASS: ${line#ok }"
+            PASSED=$((PASSED + 1)) ;;
+        "Bail out!"*)
+            echo "$line"
+            FAILED=$((FAILED + 1)); FAILURES+=("postcopy-ram-test: $line") ;;
+        esac
+    done < <(cd "$build" && PCRAM_GUEST="$guest" \
+             QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+             timeout --kill-after=10 1800 ./tests/qtest/postcopy-ram-test \
+             --tap -k 2>>"$log" | tee -a "$log")
     echo "(full output: $log)"
 }
 
@@ -112,15 +130,19 @@ main()
 {
     local skip_qemu=
     [ "${1:-}" = --skip-qemu-tests ] && skip_qemu=1
-    local build tree
+    local build tree guest
     section "build"
-    build=$("$here/build.sh") || die "the build failed; no tests ran"
+    build=$("$here/build.sh" qemu-system-x86_64 \
+            tests/qtest/migration-test tests/qtest/postcopy-ram-test) ||
+        die "the build failed; no tests ran"
     tree=$(dirname "$build")
+    guest=$("$here/build-guest.sh") || die "the test guest did not build"
 
-    run_unit_tests "$tree"
+    run_unit_tests
     run_checkpatch "$tree"
     if [ -z "$skip_qemu" ]; then
         run_qemu_postcopy_tests "$build"
+        run_our_qtests "$build" "$guest"
     fi
 
     section "summary"

@@ -1,5 +1,6 @@
 /*
- * Unit tests: batching of postcopy discard ranges (migration/postcopy-discard.c)
+ * Unit tests: batching of postcopy discard ranges
+ * (migration/postcopy-discard.c)
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *

@@ -1,0 +1,709 @@
+/*
+ * pcguest: a freestanding x86-64 guest that keeps its memory busy, checks
+ * every page it touches, and reports what it experiences over COM1.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Kernel command line (multiboot), all optional:
+ *   pattern=seq|random|hot   access pattern (default random)
+ *   writes=N                 percent of accesses that write (default 50)
+ *   hot=N                    hot set, percent of pages (default 10); it
+ *                            takes 90% of the accesses
+ *   interval=N               report interval in ms (default 100)
+ *
+ * Every test page (all RAM above 64 MiB) carries a stamp derived from its
+ * number and a per-page generation, at its start, middle and end.  A read
+ * checks the three; a write checks, then bumps the generation and stamps
+ * again.  A page that is zeroed, stale (an older generation), torn (its
+ * three words disagree) or otherwise wrong is reported with its address.
+ *
+ * Output lines, one record each (docs/devel/migration/postcopy.rst):
+ *   PCG READY cpus=C pages=P tsc_khz=K pattern=X writes=W hot=H interval=I
+ *   PCG I n=N t=MS ops=O0,O1,.. max=CYCLES h=B:COUNT,..
+ *   PCG BAD cpu=C page=P addr=0xA kind=K expect=0xE got=0xH,0xM,0xT
+ *   PCG V cpu=C pages=P bad=B          (answer to the command 'v')
+ *   PCG END                            (answer to the command 'q')
+ * Latency bucket B covers [(4 + B % 4) << (B / 4), (5 + B % 4) << (B / 4))
+ * TSC cycles.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MAX_CPUS        16
+#define PAGE_SIZE       4096ULL
+#define TEST_BASE       (64ULL << 20)
+#define GEN_TABLE       (16ULL << 20)
+#define GEN_TABLE_MAX   (TEST_BASE - GEN_TABLE)
+#define MAX_REGIONS     8
+#define NR_BUCKETS      256
+#define STAMP_MAGIC     0x5043470000000000ULL   /* "PCG" */
+#define GEN_MASK        0xffffffULL
+#define MAX_BAD_REPORTS 20
+#define LAPIC           0xFEE00000UL
+#define COM1            0x3F8
+
+extern uint32_t mbi_addr;
+extern char trampoline_start[], trampoline_end[];
+
+/* --- Port I/O, TSC ------------------------------------------------------- */
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+    return (uint64_t)hi << 32 | lo;
+}
+
+static inline void cpu_relax(void)
+{
+    __asm__ volatile("pause" : : : "memory");
+}
+
+/* --- Serial output ---------------------------------------------------------- */
+
+static volatile int serial_lock;
+
+static void serial_putc(char c)
+{
+    while (!(inb(COM1 + 5) & 0x20)) {
+        cpu_relax();
+    }
+    outb(COM1, c);
+}
+
+static int serial_getc(void)
+{
+    return (inb(COM1 + 5) & 1) ? inb(COM1) : -1;
+}
+
+/* A line is built in a buffer and written under the lock. */
+typedef struct Line {
+    char buf[1024];
+    size_t len;
+} Line;
+
+static void put_str(Line *l, const char *s)
+{
+    while (*s && l->len < sizeof(l->buf) - 2) {
+        l->buf[l->len++] = *s++;
+    }
+}
+
+static void put_uint(Line *l, uint64_t v, unsigned int base)
+{
+    char tmp[24];
+    int i = 0;
+
+    do {
+        tmp[i++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    while (i && l->len < sizeof(l->buf) - 2) {
+        l->buf[l->len++] = tmp[--i];
+    }
+}
+
+static void put_hex(Line *l, uint64_t v)
+{
+    put_str(l, "0x");
+    put_uint(l, v, 16);
+}
+
+static void line_send(Line *l)
+{
+    size_t i;
+
+    l->buf[l->len++] = '\n';
+    while (__atomic_exchange_n(&serial_lock, 1, __ATOMIC_ACQUIRE)) {
+        cpu_relax();
+    }
+    for (i = 0; i < l->len; i++) {
+        serial_putc(l->buf[i]);
+    }
+    __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE);
+    l->len = 0;
+}
+
+static void say(const char *s)
+{
+    Line l = { .len = 0 };
+
+    put_str(&l, s);
+    line_send(&l);
+}
+
+/* --- Firmware: fw_cfg, multiboot, PIT ------------------------------------ */
+
+static uint16_t fw_cfg_read16(uint16_t key)
+{
+    outw(0x510, key);
+    return inb(0x511) | (uint16_t)inb(0x511) << 8;
+}
+
+struct mb_info {
+    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+    uint32_t mods_count, mods_addr, syms[4], mmap_length, mmap_addr;
+};
+
+struct mb_mmap {
+    uint32_t size;
+    uint64_t base, length;
+    uint32_t type;
+} __attribute__((packed));
+
+/* TSC cycles per millisecond, from a 50 ms PIT channel 2 one-shot. */
+static uint64_t calibrate_tsc_khz(void)
+{
+    const uint16_t count = 59659;           /* 50 ms at 1.193182 MHz */
+    uint64_t t0, t1;
+
+    outb(0x61, (inb(0x61) & ~0x02) | 0x01); /* gate on, speaker off */
+    outb(0x43, 0xB0);                       /* channel 2, lo/hi, mode 0 */
+    outb(0x42, count & 0xff);
+    outb(0x42, count >> 8);
+    t0 = rdtsc();
+    while (!(inb(0x61) & 0x20)) {
+        cpu_relax();
+    }
+    t1 = rdtsc();
+    return (t1 - t0) / 50;
+}
+
+/* --- Configuration ------------------------------------------------------- */
+
+enum { PATTERN_SEQ, PATTERN_RANDOM, PATTERN_HOT };
+static const char *const pattern_names[] = { "seq", "random", "hot" };
+
+static struct {
+    int pattern;
+    unsigned int writes, hot, interval_ms;
+} cfg = { PATTERN_RANDOM, 50, 10, 100 };
+
+static bool str_starts(const char *s, const char *prefix)
+{
+    while (*prefix) {
+        if (*s++ != *prefix++) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static unsigned int parse_uint(const char *s)
+{
+    unsigned int v = 0;
+
+    while (*s >= '0' && *s <= '9') {
+        v = v * 10 + (*s++ - '0');
+    }
+    return v;
+}
+
+static void parse_cmdline(const char *s)
+{
+    while (s && *s) {
+        unsigned int i;
+
+        if (str_starts(s, "pattern=")) {
+            for (i = 0; i < 3; i++) {
+                if (str_starts(s + 8, pattern_names[i])) {
+                    cfg.pattern = i;
+                }
+            }
+        } else if (str_starts(s, "writes=")) {
+            cfg.writes = parse_uint(s + 7);
+        } else if (str_starts(s, "hot=")) {
+            cfg.hot = parse_uint(s + 4);
+        } else if (str_starts(s, "interval=")) {
+            cfg.interval_ms = parse_uint(s + 9);
+        }
+        while (*s && *s != ' ') {
+            s++;
+        }
+        while (*s == ' ') {
+            s++;
+        }
+    }
+    if (cfg.writes > 100) {
+        cfg.writes = 100;
+    }
+    if (cfg.hot < 1 || cfg.hot > 100) {
+        cfg.hot = 10;
+    }
+    if (!cfg.interval_ms) {
+        cfg.interval_ms = 100;
+    }
+}
+
+/* --- Test pages ------------------------------------------------------------ */
+
+static struct {
+    uint64_t base, pages, first;        /* first: number of its first page */
+} regions[MAX_REGIONS];
+static unsigned int nr_regions;
+static uint64_t total_pages;
+static uint32_t *gen;                   /* generation of each page */
+
+static void find_test_memory(const struct mb_info *mbi)
+{
+    uint64_t p = mbi->mmap_addr, end = p + mbi->mmap_length;
+
+    while (p < end && nr_regions < MAX_REGIONS) {
+        const struct mb_mmap *m = (const struct mb_mmap *)p;
+        uint64_t lo = m->base, hi = m->base + m->length;
+
+        p += m->size + 4;
+        if (m->type != 1 || hi <= TEST_BASE) {
+            continue;
+        }
+        if (lo < TEST_BASE) {
+            lo = TEST_BASE;
+        }
+        lo = (lo + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+        hi &= ~(PAGE_SIZE - 1);
+        if (hi <= lo) {
+            continue;
+        }
+        regions[nr_regions].base = lo;
+        regions[nr_regions].pages = (hi - lo) / PAGE_SIZE;
+        regions[nr_regions].first = total_pages;
+        total_pages += regions[nr_regions].pages;
+        nr_regions++;
+    }
+    /* The generation table must fit below the test pages. */
+    if (total_pages * sizeof(uint32_t) > GEN_TABLE_MAX) {
+        total_pages = GEN_TABLE_MAX / sizeof(uint32_t);
+    }
+    gen = (uint32_t *)GEN_TABLE;
+}
+
+static uint64_t *page_addr(uint64_t page)
+{
+    unsigned int r = 0;
+
+    while (r + 1 < nr_regions && page >= regions[r + 1].first) {
+        r++;
+    }
+    return (uint64_t *)(regions[r].base +
+                        (page - regions[r].first) * PAGE_SIZE);
+}
+
+static uint64_t stamp(uint64_t page, uint32_t g)
+{
+    return STAMP_MAGIC ^ (page << 24) ^ g;
+}
+
+/* Word offsets of the three stamps in a page. */
+#define HEAD 0
+#define MID  (PAGE_SIZE / 16)
+#define TAIL (PAGE_SIZE / 8 - 1)
+
+/* --- Per-CPU state ---------------------------------------------------------- */
+
+typedef struct Cpu {
+    unsigned int index;
+    uint64_t first_local, nr_local;     /* its pages: local i is i*n+index */
+    uint64_t rng;
+    uint64_t cursor;
+    uint64_t ops;
+    uint64_t interval_max;              /* xchg'ed to 0 by the reporter */
+    uint64_t bad;
+    unsigned int bad_reported;
+    uint32_t verify_seen;
+    uint32_t hist[NR_BUCKETS];
+} __attribute__((aligned(64))) Cpu;
+
+static Cpu cpus[MAX_CPUS];
+static unsigned int nr_cpus;
+static uint64_t tsc_khz;
+static volatile unsigned int cpus_ready;
+static volatile uint32_t verify_requests;
+static volatile bool stop_requested;
+static volatile unsigned int cpus_stopped;
+
+static uint64_t rng_next(Cpu *c)
+{
+    c->rng ^= c->rng >> 12;
+    c->rng ^= c->rng << 25;
+    c->rng ^= c->rng >> 27;
+    return c->rng * 0x2545F4914F6CDD1DULL;
+}
+
+static unsigned int bucket_of(uint64_t cycles)
+{
+    unsigned int msb;
+
+    if (cycles < 4) {
+        return 0;
+    }
+    msb = 63 - __builtin_clzll(cycles);
+    return msb * 4 + ((cycles >> (msb - 2)) & 3) - 8;
+}
+
+static void report_bad(Cpu *c, uint64_t page, const uint64_t *p,
+                       uint64_t expect, const char *kind)
+{
+    Line l = { .len = 0 };
+
+    c->bad++;
+    if (c->bad_reported++ >= MAX_BAD_REPORTS) {
+        return;
+    }
+    put_str(&l, "PCG BAD cpu=");
+    put_uint(&l, c->index, 10);
+    put_str(&l, " page=");
+    put_uint(&l, page, 10);
+    put_str(&l, " addr=");
+    put_hex(&l, (uint64_t)p);
+    put_str(&l, " kind=");
+    put_str(&l, kind);
+    put_str(&l, " expect=");
+    put_hex(&l, expect);
+    put_str(&l, " got=");
+    put_hex(&l, p[HEAD]);
+    put_str(&l, ",");
+    put_hex(&l, p[MID]);
+    put_str(&l, ",");
+    put_hex(&l, p[TAIL]);
+    line_send(&l);
+}
+
+/* What went wrong with a page whose stamps are not all @expect. */
+static const char *classify(uint64_t page, const uint64_t *p, uint32_t g)
+{
+    uint64_t h = p[HEAD];
+
+    if (!p[HEAD] && !p[MID] && !p[TAIL]) {
+        return "zeroed";
+    }
+    if (h != p[MID] || h != p[TAIL]) {
+        return "torn";
+    }
+    if (((h ^ STAMP_MAGIC) >> 24) == page && (h & GEN_MASK) != g) {
+        return "stale";
+    }
+    return "corrupt";
+}
+
+static void write_stamps(uint64_t *p, uint64_t v)
+{
+    p[HEAD] = v;
+    p[MID] = v;
+    p[TAIL] = v;
+}
+
+static uint32_t next_gen(uint32_t g)
+{
+    g = (g + 1) & GEN_MASK;
+    return g ? g : 1;
+}
+
+/* Check one page; rewrite it when asked to or when it was wrong. */
+static void touch(Cpu *c, uint64_t page, bool write)
+{
+    uint64_t *p = page_addr(page);
+    uint32_t g = gen[page];
+    uint64_t expect = stamp(page, g);
+
+    if (p[HEAD] != expect || p[MID] != expect || p[TAIL] != expect) {
+        report_bad(c, page, p, expect, classify(page, p, g));
+        write = true;                       /* repair, keep going */
+    }
+    if (write) {
+        g = next_gen(g);
+        gen[page] = g;
+        write_stamps(p, stamp(page, g));
+    }
+}
+
+static uint64_t pick_local(Cpu *c)
+{
+    uint64_t hot_pages;
+
+    switch (cfg.pattern) {
+    case PATTERN_SEQ:
+        c->cursor = c->cursor + 1 < c->nr_local ? c->cursor + 1 : 0;
+        return c->cursor;
+    case PATTERN_HOT:
+        hot_pages = c->nr_local * cfg.hot / 100;
+        if (hot_pages && rng_next(c) % 10 != 0) {
+            return rng_next(c) % hot_pages;
+        }
+        /* fall through */
+    default:
+        return rng_next(c) % c->nr_local;
+    }
+}
+
+static uint64_t global_page(Cpu *c, uint64_t local)
+{
+    return local * nr_cpus + c->index;
+}
+
+static void init_pages(Cpu *c)
+{
+    uint64_t i;
+
+    for (i = 0; i < c->nr_local; i++) {
+        uint64_t page = global_page(c, i);
+
+        gen[page] = 1;
+        write_stamps(page_addr(page), stamp(page, 1));
+    }
+}
+
+static void verify_all(Cpu *c)
+{
+    uint64_t i, bad_before = c->bad;
+    Line l = { .len = 0 };
+
+    for (i = 0; i < c->nr_local; i++) {
+        touch(c, global_page(c, i), false);
+    }
+    put_str(&l, "PCG V cpu=");
+    put_uint(&l, c->index, 10);
+    put_str(&l, " pages=");
+    put_uint(&l, c->nr_local, 10);
+    put_str(&l, " bad=");
+    put_uint(&l, c->bad - bad_before, 10);
+    line_send(&l);
+}
+
+/* --- Reporting (CPU 0) ------------------------------------------------------ */
+
+static uint32_t hist_last[MAX_CPUS][NR_BUCKETS];
+static uint64_t ops_last[MAX_CPUS];
+
+static void report_interval(uint64_t n, uint64_t t_ms)
+{
+    Line l = { .len = 0 };
+    uint64_t max = 0;
+    unsigned int i, b;
+
+    put_str(&l, "PCG I n=");
+    put_uint(&l, n, 10);
+    put_str(&l, " t=");
+    put_uint(&l, t_ms, 10);
+    put_str(&l, " ops=");
+    for (i = 0; i < nr_cpus; i++) {
+        uint64_t ops = __atomic_load_n(&cpus[i].ops, __ATOMIC_RELAXED);
+        uint64_t m = __atomic_exchange_n(&cpus[i].interval_max, 0,
+                                         __ATOMIC_RELAXED);
+
+        put_uint(&l, ops - ops_last[i], 10);
+        put_str(&l, i + 1 < nr_cpus ? "," : "");
+        ops_last[i] = ops;
+        max = m > max ? m : max;
+    }
+    put_str(&l, " max=");
+    put_uint(&l, max, 10);
+    put_str(&l, " h=");
+    for (b = 0; b < NR_BUCKETS; b++) {
+        uint64_t sum = 0;
+
+        for (i = 0; i < nr_cpus; i++) {
+            uint32_t h = __atomic_load_n(&cpus[i].hist[b], __ATOMIC_RELAXED);
+
+            sum += h - hist_last[i][b];
+            hist_last[i][b] = h;
+        }
+        if (sum) {
+            put_uint(&l, b, 10);
+            put_str(&l, ":");
+            put_uint(&l, sum, 10);
+            put_str(&l, ",");
+        }
+    }
+    line_send(&l);
+}
+
+static void poll_commands(void)
+{
+    int ch;
+
+    while ((ch = serial_getc()) >= 0) {
+        if (ch == 'v') {
+            __atomic_add_fetch(&verify_requests, 1, __ATOMIC_RELEASE);
+        } else if (ch == 'q') {
+            stop_requested = true;
+        }
+    }
+}
+
+/* --- The workload -------------------------------------------------------- */
+
+static void run(Cpu *c)
+{
+    uint64_t interval = cfg.interval_ms * tsc_khz;
+    uint64_t start = rdtsc(), next_report = start + interval, n = 0;
+
+    for (;;) {
+        unsigned int k;
+
+        for (k = 0; k < 256; k++) {
+            uint64_t page = global_page(c, pick_local(c));
+            bool write = rng_next(c) % 100 < cfg.writes;
+            uint64_t t0 = rdtsc(), dt;
+
+            touch(c, page, write);
+            dt = rdtsc() - t0;
+            c->hist[bucket_of(dt)]++;
+            if (dt > c->interval_max) {
+                c->interval_max = dt;
+            }
+        }
+        __atomic_store_n(&c->ops, c->ops + 256, __ATOMIC_RELAXED);
+
+        if (c->verify_seen != verify_requests) {
+            c->verify_seen = verify_requests;
+            verify_all(c);
+        }
+        if (stop_requested) {
+            break;
+        }
+        if (c->index == 0 && rdtsc() >= next_report) {
+            uint64_t now = rdtsc();
+
+            report_interval(++n, (now - start) / tsc_khz);
+            next_report = now + interval;
+            poll_commands();
+        }
+    }
+    __atomic_add_fetch(&cpus_stopped, 1, __ATOMIC_RELEASE);
+    if (c->index == 0) {
+        while (cpus_stopped < nr_cpus) {
+            cpu_relax();
+        }
+        say("PCG END");
+    }
+}
+
+static void say_ready(void)
+{
+    Line l = { .len = 0 };
+
+    put_str(&l, "PCG READY cpus=");
+    put_uint(&l, nr_cpus, 10);
+    put_str(&l, " pages=");
+    put_uint(&l, total_pages, 10);
+    put_str(&l, " tsc_khz=");
+    put_uint(&l, tsc_khz, 10);
+    put_str(&l, " pattern=");
+    put_str(&l, pattern_names[cfg.pattern]);
+    put_str(&l, " writes=");
+    put_uint(&l, cfg.writes, 10);
+    put_str(&l, " hot=");
+    put_uint(&l, cfg.hot, 10);
+    put_str(&l, " interval=");
+    put_uint(&l, cfg.interval_ms, 10);
+    line_send(&l);
+}
+
+static void cpu_main(unsigned int index)
+{
+    Cpu *c = &cpus[index];
+
+    c->index = index;
+    c->nr_local = (total_pages + nr_cpus - 1 - index) / nr_cpus;
+    c->rng = 0x9E3779B97F4A7C15ULL * (index + 1);
+    init_pages(c);
+    __atomic_add_fetch(&cpus_ready, 1, __ATOMIC_RELEASE);
+    while (cpus_ready < nr_cpus) {
+        cpu_relax();
+    }
+    if (index == 0) {
+        say_ready();
+    }
+    run(c);
+}
+
+/* --- Start-up ----------------------------------------------------------- */
+
+static void lapic_write(uint32_t reg, uint32_t v)
+{
+    *(volatile uint32_t *)(LAPIC + reg) = v;
+}
+
+static void delay_us(uint64_t us)
+{
+    uint64_t end = rdtsc() + us * tsc_khz / 1000;
+
+    while (rdtsc() < end) {
+        cpu_relax();
+    }
+}
+
+static void start_aps(void)
+{
+    volatile uint8_t *dst = (volatile uint8_t *)0x8000;
+    size_t i, len = trampoline_end - trampoline_start;
+
+    for (i = 0; i < len; i++) {
+        dst[i] = trampoline_start[i];
+    }
+    lapic_write(0xF0, 0x1FF);               /* software-enable the APIC */
+    lapic_write(0x310, 0);
+    lapic_write(0x300, 0x000C4500);         /* INIT, all but self */
+    delay_us(10000);
+    for (i = 0; i < 2; i++) {
+        lapic_write(0x300, 0x000C4608);     /* SIPI, vector 0x8000 >> 12 */
+        delay_us(200);
+    }
+}
+
+void bsp_main(void);
+void ap_main(unsigned int index);
+
+void bsp_main(void)
+{
+    const struct mb_info *mbi = (const struct mb_info *)(uint64_t)mbi_addr;
+
+    say("PCG BOOT");
+    if (mbi->flags & (1 << 2)) {
+        parse_cmdline((const char *)(uint64_t)mbi->cmdline);
+    }
+    nr_cpus = fw_cfg_read16(0x05);
+    if (nr_cpus < 1 || nr_cpus > MAX_CPUS) {
+        nr_cpus = 1;
+    }
+    tsc_khz = calibrate_tsc_khz();
+    find_test_memory(mbi);
+    if (!total_pages) {
+        say("PCG FAIL no test memory above 64 MiB");
+        return;
+    }
+    if (nr_cpus > 1) {
+        start_aps();
+    }
+    cpu_main(0);
+}
+
+void ap_main(unsigned int index)
+{
+    if (index < nr_cpus) {
+        cpu_main(index);
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds this repository's own meson project in _build/: the test guest,
+# and the unit tests once a QEMU tree with this module is built (they link
+# its libqemuutil).  Prints pcguest.bin's path.
+#
+#   scripts/build-guest.sh [ninja targets...]   (default: pcguest.bin)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+out="$PCRAM_ROOT/_build"
+tree="$PCRAM_CACHE/qemu-ours"
+opts=()
+if [ -f "$tree/build/libqemuutil.a" ]; then
+    opts=(-Dqemu_source="$tree" -Dqemu_build="$tree/build")
+fi
+if [ ! -f "$out/build.ninja" ]; then
+    meson setup "$out" "$PCRAM_ROOT" "${opts[@]}" > "$out.setup.log" 2>&1 ||
+        { cat "$out.setup.log" >&2; die "meson setup failed"; }
+elif [ ${#opts[@]} -gt 0 ] &&
+     ! grep -q "$tree/build" "$out/meson-info/intro-buildoptions.json"; then
+    meson configure "$out" "${opts[@]}" >&2
+fi
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(pcguest.bin)
+ninja -C "$out" "${targets[@]}" >&2 || die "building ${targets[*]} failed"
+echo "$out/pcguest.bin"

@@ -1,0 +1,189 @@
+"""The test guest (guest/guest.c): its serial reports, parsed.
+
+Lines start with "PCG "; each one is timestamped on arrival with the host's
+monotonic clock.  Latency bucket B covers TSC cycles
+[(4 + B % 4) << (B // 4), (5 + B % 4) << (B // 4)).
+"""
+
+import re
+import socket
+import threading
+import time
+
+
+def bucket_low_cycles(b):
+    return (4 + b % 4) << (b // 4)
+
+
+def bucket_high_cycles(b):
+    return (5 + b % 4) << (b // 4)
+
+
+class Interval:
+    """One 'PCG I' report: the guest's work in one interval."""
+
+    def __init__(self, host_time, fields):
+        self.host_time = host_time
+        self.n = int(fields['n'])
+        self.t_ms = int(fields['t'])
+        self.ops = [int(x) for x in fields['ops'].split(',') if x]
+        self.max_cycles = int(fields['max'])
+        self.hist = {}
+        for item in fields.get('h', '').split(','):
+            if item:
+                b, count = item.split(':')
+                self.hist[int(b)] = int(count)
+
+
+def parse_fields(text):
+    return dict(kv.split('=', 1) for kv in text.split() if '=' in kv)
+
+
+class GuestConsole:
+    """Reads a guest's serial chardev (a UNIX socket) in a thread."""
+
+    def __init__(self, path, name):
+        self.path = path
+        self.name = name
+        self.lines = []                     # (host_time, text)
+        self.cond = threading.Condition()
+        self.sock = None
+        self.thread = None
+
+    def connect(self, wait=30.0):
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(self.path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+
+    def _reader(self):
+        buf = b''
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            now = time.monotonic()
+            *complete, buf = buf.split(b'\n')
+            with self.cond:
+                for raw in complete:
+                    text = raw.decode(errors='replace').strip()
+                    if text.startswith('PCG '):
+                        self.lines.append((now, text[4:]))
+                self.cond.notify_all()
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def wait_for(self, predicate, timeout, start=0):
+        """First line from index @start on for which predicate(text) holds;
+        returns (index, host_time, text) or None after @timeout seconds."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    t, text = self.lines[i]
+                    if predicate(text):
+                        return i, t, text
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.lines)
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+class GuestReport:
+    """Everything the guest said, from both consoles, in one timeline."""
+
+    def __init__(self, lines):
+        self.ready = None
+        self.intervals = []
+        self.bad = []
+        self.verify = []
+        self.ended = False
+        for t, text in sorted(lines):
+            kind, _, rest = text.partition(' ')
+            if kind == 'READY':
+                self.ready = parse_fields(rest)
+            elif kind == 'I':
+                self.intervals.append(Interval(t, parse_fields(rest)))
+            elif kind == 'BAD':
+                self.bad.append(parse_fields(rest))
+            elif kind == 'V':
+                self.verify.append(parse_fields(rest))
+            elif kind == 'END':
+                self.ended = True
+
+    @property
+    def tsc_khz(self):
+        return int(self.ready['tsc_khz']) if self.ready else 0
+
+    def cycles_to_us(self, cycles):
+        return cycles * 1000.0 / self.tsc_khz / 1000.0 if self.tsc_khz else 0
+
+    def window(self, t0, t1):
+        """Intervals whose reports arrived in [t0, t1 + one interval): each
+        report covers the interval before it."""
+        if not self.intervals:
+            return []
+        step = int(self.ready.get('interval', 100)) / 1000.0
+        return [i for i in self.intervals
+                if t0 < i.host_time <= t1 + step]
+
+    def latency(self, intervals):
+        """Percentiles (us) of the accesses of @intervals, and the max."""
+        hist = {}
+        for i in intervals:
+            for b, c in i.hist.items():
+                hist[b] = hist.get(b, 0) + c
+        total = sum(hist.values())
+        out = {'accesses': total}
+        for name, q in (('p50', 0.5), ('p90', 0.9), ('p99', 0.99),
+                        ('p999', 0.999)):
+            out[name] = self.cycles_to_us(self._quantile(hist, total, q))
+        out['max'] = self.cycles_to_us(max((i.max_cycles for i in intervals),
+                                           default=0))
+        return out, hist
+
+    @staticmethod
+    def _quantile(hist, total, q):
+        if not total:
+            return 0
+        seen = 0
+        for b in sorted(hist):
+            seen += hist[b]
+            if seen >= q * total:
+                # the bucket's midpoint
+                return (bucket_low_cycles(b) + bucket_high_cycles(b)) / 2
+        return 0
+
+    def ops_per_s(self, intervals):
+        if not intervals:
+            return 0.0
+        step = int(self.ready.get('interval', 100)) / 1000.0
+        return sum(sum(i.ops) for i in intervals) / (len(intervals) * step)

@@ -1,0 +1,305 @@
+"""One postcopy migration of a running test guest, measured.
+
+run_scenario() starts a source and a destination QEMU on this machine (or
+in two network namespaces), boots the test guest on the source, migrates
+it with precopy for a while and then postcopy, asks the guest on the
+destination to verify all of its memory, and returns what happened as a
+dict (see RESULT_FIELDS in docs/devel/migration/postcopy.rst).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from .guest import GuestConsole, GuestReport
+from .qmp import QMP
+
+
+class MigrationFailed(Exception):
+    """The migration or the guest did not do what was expected."""
+
+
+class Scenario:
+    """What to migrate and how.  Defaults: the main job's."""
+
+    def __init__(self, **kw):
+        self.qemu = kw.pop('qemu')
+        self.guest = kw.pop('guest')
+        self.ram_mb = kw.pop('ram_mb', 1024)
+        self.vcpus = kw.pop('vcpus', 2)
+        self.pattern = kw.pop('pattern', 'random')
+        self.writes = kw.pop('writes', 50)
+        self.hot = kw.pop('hot', 10)
+        self.interval_ms = kw.pop('interval_ms', 100)
+        self.precopy_s = kw.pop('precopy_s', 2.0)
+        self.preempt = kw.pop('preempt', False)
+        self.blocktime = kw.pop('blocktime', True)
+        self.accel = kw.pop('accel', 'auto')
+        self.backend = kw.pop('backend', 'anon')
+        self.max_bandwidth = kw.pop('max_bandwidth', None)   # bytes/s
+        self.src_netns = kw.pop('src_netns', None)
+        self.dst_netns = kw.pop('dst_netns', None)
+        self.dst_addr = kw.pop('dst_addr', '127.0.0.1')
+        self.trace = kw.pop('trace', None)                   # dst events
+        self.timeout_s = kw.pop('timeout_s', 900)
+        if kw:
+            raise TypeError('unknown scenario fields: %s' % ', '.join(kw))
+
+    def accel_name(self):
+        if self.accel != 'auto':
+            return self.accel
+        return 'kvm' if os.access('/dev/kvm', os.R_OK | os.W_OK) else 'tcg'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Vm:
+    """One QEMU process with its QMP and serial sockets."""
+
+    def __init__(self, scn, name, workdir, incoming=False):
+        self.name = name
+        self.qmp_path = os.path.join(workdir, name + '.qmp')
+        self.serial_path = os.path.join(workdir, name + '.serial')
+        self.log_path = os.path.join(workdir, name + '.log')
+        accel = scn.accel_name()
+        args = [scn.qemu, '-name', name, '-nodefaults', '-display', 'none',
+                '-machine', 'q35', '-m', '%dM' % scn.ram_mb,
+                '-smp', str(scn.vcpus),
+                '-accel', 'tcg,thread=multi' if accel == 'tcg' else accel,
+                '-kernel', scn.guest,
+                '-append', 'pattern=%s writes=%d hot=%d interval=%d' % (
+                    scn.pattern, scn.writes, scn.hot, scn.interval_ms),
+                '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path,
+                '-chardev', 'socket,id=ser0,path=%s,server=on,wait=off'
+                % self.serial_path,
+                '-serial', 'chardev:ser0', '-monitor', 'none']
+        args += self.backend_args(scn)
+        if incoming:
+            args += ['-incoming', 'defer']
+            if scn.trace:
+                args += ['-trace', 'enable=%s,file=%s' % (
+                    scn.trace, os.path.join(workdir, name + '.trace'))]
+        netns = scn.dst_netns if incoming else scn.src_netns
+        if netns:
+            args = ['ip', 'netns', 'exec', netns] + args
+        self.log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(args, stdout=self.log,
+                                     stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.qmp = QMP(self.qmp_path)
+        self.console = GuestConsole(self.serial_path, name)
+        try:
+            self.qmp.connect()
+            self.console.connect()
+        except OSError as e:
+            raise MigrationFailed('%s QEMU did not start: %s\n%s' % (
+                name, e, self.log_tail()))
+
+    @staticmethod
+    def backend_args(scn):
+        size = '%dM' % scn.ram_mb
+        if scn.backend == 'anon':
+            return []
+        if scn.backend == 'memfd':
+            obj = 'memory-backend-memfd,id=mem0,size=%s,share=on' % size
+        elif scn.backend == 'hugetlb':
+            obj = ('memory-backend-memfd,id=mem0,size=%s,share=on,'
+                   'hugetlb=on,hugetlbsize=2M' % size)
+        else:
+            raise MigrationFailed('unknown memory backend %s' % scn.backend)
+        return ['-object', obj, '-machine', 'memory-backend=mem0']
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path) as f:
+                return ''.join(f.readlines()[-n:])
+        except OSError:
+            return ''
+
+    def stop(self):
+        try:
+            self.qmp.cmd('quit')
+        except Exception:
+            pass
+        self.qmp.close()
+        self.console.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def status_of(info):
+    return info.get('status', 'none')
+
+
+def run_scenario(scn, progress=None):
+    """Migrate once; returns the result dict.  Raises MigrationFailed."""
+    workdir = tempfile.mkdtemp(prefix='pcram-')
+    src = dst = None
+    try:
+        dst = Vm(scn, 'destination', workdir, incoming=True)
+        src = Vm(scn, 'source', workdir)
+        return _migrate(scn, src, dst, progress)
+    finally:
+        for vm in (src, dst):
+            if vm:
+                vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _set_caps(vm, caps):
+    vm.qmp.cmd('migrate-set-capabilities', capabilities=[
+        {'capability': c, 'state': True} for c in caps])
+
+
+def _migrate(scn, src, dst, progress):
+    boot_s = 60 + scn.ram_mb / 64
+    if not src.console.wait_for(lambda t: t.startswith('READY'), boot_s):
+        raise MigrationFailed('the guest did not report READY within %d s'
+                              '\n%s' % (boot_s, src.log_tail()))
+    caps = ['postcopy-ram'] + (['postcopy-preempt'] if scn.preempt else [])
+    _set_caps(src, caps)
+    _set_caps(dst, caps + (['postcopy-blocktime'] if scn.blocktime else []))
+    if scn.max_bandwidth:
+        src.qmp.cmd('migrate-set-parameters',
+                    **{'max-bandwidth': int(scn.max_bandwidth)})
+    port = free_port()
+    uri = 'tcp:%s:%d' % (scn.dst_addr, port)
+    dst.qmp.cmd('migrate-incoming', uri=uri)
+    # Let the guest run a few intervals on the source first: a baseline.
+    time.sleep(3 * scn.interval_ms / 1000.0)
+
+    t_start = time.monotonic()
+    src.qmp.cmd('migrate', uri=uri)
+    t_postcopy = None
+    deadline = t_start + scn.timeout_s
+    info = {}
+    while True:
+        now = time.monotonic()
+        info = src.qmp.cmd('query-migrate')
+        status = status_of(info)
+        if progress:
+            progress(now - t_start, info)
+        if status in ('completed', 'failed', 'cancelled'):
+            break
+        if status.startswith('postcopy-paused'):
+            raise MigrationFailed('postcopy paused on the source: %s' %
+                                  info.get('error-desc', 'no reason given'))
+        if t_postcopy is None and now - t_start >= scn.precopy_s:
+            if status == 'active':
+                src.qmp.cmd('migrate-start-postcopy')
+                t_postcopy = time.monotonic()
+        if now > deadline:
+            raise MigrationFailed('migration not complete after %d s '
+                                  '(status %s)' % (scn.timeout_s, status))
+        time.sleep(0.1)
+    t_done = time.monotonic()
+    if status != 'completed':
+        raise MigrationFailed('migration %s: %s\nsource log:\n%s\n'
+                              'destination log:\n%s' % (
+                                  status, info.get('error-desc', ''),
+                                  src.log_tail(), dst.log_tail()))
+    dst_info = _wait_destination(dst, 60)
+
+    # The guest runs on the destination now; have it check all of RAM.
+    time.sleep(0.5)
+    verify_start = len(dst.console.snapshot())
+    dst.console.send('v')
+    verified = _wait_verify(dst, scn.vcpus, verify_start,
+                            60 + scn.ram_mb / 32)
+    dst.console.send('q')
+    dst.console.wait_for(lambda t: t == 'END', 30, verify_start)
+
+    report = GuestReport(src.console.snapshot() + dst.console.snapshot())
+    return _result(scn, info, dst_info, report, verified,
+                   t_start, t_postcopy, t_done)
+
+
+def _wait_destination(dst, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        info = dst.qmp.cmd('query-migrate')
+        if status_of(info) == 'completed':
+            return info
+        if status_of(info) == 'failed' or time.monotonic() > deadline:
+            raise MigrationFailed('destination status %s: %s\n%s' % (
+                status_of(info), info.get('error-desc', ''),
+                dst.log_tail()))
+        time.sleep(0.1)
+
+
+def _wait_verify(dst, vcpus, start, timeout):
+    answers = {}
+    deadline = time.monotonic() + timeout
+    index = start
+    while len(answers) < vcpus:
+        left = deadline - time.monotonic()
+        found = dst.console.wait_for(lambda t: t.startswith('V '),
+                                     max(left, 0), index)
+        if not found:
+            raise MigrationFailed('only %d of %d vCPUs answered the memory '
+                                  'check within %d s' % (len(answers), vcpus,
+                                                         timeout))
+        index, _, text = found
+        fields = dict(kv.split('=') for kv in text.split()[1:])
+        answers[int(fields['cpu'])] = fields
+        index += 1
+    return answers
+
+
+def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
+            t_done):
+    ram = info.get('ram', {})
+    page = ram.get('page-size', 4096) or 4096
+    postcopy_window = report.window(t_postcopy or t_done, t_done)
+    precopy_window = report.window(t_start - 1.0, t_postcopy or t_done)
+    lat_post, hist_post = report.latency(postcopy_window)
+    lat_pre, _ = report.latency(precopy_window)
+    bad_pages = sum(int(v['bad']) for v in verified.values())
+    checked = sum(int(v['pages']) for v in verified.values())
+    postcopy_pages = ram.get('postcopy-bytes', 0) // page
+    requests = ram.get('postcopy-requests', 0)
+    return {
+        'scenario': {
+            'ram_mb': scn.ram_mb, 'vcpus': scn.vcpus,
+            'pattern': scn.pattern, 'writes': scn.writes, 'hot': scn.hot,
+            'precopy_s': scn.precopy_s, 'preempt': scn.preempt,
+            'accel': scn.accel_name(), 'backend': scn.backend,
+        },
+        'precopy_s': (t_postcopy - t_start) if t_postcopy else None,
+        'postcopy_s': (t_done - t_postcopy) if t_postcopy else 0.0,
+        'total_s': t_done - t_start,
+        'downtime_ms': info.get('downtime'),
+        'bytes_sent': ram.get('transferred', 0),
+        'precopy_bytes': ram.get('precopy-bytes', 0),
+        'postcopy_bytes': ram.get('postcopy-bytes', 0),
+        'pages_requested': requests,
+        'pages_background': max(postcopy_pages - requests, 0),
+        'blocktime_ms': dst_info.get('postcopy-blocktime'),
+        'vcpu_blocktime_ms': dst_info.get('postcopy-vcpu-blocktime'),
+        'guest': {
+            'latency_postcopy_us': lat_post,
+            'latency_precopy_us': lat_pre,
+            'hist_postcopy': hist_post,
+            'ops_per_s_postcopy': report.ops_per_s(postcopy_window),
+            'ops_per_s_precopy': report.ops_per_s(precopy_window),
+            'tsc_khz': report.tsc_khz,
+            'pages_checked': checked,
+            'bad_pages': bad_pages + len(report.bad),
+            'bad_reports': report.bad[:20],
+            'verdict': 'clean' if not bad_pages and not report.bad
+                       else 'CORRUPT',
+        },
+    }

@@ -1,0 +1,62 @@
+"""A small synchronous QMP client over a UNIX socket."""
+
+import json
+import socket
+import time
+
+
+class QMPError(Exception):
+    """A QMP command answered with an error."""
+
+
+class QMP:
+    def __init__(self, path, timeout=60.0):
+        self.path = path
+        self.sock = None
+        self.buf = b''
+        self.events = []
+        self.timeout = timeout
+
+    def connect(self, wait=30.0):
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(self.timeout)
+                self.sock.connect(self.path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._read_message()                    # greeting
+        self.cmd('qmp_capabilities')
+
+    def _read_message(self):
+        while b'\n' not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError('QMP connection closed by QEMU')
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self.sock.sendall(json.dumps(msg).encode() + b'\n')
+        while True:
+            resp = self._read_message()
+            if 'event' in resp:
+                self.events.append(resp)
+                continue
+            if 'error' in resp:
+                raise QMPError('%s: %s' % (name, resp['error'].get('desc')))
+            return resp.get('return')
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
