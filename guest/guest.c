@@ -13,6 +13,9 @@
  *                            takes 90% of the accesses
  *   interval=N               report interval in ms (default 100)
  *
+ * An access's latency runs from the end of the previous access to its own
+ * end, so that any stall of the vCPU shows, not only one inside the touch.
+ *
  * Every test page (all RAM above 64 MiB) carries a stamp derived from its
  * number and a per-page generation, at its start, middle and end.  A read
  * checks the three; a write checks, then bumps the generation and stamps
@@ -20,13 +23,14 @@
  * three words disagree) or otherwise wrong is reported with its address.
  *
  * Output lines, one record each (docs/devel/migration/postcopy.rst):
- *   PCG READY cpus=C pages=P tsc_khz=K pattern=X writes=W hot=H interval=I
- *   PCG I n=N t=MS ops=O0,O1,.. max=CYCLES h=B:COUNT,..
+ *   PCG READY cpus=C pages=P tsc_khz=K clock=kvmclock|tsc pattern=X
+ *             writes=W hot=H interval=I
+ *   PCG I n=N t=MS ops=O0,O1,.. max=NS h=B:COUNT,..
  *   PCG BAD cpu=C page=P addr=0xA kind=K expect=0xE got=0xH,0xM,0xT
  *   PCG V cpu=C pages=P bad=B          (answer to the command 'v')
  *   PCG END                            (answer to the command 'q')
  * Latency bucket B covers [(4 + B % 4) << (B / 4), (5 + B % 4) << (B / 4))
- * TSC cycles.
+ * nanoseconds.
  */
 
 #include <stdbool.h>
@@ -80,6 +84,85 @@ static inline uint64_t rdtsc(void)
 static inline void cpu_relax(void)
 {
     __asm__ volatile("pause" : : : "memory");
+}
+
+static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b,
+                         uint32_t *c, uint32_t *d)
+{
+    __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
+                     : "a"(leaf), "c"(0));
+}
+
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v),
+                     "d"((uint32_t)(v >> 32)));
+}
+
+/*
+ * The guest's clock, in nanoseconds.  Under KVM, kvmclock: a vCPU that the
+ * host blocks (a postcopy fault, say) may find its TSC not advanced by the
+ * time it was blocked, while kvmclock follows the host's time.  Elsewhere
+ * (TCG), the TSC scaled by its calibrated rate.
+ */
+struct pvclock {
+    uint32_t version, pad0;
+    uint64_t tsc_timestamp, system_time;
+    uint32_t mul;
+    int8_t shift;
+    uint8_t flags, pad[2];
+} __attribute__((aligned(64)));
+
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+
+static struct pvclock pvclocks[MAX_CPUS];
+static bool use_kvmclock;
+static uint64_t tsc_khz;
+
+static bool kvmclock_available(void)
+{
+    uint32_t a, b, c, d;
+
+    cpuid(0x40000000, &a, &b, &c, &d);
+    /* "KVMKVMKVM\0\0\0" */
+    if (b != 0x4b4d564b || c != 0x564b4d56 || d != 0x4d || a < 0x40000001) {
+        return false;
+    }
+    cpuid(0x40000001, &a, &b, &c, &d);
+    return a & (1 << 3);                    /* KVM_FEATURE_CLOCKSOURCE2 */
+}
+
+static void clock_enable(unsigned int cpu)
+{
+    if (use_kvmclock) {
+        wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uint64_t)&pvclocks[cpu] | 1);
+    }
+}
+
+static uint64_t clock_ns(unsigned int cpu)
+{
+    const volatile struct pvclock *pv = &pvclocks[cpu];
+    uint32_t version;
+    uint64_t ns;
+
+    if (!use_kvmclock) {
+        uint64_t tsc = rdtsc();
+
+        /* Split, so that the product cannot overflow 64 bits. */
+        return tsc / tsc_khz * 1000000 + tsc % tsc_khz * 1000000 / tsc_khz;
+    }
+    do {
+        uint64_t delta;
+
+        version = pv->version;
+        __asm__ volatile("" : : : "memory");
+        delta = rdtsc() - pv->tsc_timestamp;
+        delta = pv->shift < 0 ? delta >> -pv->shift : delta << pv->shift;
+        ns = pv->system_time +
+             (uint64_t)(((unsigned __int128)delta * pv->mul) >> 32);
+        __asm__ volatile("" : : : "memory");
+    } while ((version & 1) || version != pv->version);
+    return ns;
 }
 
 /* --- Serial output ---------------------------------------------------------- */
@@ -338,7 +421,6 @@ typedef struct Cpu {
 
 static Cpu cpus[MAX_CPUS];
 static unsigned int nr_cpus;
-static uint64_t tsc_khz;
 static volatile unsigned int cpus_ready;
 static volatile uint32_t verify_requests;
 static volatile bool stop_requested;
@@ -352,15 +434,15 @@ static uint64_t rng_next(Cpu *c)
     return c->rng * 0x2545F4914F6CDD1DULL;
 }
 
-static unsigned int bucket_of(uint64_t cycles)
+static unsigned int bucket_of(uint64_t ns)
 {
     unsigned int msb;
 
-    if (cycles < 4) {
+    if (ns < 4) {
         return 0;
     }
-    msb = 63 - __builtin_clzll(cycles);
-    return msb * 4 + ((cycles >> (msb - 2)) & 3) - 8;
+    msb = 63 - __builtin_clzll(ns);
+    return msb * 4 + ((ns >> (msb - 2)) & 3) - 8;
 }
 
 static void report_bad(Cpu *c, uint64_t page, const uint64_t *p,
@@ -557,19 +639,27 @@ static void poll_commands(void)
 
 static void run(Cpu *c)
 {
-    uint64_t interval = cfg.interval_ms * tsc_khz;
-    uint64_t start = rdtsc(), next_report = start + interval, n = 0;
+    uint64_t interval = cfg.interval_ms * 1000000ULL;
+    uint64_t start = clock_ns(c->index), next_report = start + interval;
+    uint64_t last = start, n = 0;
 
     for (;;) {
         unsigned int k;
 
+        /*
+         * An access's latency is the time since the previous one ended:
+         * a stall anywhere in the loop (a fault on code, stack or the
+         * generation table, a paused vCPU) counts, not just the touch.
+         */
         for (k = 0; k < 256; k++) {
             uint64_t page = global_page(c, pick_local(c));
             bool write = rng_next(c) % 100 < cfg.writes;
-            uint64_t t0 = rdtsc(), dt;
+            uint64_t now, dt;
 
             touch(c, page, write);
-            dt = rdtsc() - t0;
+            now = clock_ns(c->index);
+            dt = now - last;
+            last = now;
             c->hist[bucket_of(dt)]++;
             if (dt > c->interval_max) {
                 c->interval_max = dt;
@@ -580,16 +670,19 @@ static void run(Cpu *c)
         if (c->verify_seen != verify_requests) {
             c->verify_seen = verify_requests;
             verify_all(c);
+            last = clock_ns(c->index);
         }
         if (stop_requested) {
             break;
         }
-        if (c->index == 0 && rdtsc() >= next_report) {
-            uint64_t now = rdtsc();
+        if (c->index == 0 && clock_ns(0) >= next_report) {
+            uint64_t now = clock_ns(0);
 
-            report_interval(++n, (now - start) / tsc_khz);
+            report_interval(++n, (now - start) / 1000000);
             next_report = now + interval;
             poll_commands();
+            /* The report's own time is overhead, not a stall. */
+            last = clock_ns(0);
         }
     }
     __atomic_add_fetch(&cpus_stopped, 1, __ATOMIC_RELEASE);
@@ -611,6 +704,8 @@ static void say_ready(void)
     put_uint(&l, total_pages, 10);
     put_str(&l, " tsc_khz=");
     put_uint(&l, tsc_khz, 10);
+    put_str(&l, " clock=");
+    put_str(&l, use_kvmclock ? "kvmclock" : "tsc");
     put_str(&l, " pattern=");
     put_str(&l, pattern_names[cfg.pattern]);
     put_str(&l, " writes=");
@@ -627,6 +722,7 @@ static void cpu_main(unsigned int index)
     Cpu *c = &cpus[index];
 
     c->index = index;
+    clock_enable(index);
     c->nr_local = (total_pages + nr_cpus - 1 - index) / nr_cpus;
     c->rng = 0x9E3779B97F4A7C15ULL * (index + 1);
     init_pages(c);
@@ -690,6 +786,7 @@ void bsp_main(void)
         nr_cpus = 1;
     }
     tsc_khz = calibrate_tsc_khz();
+    use_kvmclock = kvmclock_available();
     find_test_memory(mbi);
     if (!total_pages) {
         say("PCG FAIL no test memory above 64 MiB");

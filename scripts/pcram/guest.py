@@ -1,8 +1,9 @@
 """The test guest (guest/guest.c): its serial reports, parsed.
 
 Lines start with "PCG "; each one is timestamped on arrival with the host's
-monotonic clock.  Latency bucket B covers TSC cycles
-[(4 + B % 4) << (B // 4), (5 + B % 4) << (B // 4)).
+monotonic clock.  Latencies are in nanoseconds of the guest's clock
+(kvmclock under KVM, else the TSC); bucket B covers
+[(4 + B % 4) << (B // 4), (5 + B % 4) << (B // 4)) ns.
 """
 
 import re
@@ -11,11 +12,11 @@ import threading
 import time
 
 
-def bucket_low_cycles(b):
+def bucket_low_ns(b):
     return (4 + b % 4) << (b // 4)
 
 
-def bucket_high_cycles(b):
+def bucket_high_ns(b):
     return (5 + b % 4) << (b // 4)
 
 
@@ -27,7 +28,7 @@ class Interval:
         self.n = int(fields['n'])
         self.t_ms = int(fields['t'])
         self.ops = [int(x) for x in fields['ops'].split(',') if x]
-        self.max_cycles = int(fields['max'])
+        self.max_ns = int(fields['max'])
         self.hist = {}
         for item in fields.get('h', '').split(','):
             if item:
@@ -140,11 +141,8 @@ class GuestReport:
                 self.ended = True
 
     @property
-    def tsc_khz(self):
-        return int(self.ready['tsc_khz']) if self.ready else 0
-
-    def cycles_to_us(self, cycles):
-        return cycles * 1000.0 / self.tsc_khz / 1000.0 if self.tsc_khz else 0
+    def clock(self):
+        return self.ready.get('clock', '?') if self.ready else '?'
 
     def window(self, t0, t1):
         """Intervals whose reports arrived in [t0, t1 + one interval): each
@@ -165,9 +163,8 @@ class GuestReport:
         out = {'accesses': total}
         for name, q in (('p50', 0.5), ('p90', 0.9), ('p99', 0.99),
                         ('p999', 0.999)):
-            out[name] = self.cycles_to_us(self._quantile(hist, total, q))
-        out['max'] = self.cycles_to_us(max((i.max_cycles for i in intervals),
-                                           default=0))
+            out[name] = self._quantile(hist, total, q) / 1000.0
+        out['max'] = max((i.max_ns for i in intervals), default=0) / 1000.0
         return out, hist
 
     @staticmethod
@@ -179,7 +176,7 @@ class GuestReport:
             seen += hist[b]
             if seen >= q * total:
                 # the bucket's midpoint
-                return (bucket_low_cycles(b) + bucket_high_cycles(b)) / 2
+                return (bucket_low_ns(b) + bucket_high_ns(b)) / 2
         return 0
 
     def ops_per_s(self, intervals):

@@ -45,6 +45,7 @@ class Scenario:
         self.dst_netns = kw.pop('dst_netns', None)
         self.dst_addr = kw.pop('dst_addr', '127.0.0.1')
         self.trace = kw.pop('trace', None)                   # dst events
+        self.extra_args = kw.pop('extra_args', [])
         self.timeout_s = kw.pop('timeout_s', 900)
         if kw:
             raise TypeError('unknown scenario fields: %s' % ', '.join(kw))
@@ -81,7 +82,7 @@ class Vm:
                 '-chardev', 'socket,id=ser0,path=%s,server=on,wait=off'
                 % self.serial_path,
                 '-serial', 'chardev:ser0', '-monitor', 'none']
-        args += self.backend_args(scn)
+        args += self.backend_args(scn) + list(scn.extra_args)
         if incoming:
             args += ['-incoming', 'defer']
             if scn.trace:
@@ -295,7 +296,7 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
             'hist_postcopy': hist_post,
             'ops_per_s_postcopy': report.ops_per_s(postcopy_window),
             'ops_per_s_precopy': report.ops_per_s(precopy_window),
-            'tsc_khz': report.tsc_khz,
+            'clock': report.clock,
             'pages_checked': checked,
             'bad_pages': bad_pages + len(report.bad),
             'bad_reports': report.bad[:20],
