@@ -12,6 +12,9 @@
  *   hot=N                    hot set, percent of pages (default 10); it
  *                            takes 90% of the accesses
  *   interval=N               report interval in ms (default 100)
+ *   clock=tsc                time with the TSC even under KVM: the host
+ *                            writes kvmclock's page, so a byte-exact
+ *                            comparison of guest RAM needs it off
  *
  * An access's latency runs from the end of the previous access to its own
  * end, so that any stall of the vCPU shows, not only one inside the touch.
@@ -114,6 +117,7 @@ struct pvclock {
 } __attribute__((aligned(64)));
 
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+#define MSR_KVM_SYSTEM_TIME     0x12
 
 static struct pvclock pvclocks[MAX_CPUS];
 static bool use_kvmclock;
@@ -132,10 +136,20 @@ static bool kvmclock_available(void)
     return a & (1 << 3);                    /* KVM_FEATURE_CLOCKSOURCE2 */
 }
 
+static bool kvm_msrs;                   /* the KVM clock MSRs exist */
+
+/*
+ * Point this vCPU's kvmclock at our page, or switch off the one firmware
+ * (SeaBIOS) may have left on: the host writes that page, which a
+ * byte-exact comparison of guest RAM cannot allow.
+ */
 static void clock_enable(unsigned int cpu)
 {
     if (use_kvmclock) {
         wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uint64_t)&pvclocks[cpu] | 1);
+    } else if (kvm_msrs) {
+        wrmsr(MSR_KVM_SYSTEM_TIME_NEW, 0);
+        wrmsr(MSR_KVM_SYSTEM_TIME, 0);
     }
 }
 
@@ -283,7 +297,8 @@ static const char *const pattern_names[] = { "seq", "random", "hot" };
 static struct {
     int pattern;
     unsigned int writes, hot, interval_ms;
-} cfg = { PATTERN_RANDOM, 50, 10, 100 };
+    bool tsc_only;
+} cfg = { PATTERN_RANDOM, 50, 10, 100, false };
 
 static bool str_starts(const char *s, const char *prefix)
 {
@@ -322,6 +337,8 @@ static void parse_cmdline(const char *s)
             cfg.hot = parse_uint(s + 4);
         } else if (str_starts(s, "interval=")) {
             cfg.interval_ms = parse_uint(s + 9);
+        } else if (str_starts(s, "clock=tsc")) {
+            cfg.tsc_only = true;
         }
         while (*s && *s != ' ') {
             s++;
@@ -786,7 +803,8 @@ void bsp_main(void)
         nr_cpus = 1;
     }
     tsc_khz = calibrate_tsc_khz();
-    use_kvmclock = kvmclock_available();
+    kvm_msrs = kvmclock_available();
+    use_kvmclock = !cfg.tsc_only && kvm_msrs;
     find_test_memory(mbi);
     if (!total_pages) {
         say("PCG FAIL no test memory above 64 MiB");

@@ -30,14 +30,14 @@ static void probe_explain_open_failure(int err, Error **errp)
     g_autofree char *sysctl = NULL;
 
     if (err == ENOSYS || err == EINVAL) {
-        error_setg(errp, "postcopy: this kernel has no userfaultfd "
+        error_setg(errp, "this kernel has no userfaultfd "
                    "(CONFIG_USERFAULTFD is off)");
         return;
     }
     if (err == EPERM || err == EACCES) {
         g_file_get_contents("/proc/sys/vm/unprivileged_userfaultfd", &sysctl,
                             NULL, NULL);
-        error_setg(errp, "postcopy: userfaultfd is not permitted for this "
+        error_setg(errp, "userfaultfd is not permitted for this "
                    "QEMU process (uid %u): /dev/userfaultfd is not "
                    "accessible and vm.unprivileged_userfaultfd is %s; grant "
                    "access to /dev/userfaultfd, run with CAP_SYS_PTRACE, or "
@@ -46,7 +46,7 @@ static void probe_explain_open_failure(int err, Error **errp)
                    sysctl ? g_strstrip(sysctl) : "unknown");
         return;
     }
-    error_setg_errno(errp, err, "postcopy: cannot open a userfaultfd");
+    error_setg_errno(errp, err, "cannot open a userfaultfd");
 }
 
 /*
@@ -70,7 +70,7 @@ bool postcopy_uffd_supported_features(uint64_t *features, Error **errp)
         return false;
     }
     if (ioctl(fd, UFFDIO_API, &api)) {
-        error_setg_errno(errp, errno, "postcopy: the userfaultfd API "
+        error_setg_errno(errp, errno, "the userfaultfd API "
                          "handshake (UFFDIO_API) failed");
         close(fd);
         return false;
@@ -101,7 +101,7 @@ static bool probe_block(RAMBlock *rb, uint64_t features, Error **errp)
     bool shmem = qemu_ram_is_shared(rb);
 
     if (length % pagesize) {
-        error_setg(errp, "postcopy: RAMBlock %s is 0x" RAM_ADDR_FMT " bytes, "
+        error_setg(errp, "RAMBlock %s is 0x" RAM_ADDR_FMT " bytes, "
                    "not a multiple of its page size 0x%zx", name, length,
                    pagesize);
         return false;
@@ -115,7 +115,7 @@ static bool probe_block(RAMBlock *rb, uint64_t features, Error **errp)
             shmem = false;
             break;
         default:
-            error_setg(errp, "postcopy: RAMBlock %s is backed by a file "
+            error_setg(errp, "RAMBlock %s is backed by a file "
                        "that is neither on tmpfs nor on hugetlbfs, and "
                        "userfaultfd serves no other file system", name);
             return false;
@@ -123,13 +123,13 @@ static bool probe_block(RAMBlock *rb, uint64_t features, Error **errp)
     }
     if (pagesize != qemu_real_host_page_size() &&
         !(features & UFFD_FEATURE_MISSING_HUGETLBFS)) {
-        error_setg(errp, "postcopy: RAMBlock %s uses %zu KiB pages, and this "
+        error_setg(errp, "RAMBlock %s uses %zu KiB pages, and this "
                    "kernel's userfaultfd does not serve hugetlbfs", name,
                    pagesize / KiB);
         return false;
     }
     if (shmem && !(features & UFFD_FEATURE_MISSING_SHMEM)) {
-        error_setg(errp, "postcopy: RAMBlock %s is shared memory, and this "
+        error_setg(errp, "RAMBlock %s is shared memory, and this "
                    "kernel's userfaultfd does not serve shmem", name);
         return false;
     }
@@ -171,23 +171,23 @@ static bool probe_trial_registration(Error **errp)
 
     fd = uffd_create_fd(0, false);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "postcopy: cannot create a userfaultfd "
+        error_setg_errno(errp, errno, "cannot create a userfaultfd "
                          "for the trial registration");
         return false;
     }
     area = mmap(NULL, size, PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED) {
-        error_setg_errno(errp, errno, "postcopy: cannot map a trial page");
+        error_setg_errno(errp, errno, "cannot map a trial page");
         close(fd);
         return false;
     }
     if (uffd_register_memory(fd, area, size, UFFDIO_REGISTER_MODE_MISSING,
                              &ioctls)) {
-        error_setg_errno(errp, errno, "postcopy: a trial registration of "
+        error_setg_errno(errp, errno, "a trial registration of "
                          "anonymous memory with userfaultfd failed");
     } else if ((ioctls & needed) != needed) {
-        error_setg(errp, "postcopy: this kernel's userfaultfd lacks ioctls "
+        error_setg(errp, "this kernel's userfaultfd lacks ioctls "
                    "0x%" PRIx64 " (COPY, ZEROPAGE, WAKE are needed)",
                    needed & ~ioctls);
     } else {
@@ -205,7 +205,7 @@ bool postcopy_ram_supported_by_host(MigrationIncomingState *mis, Error **errp)
     uint64_t features;
 
     if (qemu_target_page_size() > qemu_real_host_page_size()) {
-        error_setg(errp, "postcopy: the target page size (%zu) is larger than "
+        error_setg(errp, "the target page size (%zu) is larger than "
                    "the host page size (%zu)", qemu_target_page_size(),
                    qemu_real_host_page_size());
         return false;
@@ -222,7 +222,7 @@ bool postcopy_ram_supported_by_host(MigrationIncomingState *mis, Error **errp)
     }
     /* Locked pages are never missing; relocked in incoming_cleanup(). */
     if (munlockall()) {
-        error_setg_errno(errp, errno, "postcopy: munlockall() failed");
+        error_setg_errno(errp, errno, "munlockall() failed");
         return false;
     }
     return probe_trial_registration(errp);

@@ -17,6 +17,7 @@
 #include "qemu/osdep.h"
 #include <poll.h>
 #include <sys/mount.h>
+#include "qemu/units.h"
 #include "libqtest.h"
 #include "qobject/qdict.h"
 #include "migration/migration-qmp.h"
@@ -81,11 +82,19 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
     g_autofree char *args = NULL;
     Vm vm = { .pending = g_string_new("") };
 
-    args = g_strdup_printf("%s -machine q35 -m %dM -smp %d %s "
-                           "-kernel %s -append 'pattern=%s writes=50' %s",
+    /*
+     * At postcopy's RUN the destination starts the guest unless QEMU was
+     * given -S, whatever the source's state: keep a paused guest paused.
+     * KVM writes kvmclock's page in guest RAM on the destination, so a
+     * byte-exact guest keeps to the TSC.
+     */
+    args = g_strdup_printf("%s -machine q35 -m %dM -smp %d %s -kernel %s "
+                           "-append 'pattern=%s writes=50%s' %s %s",
                            accel_args(), GUEST_MB, tc->vcpus,
                            tc->memory ? tc->memory : "", guest,
-                           tc->pattern, incoming ? "-incoming defer" : "");
+                           tc->pattern, tc->paused ? " clock=tsc" : "",
+                           incoming ? "-incoming defer" : "",
+                           incoming && tc->paused ? "-S" : "");
     vm.qts = qtest_init_with_serial(args, &vm.serial_fd);
     return vm;
 }
@@ -259,11 +268,19 @@ static long read_long(const char *path)
     return strtol(text, NULL, 10);
 }
 
+/* A plain write: /proc files cannot be replaced by a rename. */
 static bool write_long(const char *path, long value)
 {
     g_autofree char *text = g_strdup_printf("%ld\n", value);
+    int fd = open(path, O_WRONLY);
+    bool ok;
 
-    return g_file_set_contents(path, text, -1, NULL);
+    if (fd < 0) {
+        return false;
+    }
+    ok = write(fd, text, strlen(text)) == strlen(text);
+    close(fd);
+    return ok;
 }
 
 static void hugepages_release(void *unused)
@@ -356,8 +373,10 @@ static void test_refused_unprivileged(void)
     g_setenv("PCRAM_UNPRIVILEGED_QEMU", wrapped, true);
     /* QEMU, as nobody, must be able to connect to libqtest's sockets. */
     old_umask = umask(0);
+    /* Only a destination (-incoming) checks the host. */
     qts = qtest_init_with_env("PCRAM_UNPRIVILEGED_QEMU",
-                              "-accel tcg -machine q35 -m 64M", true);
+                              "-accel tcg -machine q35 -m 64M "
+                              "-incoming defer", true);
     umask(old_umask);
 
     resp = qtest_qmp(qts, "{ 'execute': 'migrate-set-capabilities',"
