@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole of QEMU's migration-test --full (about 100 tests; over half
+# Runs the whole of QEMU's migration-test --full (73 tests here; about half
 # an hour on 2 cores) against the build with this module, or with
-# upstream's (--upstream), one test per process under a 600 s timeout.
+# upstream's (--upstream), one test per process under a 300 s timeout.
 # Writes the per-test results to _build/migration-test-full-FLAVOUR.txt and
 # ends with "N passed, N failed".  Do not run heavy work beside it.
 #
@@ -25,7 +25,7 @@ main()
     log="$PCRAM_ROOT/_build/migration-test-full-$flavour.log"
     : > "$log"
     log "running migration-test --full against $flavour's module"
-    run_migration_tests "$build" /x86_64/migration/ 600 "$log" |
+    run_migration_tests "$build" /x86_64/migration/ 300 "$log" |
         tee "$results"
     local passed failed
     passed=$(grep -c '^PASS:' "$results")
