@@ -44,6 +44,9 @@ class Scenario:
         self.src_netns = kw.pop('src_netns', None)
         self.dst_netns = kw.pop('dst_netns', None)
         self.dst_addr = kw.pop('dst_addr', '127.0.0.1')
+        # Fixed ports (a namespaced link with a relay), else a free one.
+        self.dst_port = kw.pop('dst_port', None)
+        self.connect_port = kw.pop('connect_port', None)
         self.trace = kw.pop('trace', None)                   # dst events
         self.extra_args = kw.pop('extra_args', [])
         self.timeout_s = kw.pop('timeout_s', 900)
@@ -176,9 +179,9 @@ def _migrate(scn, src, dst, progress):
     if scn.max_bandwidth:
         src.qmp.cmd('migrate-set-parameters',
                     **{'max-bandwidth': int(scn.max_bandwidth)})
-    port = free_port()
-    uri = 'tcp:%s:%d' % (scn.dst_addr, port)
-    dst.qmp.cmd('migrate-incoming', uri=uri)
+    port = scn.dst_port or free_port()
+    dst.qmp.cmd('migrate-incoming', uri='tcp:%s:%d' % (scn.dst_addr, port))
+    uri = 'tcp:%s:%d' % (scn.dst_addr, scn.connect_port or port)
     # Let the guest run a few intervals on the source first: a baseline.
     time.sleep(3 * scn.interval_ms / 1000.0)
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark (issue 4): this module against upstream's, on
+# the same QEMU 10.0.2, guest and links, interleaved.  Builds both QEMUs
+# and the test guest first.  Needs root (namespaces, tc, userfaultfd).
+#
+#   scripts/bench.sh                 the default set: random access, 1 and
+#                                    4 GiB, loopback and 10 Gbit/s, 2 reps
+#   scripts/bench.sh --full          the full matrix (hours)
+#   scripts/bench.sh --reps 3 --sizes 1,2 --links loopback,1gbit ...
+#
+# Output: results/bench/bench.{md,json} and results/bench/*.png.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+main()
+{
+    [ "$(id -u)" = 0 ] ||
+        die "run as root: the benchmark creates network namespaces, shapes" \
+            "them with tc, and QEMU needs /dev/userfaultfd"
+    local ours upstream guest
+    ours=$("$here/build.sh" qemu-system-x86_64)
+    upstream=$("$here/build.sh" --upstream qemu-system-x86_64)
+    guest=$("$here/build-guest.sh" pcguest.bin delay-relay)
+    cd "$here"
+    exec /usr/bin/python3 -m pcram.bench \
+        --ours "$ours/qemu-system-x86_64" \
+        --upstream "$upstream/qemu-system-x86_64" \
+        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" --out "$PCRAM_ROOT/results/bench" "$@"
+}
+
+main "$@"

@@ -1,0 +1,402 @@
+"""Side-by-side benchmark: this project's postcopy module against upstream's.
+
+    python3 -m pcram.bench --ours QEMU --upstream QEMU --guest pcguest.bin \
+        [--full] [--reps N] [--out DIR]
+
+Every scenario runs with both modules, interleaved (the order alternates
+from one repetition to the next), on the same guest and link, with the
+link's limits measured in the same run.  Writes DIR/bench.json,
+DIR/bench.md and DIR/*.png, and prints the Markdown table.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from .guest import bucket_high_ns
+from .migrate import MigrationFailed, Scenario, run_scenario
+from .netlink import Link, LinkError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+DEFAULT = {'patterns': ['random'], 'sizes_gib': [1, 4], 'vcpus': [2],
+           'links': ['loopback', '10gbit'], 'preempt': [False]}
+FULL = {'patterns': ['seq', 'random', 'hot'], 'sizes_gib': [1, 2, 4, 8],
+        'vcpus': [1, 4], 'links': ['loopback', '10gbit', '1gbit'],
+        'preempt': [False, True]}
+
+# (key, label, unit, lower is better)
+FIGURES = [
+    ('postcopy_s', 'postcopy time', 's', True),
+    ('downtime_ms', 'downtime', 'ms', True),
+    ('bytes_sent_mib', 'bytes sent', 'MiB', True),
+    ('pages_requested', 'pages requested', '', True),
+    ('blocktime_ms', 'blocktime (all vCPUs)', 'ms', True),
+    ('vcpu_blocktime_ms', 'blocktime per vCPU (mean)', 'ms', True),
+    ('fault_service_ms', 'fault service (vCPU blocktime / faults)', 'ms',
+     True),
+    ('lat_p50_us', 'guest latency p50', 'us', True),
+    ('lat_p99_us', 'guest latency p99', 'us', True),
+    ('lat_max_ms', 'guest worst stall', 'ms', True),
+    ('ops_per_s', 'guest work rate in postcopy', 'ops/s', False),
+]
+
+
+def flatten(result):
+    """The figures of one run, from run_scenario()'s result."""
+    g = result['guest']
+    lat = g['latency_postcopy_us']
+    vcpu_bt = result['vcpu_blocktime_ms'] or []
+    requested = result['pages_requested'] or 0
+    return {
+        'postcopy_s': result['postcopy_s'],
+        'downtime_ms': result['downtime_ms'],
+        'bytes_sent_mib': result['bytes_sent'] / MiB,
+        'pages_requested': requested,
+        'blocktime_ms': result['blocktime_ms'],
+        'vcpu_blocktime_ms': (statistics.mean(vcpu_bt) if vcpu_bt
+                              else None),
+        'fault_service_ms': (sum(vcpu_bt) / requested
+                             if vcpu_bt and requested else None),
+        'lat_p50_us': lat['p50'],
+        'lat_p99_us': lat['p99'],
+        'lat_max_ms': lat['max'] / 1000.0,
+        'ops_per_s': g['ops_per_s_postcopy'],
+        'verdict': g['verdict'],
+        'hist': g['hist_postcopy'],
+    }
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {'median': statistics.median(values), 'min': min(values),
+            'max': max(values), 'n': len(values)}
+
+
+def scenarios(matrix):
+    for pattern, size, vcpus, link, preempt in itertools.product(
+            matrix['patterns'], matrix['sizes_gib'], matrix['vcpus'],
+            matrix['links'], matrix['preempt']):
+        yield {'pattern': pattern, 'size_gib': size, 'vcpus': vcpus,
+               'link': link, 'preempt': preempt}
+
+
+def scenario_key(s):
+    return '%s/%dG/%dvcpu/%s%s' % (s['pattern'], s['size_gib'], s['vcpus'],
+                                   s['link'], '/preempt' if s['preempt']
+                                   else '')
+
+
+def run_matrix(args, matrix, log):
+    qemus = {'ours': args.ours, 'upstream': args.upstream}
+    records = []
+    by_link = {}
+    for s in scenarios(matrix):
+        by_link.setdefault(s['link'], []).append(s)
+    for link_name, group in by_link.items():
+        with Link(link_name, relay=args.relay) as link:
+            limit = link.measure()
+            limit['description'] = link.describe()
+            log('link %s (%s): %.0f MB/s, round trip %.3f ms' % (
+                link_name, limit['description'],
+                limit['throughput_Bps'] / 1e6, limit['rtt_s'] * 1e3))
+            for rep in range(args.reps):
+                order = ['ours', 'upstream'] if rep % 2 == 0 else \
+                    ['upstream', 'ours']
+                for s in group:
+                    for module in order:
+                        records.append(run_one(args, qemus[module], module,
+                                               s, link, limit, rep, log))
+    return records
+
+
+def run_one(args, qemu, module, s, link, limit, rep, log):
+    scn = Scenario(qemu=qemu, guest=args.guest, ram_mb=s['size_gib'] * 1024,
+                   vcpus=s['vcpus'], pattern=s['pattern'],
+                   preempt=s['preempt'], precopy_s=args.precopy_s,
+                   accel=args.accel, src_netns=link.src_netns,
+                   dst_netns=link.dst_netns, dst_addr=link.dst_addr,
+                   dst_port=link.dst_port,
+                   connect_port=link.connect_port)
+    t0 = time.monotonic()
+    rec = {'module': module, 'scenario': s, 'rep': rep, 'limit': limit}
+    try:
+        result = run_scenario(scn)
+        rec['figures'] = flatten(result)
+        rec['accel'] = result['scenario']['accel']
+    except MigrationFailed as e:
+        rec['error'] = str(e).splitlines()[0]
+    log('%-8s %-36s rep %d: %s (%.0f s)' % (
+        module, scenario_key(s), rep,
+        'postcopy %.2f s, %s' % (rec['figures']['postcopy_s'],
+                                 rec['figures']['verdict'])
+        if 'figures' in rec else 'FAILED: ' + rec['error'],
+        time.monotonic() - t0))
+    return rec
+
+
+def aggregate(records):
+    """Per scenario and module: median/min/max of every figure, and the
+    limit's figures."""
+    out = {}
+    for rec in records:
+        key = scenario_key(rec['scenario'])
+        entry = out.setdefault(key, {'scenario': rec['scenario'],
+                                     'limit': rec['limit'], 'modules': {}})
+        m = entry['modules'].setdefault(rec['module'], {'runs': [],
+                                                         'errors': []})
+        if 'figures' in rec:
+            m['runs'].append(rec['figures'])
+        else:
+            m['errors'].append(rec['error'])
+    for entry in out.values():
+        size = entry['scenario']['size_gib'] * GiB
+        limit = entry['limit']
+        entry['least_postcopy_s'] = size / limit['throughput_Bps']
+        entry['rtt_ms'] = limit['rtt_s'] * 1e3
+        for m in entry['modules'].values():
+            m['summary'] = {k: summarize([r[k] for r in m['runs']])
+                            for k, *_ in FIGURES}
+            m['verdicts'] = [r['verdict'] for r in m['runs']]
+    return out
+
+
+def fmt_summary(s, digits=2):
+    if not s:
+        return 'n/a'
+    if s['n'] > 1:
+        return '%.*f (%.*f-%.*f)' % (digits, s['median'], digits, s['min'],
+                                     digits, s['max'])
+    return '%.*f' % (digits, s['median'])
+
+
+def markdown(agg, meta):
+    lines = ['Benchmark of %s: %s, %s, %s accel, %d repetitions; '
+             'command: `%s`' % (meta['date'], meta['machine'],
+                                meta['kernel'], meta['accel'], meta['reps'],
+                                meta['command']), '',
+             'Each cell: median (min-max) over the repetitions.  '
+             'Ratio: ours / upstream of the medians (below 1 is better '
+             'for all but the work rate).  Limit: the link measured in '
+             'the same run.', '']
+    for key, entry in agg.items():
+        ours = entry['modules'].get('ours', {}).get('summary', {})
+        up = entry['modules'].get('upstream', {}).get('summary', {})
+        lines.append('### %s' % key)
+        lines.append('')
+        lines.append('link: %s; measured %.0f MB/s, round trip %.3f ms; '
+                     'least postcopy time (RAM / bandwidth) %.2f s' % (
+                         entry['limit'].get('description', ''),
+                         entry['limit']['throughput_Bps'] / 1e6,
+                         entry['rtt_ms'], entry['least_postcopy_s']))
+        lines.append('')
+        lines.append('| figure | ours | upstream | ours/upstream | '
+                     'ours vs limit |')
+        lines.append('| --- | --- | --- | --- | --- |')
+        for k, label, unit, _ in FIGURES:
+            o, u = ours.get(k), up.get(k)
+            ratio = ('%.2f' % (o['median'] / u['median'])
+                     if o and u and u['median'] else 'n/a')
+            vs = ''
+            if k == 'postcopy_s' and o:
+                vs = '%.1fx least time' % (o['median'] /
+                                           entry['least_postcopy_s'])
+            elif k == 'fault_service_ms' and o:
+                vs = '%.1fx round trip' % (o['median'] / entry['rtt_ms'])
+            lines.append('| %s%s | %s | %s | %s | %s |' % (
+                label, ' (%s)' % unit if unit else '', fmt_summary(o),
+                fmt_summary(u), ratio, vs))
+        for name, m in entry['modules'].items():
+            bad = [v for v in m['verdicts'] if v != 'clean']
+            if bad or m['errors']:
+                lines.append('')
+                lines.append('%s: %d runs not clean, %d failed: %s' % (
+                    name, len(bad), len(m['errors']),
+                    '; '.join(m['errors'][:2])))
+        lines.append('')
+    lines += scale_statement(agg)
+    return '\n'.join(lines) + '\n'
+
+
+def growth_word(ratio, size_ratio):
+    if ratio < 0.8 * size_ratio:
+        return 'better than linear'
+    if ratio > 1.25 * size_ratio:
+        return 'worse than linear'
+    return 'linear'
+
+
+def scale_statement(agg):
+    """How postcopy time and blocktime grow with guest size, per module."""
+    groups = {}
+    for entry in agg.values():
+        s = dict(entry['scenario'])
+        size = s.pop('size_gib')
+        groups.setdefault(json.dumps(s, sort_keys=True), {})[size] = entry
+    lines = ['### Scale', '']
+    for key, by_size in groups.items():
+        sizes = sorted(by_size)
+        if len(sizes) < 2:
+            continue
+        lo, hi = sizes[0], sizes[-1]
+        for module in ('ours', 'upstream'):
+            parts = []
+            for fig in ('postcopy_s', 'bytes_sent_mib', 'blocktime_ms',
+                        'pages_requested'):
+                a = by_size[lo]['modules'].get(module, {}).get(
+                    'summary', {}).get(fig)
+                b = by_size[hi]['modules'].get(module, {}).get(
+                    'summary', {}).get(fig)
+                if a and b and a['median']:
+                    r = b['median'] / a['median']
+                    parts.append('%s x%.1f (%s)' % (fig, r, growth_word(
+                        r, hi / lo)))
+            lines.append('- %s, %s: %d to %d GiB: %s' % (
+                module, json.loads(key)['link'], lo, hi, ', '.join(parts)))
+    return lines + ['']
+
+
+def plots(agg, out_dir):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    # Latency CDF, ours vs upstream, one panel per scenario.
+    keys = list(agg)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 3 * len(keys)),
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        for module, style in (('ours', '-'), ('upstream', '--')):
+            hist = {}
+            for run in agg[key]['modules'].get(module, {}).get('runs', []):
+                for b, c in run['hist'].items():
+                    hist[int(b)] = hist.get(int(b), 0) + c
+            total = sum(hist.values())
+            if not total:
+                continue
+            xs, ys, seen = [], [], 0
+            for b in sorted(hist):
+                seen += hist[b]
+                xs.append(bucket_high_ns(b) / 1000.0)
+                ys.append(seen / total)
+            ax.step(xs, ys, style, where='post', label=module)
+        ax.axvline(agg[key]['rtt_ms'] * 1000, color='grey', linewidth=0.8,
+                   label='link round trip')
+        ax.set_xscale('log')
+        ax.set_xlabel('guest access latency during postcopy (us)')
+        ax.set_ylabel('fraction of accesses')
+        ax.set_title(key, fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'latency-cdf.png')
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    made.append(path)
+
+    # Postcopy time against guest size, per link, with the link's limit.
+    groups = {}
+    for entry in agg.values():
+        s = dict(entry['scenario'])
+        s.pop('size_gib')
+        groups.setdefault(scenario_key(dict(s, size_gib=0)), []).append(
+            entry)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7, 3 * len(groups)),
+                             squeeze=False)
+    for ax, (gkey, entries) in zip(axes[:, 0], groups.items()):
+        entries.sort(key=lambda e: e['scenario']['size_gib'])
+        sizes = [e['scenario']['size_gib'] for e in entries]
+        for module, marker in (('ours', 'o-'), ('upstream', 's--')):
+            ys = [(e['modules'].get(module, {}).get('summary', {}).get(
+                'postcopy_s') or {}).get('median') for e in entries]
+            ax.plot(sizes, ys, marker, label=module)
+        ax.plot(sizes, [e['least_postcopy_s'] for e in entries], 'k:',
+                label='link limit (RAM / bandwidth)')
+        ax.set_xlabel('guest RAM (GiB)')
+        ax.set_ylabel('postcopy time (s)')
+        ax.set_title(gkey.replace('/0G', ''), fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'postcopy-time-vs-size.png')
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    made.append(path)
+    return made
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='bench')
+    p.add_argument('--ours', required=True)
+    p.add_argument('--upstream', required=True)
+    p.add_argument('--guest', required=True)
+    p.add_argument('--full', action='store_true',
+                   help='the full matrix (patterns, 1-8 GiB, 1 and 4 '
+                   'vCPUs, three links, with and without preempt)')
+    p.add_argument('--reps', type=int, default=2)
+    p.add_argument('--precopy-s', type=float, default=2.0)
+    p.add_argument('--accel', choices=('auto', 'kvm', 'tcg'), default='auto')
+    p.add_argument('--sizes', help='comma-separated GiB, overrides')
+    p.add_argument('--links', help='comma-separated links, overrides')
+    p.add_argument('--relay', help='tools/delay-relay, built')
+    p.add_argument('--out', default='results/bench')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    matrix = dict(FULL if args.full else DEFAULT)
+    if args.sizes:
+        matrix['sizes_gib'] = [int(x) for x in args.sizes.split(',')]
+    if args.links:
+        matrix['links'] = args.links.split(',')
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(msg):
+        print('[%s] %s' % (time.strftime('%H:%M:%S'), msg), flush=True)
+
+    started = time.time()
+    try:
+        records = run_matrix(args, matrix, log)
+    except LinkError as e:
+        print('bench: %s' % e, file=sys.stderr)
+        return 2
+    agg = aggregate(records)
+    accel = sorted({r.get('accel', '?') for r in records})
+    meta = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+            'machine': '%d cores, %.0f GiB, %s' % (
+                os.cpu_count(), os.sysconf('SC_PAGE_SIZE') *
+                os.sysconf('SC_PHYS_PAGES') / GiB, platform.machine()),
+            'kernel': platform.release(), 'accel': '/'.join(accel),
+            'reps': args.reps, 'command': 'scripts/bench.sh ' +
+            ' '.join(sys.argv[1:] if argv is None else argv),
+            'seconds': round(time.time() - started)}
+    with open(os.path.join(args.out, 'bench.json'), 'w') as f:
+        json.dump({'meta': meta, 'matrix': matrix, 'records': records,
+                   'summary': agg}, f, indent=1, sort_keys=True,
+                  default=str)
+    md = markdown(agg, meta)
+    with open(os.path.join(args.out, 'bench.md'), 'w') as f:
+        f.write(md)
+    print(md)
+    for path in plots(agg, args.out):
+        print('plot: %s' % path)
+    print('took %d s' % meta['seconds'])
+    failed = [r for r in records if 'error' in r or
+              r['figures']['verdict'] != 'clean']
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

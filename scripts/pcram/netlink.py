@@ -1,0 +1,230 @@
+"""Links for the benchmark: loopback, or two network namespaces joined by a
+veth pair with its rate shaped by tc and its round trip set by a delay
+relay; and the link's own limits, measured through the same path.
+
+The kernels of these machines have no netem (nor fq or etf): rate comes
+from tc's tbf on each veth end, and delay from tools/delay-relay, which
+runs in the destination's namespace, holds each byte for half the round
+trip in each direction, and forwards to the destination QEMU.
+
+The namespaces (pcram-src, pcram-dst) and their addresses (192.0.2.1/30,
+192.0.2.2/30, a documentation range) exist only while a Link is open; no
+traffic leaves them.  Creating them needs root.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+SRC_NS, DST_NS = 'pcram-src', 'pcram-dst'
+SRC_DEV, DST_DEV = 'pcram-s', 'pcram-d'
+SRC_ADDR, DST_ADDR = '192.0.2.1', '192.0.2.2'
+
+# The destination QEMU (or the probe) listens on DST_PORT in its
+# namespace; the relay on RELAY_PORT, and the source connects there.
+DST_PORT, RELAY_PORT = 4444, 4445
+
+# name -> (rate for tc, tbf burst, one-way delay in ms); round trip =
+# 2 x delay
+SHAPES = {
+    'loopback': None,
+    '10gbit': ('10gbit', '8mb', 0.1),
+    '1gbit': ('1gbit', '1mb', 0.5),
+}
+
+
+def run(*args, check=True):
+    return subprocess.run(args, check=check, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+class LinkError(Exception):
+    pass
+
+
+class Link:
+    """A link by name (see SHAPES); a context manager."""
+
+    def __init__(self, name, relay=None):
+        if name not in SHAPES:
+            raise LinkError('unknown link %s (known: %s)' % (
+                name, ', '.join(SHAPES)))
+        self.name = name
+        self.shape = SHAPES[name]
+        self.relay_path = relay
+        self.relay = None
+
+    @property
+    def namespaced(self):
+        return self.shape is not None
+
+    @property
+    def src_netns(self):
+        return SRC_NS if self.namespaced else None
+
+    @property
+    def dst_netns(self):
+        return DST_NS if self.namespaced else None
+
+    @property
+    def dst_addr(self):
+        return DST_ADDR if self.namespaced else '127.0.0.1'
+
+    @property
+    def dst_port(self):
+        """Where the destination listens (None: any free port)."""
+        return DST_PORT if self.namespaced else None
+
+    @property
+    def connect_port(self):
+        """Where the source connects: the relay's port."""
+        return RELAY_PORT if self.namespaced else None
+
+    def describe(self):
+        if not self.namespaced:
+            return 'loopback'
+        rate, _, delay_ms = self.shape
+        return ('veth between namespaces, tbf rate %s, delay-relay %g ms '
+                'each way' % (rate, delay_ms))
+
+    def __enter__(self):
+        if self.namespaced:
+            if os.geteuid() != 0:
+                raise LinkError('link %s needs root: it creates network '
+                                'namespaces and shapes them with tc' %
+                                self.name)
+            if not self.relay_path or not os.access(self.relay_path,
+                                                    os.X_OK):
+                raise LinkError('link %s needs tools/delay-relay built' %
+                                self.name)
+            self._remove()
+            try:
+                self._create()
+                self._start_relay()
+            except (subprocess.CalledProcessError, OSError) as e:
+                self.__exit__()
+                raise LinkError('cannot set up link %s: %s %s' % (
+                    self.name, e, getattr(e, 'stderr', '') or ''))
+        return self
+
+    def __exit__(self, *exc):
+        if self.relay:
+            self.relay.kill()
+            self.relay.wait()
+            self.relay = None
+        if self.namespaced:
+            self._remove()
+
+    def _start_relay(self):
+        _, _, delay_ms = self.shape
+        self.relay = subprocess.Popen(
+            ['ip', 'netns', 'exec', DST_NS, self.relay_path, DST_ADDR,
+             str(RELAY_PORT), DST_ADDR, str(DST_PORT),
+             str(int(delay_ms * 1000))],
+            stdout=subprocess.PIPE, text=True)
+        if self.relay.stdout.readline().strip() != 'ready':
+            raise OSError('delay-relay did not start')
+
+    def _create(self):
+        rate, burst, delay_ms = self.shape
+        run('ip', 'netns', 'add', SRC_NS)
+        run('ip', 'netns', 'add', DST_NS)
+        run('ip', 'link', 'add', SRC_DEV, 'netns', SRC_NS, 'type', 'veth',
+            'peer', 'name', DST_DEV, 'netns', DST_NS)
+        for ns, dev, addr in ((SRC_NS, SRC_DEV, SRC_ADDR),
+                              (DST_NS, DST_DEV, DST_ADDR)):
+            run('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
+            run('ip', '-n', ns, 'link', 'set', dev, 'up')
+            run('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+            # The rate on each egress; the relay adds the delay.
+            run('ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', dev,
+                'root', 'tbf', 'rate', rate, 'burst', burst,
+                'latency', '50ms')
+
+    @staticmethod
+    def _remove():
+        for ns in (SRC_NS, DST_NS):
+            run('ip', 'netns', 'del', ns, check=False)
+
+    def _in_ns(self, ns):
+        return ['ip', 'netns', 'exec', ns] if ns else []
+
+    def measure(self, seconds=2.0):
+        """The link's limits, now: TCP throughput (bytes/s) source to
+        destination, and the median round trip (s) of 1-byte messages."""
+        port = self.dst_port or 47000 + os.getpid() % 1000
+        me = [sys.executable, os.path.abspath(__file__)]
+        server = subprocess.Popen(
+            self._in_ns(self.dst_netns) + me + ['serve', self.dst_addr,
+                                                str(port)],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            server.stdout.readline()            # "listening"
+            out = subprocess.run(
+                self._in_ns(self.src_netns) + me + [
+                    'probe', self.dst_addr,
+                    str(self.connect_port or port), str(seconds)],
+                check=True, stdout=subprocess.PIPE, text=True,
+                timeout=60).stdout
+        finally:
+            server.wait(timeout=30)
+        return json.loads(out)
+
+
+# --- The measuring ends, run in the namespaces as separate processes. ------
+
+def _serve(addr, port):
+    import socket
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(2)
+    print('listening', flush=True)
+    for phase in ('rtt', 'bulk'):
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            if phase == 'rtt':
+                conn.sendall(data)
+        conn.close()
+
+
+def _probe(addr, port, seconds):
+    import socket
+    import statistics
+    # Round trip: 200 ping-pongs of one byte.
+    s = socket.create_connection((addr, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        s.sendall(b'x')
+        s.recv(1)
+        rtts.append(time.perf_counter() - t0)
+    s.close()
+    # Throughput: send for @seconds.
+    s = socket.create_connection((addr, port))
+    chunk = b'\0' * (1 << 20)
+    sent = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        s.sendall(chunk)
+        sent += len(chunk)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+    elapsed = time.perf_counter() - t0
+    s.close()
+    print(json.dumps({'throughput_Bps': sent / elapsed,
+                      'rtt_s': statistics.median(rtts)}))
+
+
+if __name__ == '__main__':
+    if sys.argv[1] == 'serve':
+        _serve(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == 'probe':
+        _probe(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
