@@ -264,6 +264,14 @@ def scale_statement(agg):
     return lines + ['']
 
 
+def _finish_axis(ax, title, xlabel, ylabel):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+
+
 def plots(agg, out_dir):
     try:
         import matplotlib
@@ -294,11 +302,8 @@ def plots(agg, out_dir):
         ax.axvline(agg[key]['rtt_ms'] * 1000, color='grey', linewidth=0.8,
                    label='link round trip')
         ax.set_xscale('log')
-        ax.set_xlabel('guest access latency during postcopy (us)')
-        ax.set_ylabel('fraction of accesses')
-        ax.set_title(key, fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
+        _finish_axis(ax, key, 'guest access latency during postcopy (us)',
+                     'fraction of accesses')
     fig.tight_layout()
     path = os.path.join(out_dir, 'latency-cdf.png')
     fig.savefig(path, dpi=90)
@@ -323,11 +328,8 @@ def plots(agg, out_dir):
             ax.plot(sizes, ys, marker, label=module)
         ax.plot(sizes, [e['least_postcopy_s'] for e in entries], 'k:',
                 label='link limit (RAM / bandwidth)')
-        ax.set_xlabel('guest RAM (GiB)')
-        ax.set_ylabel('postcopy time (s)')
-        ax.set_title(gkey.replace('/0G', ''), fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
+        _finish_axis(ax, gkey.replace('/0G', ''), 'guest RAM (GiB)',
+                     'postcopy time (s)')
     fig.tight_layout()
     path = os.path.join(out_dir, 'postcopy-time-vs-size.png')
     fig.savefig(path, dpi=90)

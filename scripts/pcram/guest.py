@@ -6,10 +6,11 @@ monotonic clock.  Latencies are in nanoseconds of the guest's clock
 [(4 + B % 4) << (B // 4), (5 + B % 4) << (B // 4)) ns.
 """
 
-import re
 import socket
 import threading
 import time
+
+from .qmp import connect_unix
 
 
 def bucket_low_ns(b):
@@ -52,17 +53,7 @@ class GuestConsole:
         self.thread = None
 
     def connect(self, wait=30.0):
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(self.path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.sock = connect_unix(self.path, wait)
         self.thread = threading.Thread(target=self._reader, daemon=True)
         self.thread.start()
 

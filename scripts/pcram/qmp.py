@@ -9,6 +9,22 @@ class QMPError(Exception):
     """A QMP command answered with an error."""
 
 
+def connect_unix(path, wait=30.0, timeout=None):
+    """A socket connected to @path, retried until QEMU has created it."""
+    deadline = time.monotonic() + wait
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class QMP:
     def __init__(self, path, timeout=60.0):
         self.path = path
@@ -18,18 +34,7 @@ class QMP:
         self.timeout = timeout
 
     def connect(self, wait=30.0):
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(self.timeout)
-                self.sock.connect(self.path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.sock = connect_unix(self.path, wait, self.timeout)
         self._read_message()                    # greeting
         self.cmd('qmp_capabilities')
 
