@@ -53,10 +53,9 @@
 #define LAPIC           0xFEE00000UL
 #define COM1            0x3F8
 
-extern uint32_t mbi_addr;
-extern char trampoline_start[], trampoline_end[];
+#include "guest.h"
 
-/* --- Port I/O, TSC ------------------------------------------------------- */
+/* --- Port I/O, TSC -------------------------------------------------------- */
 
 static inline void outb(uint16_t port, uint8_t v)
 {
@@ -155,6 +154,7 @@ static void clock_enable(unsigned int cpu)
 
 static uint64_t clock_ns(unsigned int cpu)
 {
+    /* volatile: the host rewrites it under our feet */
     const volatile struct pvclock *pv = &pvclocks[cpu];
     uint32_t version;
     uint64_t ns;
@@ -179,9 +179,9 @@ static uint64_t clock_ns(unsigned int cpu)
     return ns;
 }
 
-/* --- Serial output ---------------------------------------------------------- */
+/* --- Serial output -------------------------------------------------------- */
 
-static volatile int serial_lock;
+static int serial_lock;                 /* taken with atomic exchange */
 
 static void serial_putc(char c)
 {
@@ -252,7 +252,7 @@ static void say(const char *s)
     line_send(&l);
 }
 
-/* --- Firmware: fw_cfg, multiboot, PIT ------------------------------------ */
+/* --- Firmware: fw_cfg, multiboot, PIT ------------------------------------- */
 
 static uint16_t fw_cfg_read16(uint16_t key)
 {
@@ -289,7 +289,7 @@ static uint64_t calibrate_tsc_khz(void)
     return (t1 - t0) / 50;
 }
 
-/* --- Configuration ------------------------------------------------------- */
+/* --- Configuration -------------------------------------------------------- */
 
 enum { PATTERN_SEQ, PATTERN_RANDOM, PATTERN_HOT };
 static const char *const pattern_names[] = { "seq", "random", "hot" };
@@ -358,7 +358,7 @@ static void parse_cmdline(const char *s)
     }
 }
 
-/* --- Test pages ------------------------------------------------------------ */
+/* --- Test pages ----------------------------------------------------------- */
 
 static struct {
     uint64_t base, pages, first;        /* first: number of its first page */
@@ -421,7 +421,7 @@ static uint64_t stamp(uint64_t page, uint32_t g)
 #define MID  (PAGE_SIZE / 16)
 #define TAIL (PAGE_SIZE / 8 - 1)
 
-/* --- Per-CPU state ---------------------------------------------------------- */
+/* --- Per-CPU state -------------------------------------------------------- */
 
 typedef struct Cpu {
     unsigned int index;
@@ -438,10 +438,11 @@ typedef struct Cpu {
 
 static Cpu cpus[MAX_CPUS];
 static unsigned int nr_cpus;
-static volatile unsigned int cpus_ready;
-static volatile uint32_t verify_requests;
-static volatile bool stop_requested;
-static volatile unsigned int cpus_stopped;
+/* Shared between the vCPUs; read and written with __atomic builtins. */
+static unsigned int cpus_ready;
+static uint32_t verify_requests;
+static bool stop_requested;
+static unsigned int cpus_stopped;
 
 static uint64_t rng_next(Cpu *c)
 {
@@ -591,7 +592,7 @@ static void verify_all(Cpu *c)
     line_send(&l);
 }
 
-/* --- Reporting (CPU 0) ------------------------------------------------------ */
+/* --- Reporting (CPU 0) ---------------------------------------------------- */
 
 static uint32_t hist_last[MAX_CPUS][NR_BUCKETS];
 static uint64_t ops_last[MAX_CPUS];
@@ -647,12 +648,12 @@ static void poll_commands(void)
         if (ch == 'v') {
             __atomic_add_fetch(&verify_requests, 1, __ATOMIC_RELEASE);
         } else if (ch == 'q') {
-            stop_requested = true;
+            __atomic_store_n(&stop_requested, true, __ATOMIC_RELEASE);
         }
     }
 }
 
-/* --- The workload -------------------------------------------------------- */
+/* --- The workload --------------------------------------------------------- */
 
 static void run(Cpu *c)
 {
@@ -684,12 +685,14 @@ static void run(Cpu *c)
         }
         __atomic_store_n(&c->ops, c->ops + 256, __ATOMIC_RELAXED);
 
-        if (c->verify_seen != verify_requests) {
-            c->verify_seen = verify_requests;
+        if (c->verify_seen != __atomic_load_n(&verify_requests,
+                                              __ATOMIC_ACQUIRE)) {
+            c->verify_seen = __atomic_load_n(&verify_requests,
+                                             __ATOMIC_ACQUIRE);
             verify_all(c);
             last = clock_ns(c->index);
         }
-        if (stop_requested) {
+        if (__atomic_load_n(&stop_requested, __ATOMIC_ACQUIRE)) {
             break;
         }
         if (c->index == 0 && clock_ns(0) >= next_report) {
@@ -704,7 +707,7 @@ static void run(Cpu *c)
     }
     __atomic_add_fetch(&cpus_stopped, 1, __ATOMIC_RELEASE);
     if (c->index == 0) {
-        while (cpus_stopped < nr_cpus) {
+        while (__atomic_load_n(&cpus_stopped, __ATOMIC_ACQUIRE) < nr_cpus) {
             cpu_relax();
         }
         say("PCG END");
@@ -744,7 +747,7 @@ static void cpu_main(unsigned int index)
     c->rng = 0x9E3779B97F4A7C15ULL * (index + 1);
     init_pages(c);
     __atomic_add_fetch(&cpus_ready, 1, __ATOMIC_RELEASE);
-    while (cpus_ready < nr_cpus) {
+    while (__atomic_load_n(&cpus_ready, __ATOMIC_ACQUIRE) < nr_cpus) {
         cpu_relax();
     }
     if (index == 0) {
@@ -753,11 +756,11 @@ static void cpu_main(unsigned int index)
     run(c);
 }
 
-/* --- Start-up ----------------------------------------------------------- */
+/* --- Start-up ------------------------------------------------------------- */
 
 static void lapic_write(uint32_t reg, uint32_t v)
 {
-    *(volatile uint32_t *)(LAPIC + reg) = v;
+    *(volatile uint32_t *)(LAPIC + reg) = v;    /* volatile: MMIO */
 }
 
 static void delay_us(uint64_t us)
@@ -771,12 +774,14 @@ static void delay_us(uint64_t us)
 
 static void start_aps(void)
 {
-    volatile uint8_t *dst = (volatile uint8_t *)0x8000;
+    uint8_t *dst = (uint8_t *)0x8000;
     size_t i, len = trampoline_end - trampoline_start;
 
     for (i = 0; i < len; i++) {
         dst[i] = trampoline_start[i];
     }
+    /* The copy must be in memory before the APs fetch it. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     lapic_write(0xF0, 0x1FF);               /* software-enable the APIC */
     lapic_write(0x310, 0);
     lapic_write(0x300, 0x000C4500);         /* INIT, all but self */
@@ -786,9 +791,6 @@ static void start_aps(void)
         delay_us(200);
     }
 }
-
-void bsp_main(void);
-void ap_main(unsigned int index);
 
 void bsp_main(void)
 {

@@ -65,7 +65,8 @@ run_checkpatch()
 {
     local tree=$1 f out rc
     section "checkpatch.pl"
-    for f in "$PCRAM_ROOT"/migration/*.[ch] "$PCRAM_ROOT"/tests/*/*.[ch]; do
+    for f in "$PCRAM_ROOT"/migration/*.[ch] "$PCRAM_ROOT"/tests/*/*.[ch] \
+             "$PCRAM_ROOT"/guest/*.[ch] "$PCRAM_ROOT"/tools/*.c; do
         [ -f "$f" ] || continue
         out=$(cd "$PCRAM_ROOT" && perl "$tree/scripts/checkpatch.pl" \
               --no-tree --terse -f "${f#"$PCRAM_ROOT"/}" 2>&1)

@@ -62,6 +62,25 @@ typedef struct Conn {
 static Conn conns[MAX_CONNS];
 static uint64_t delay_us;
 
+/* A decimal number, or exit with a usage error. */
+static uint64_t parse_number(const char *text)
+{
+    uint64_t v = 0;
+
+    if (!*text) {
+        fprintf(stderr, "delay-relay: empty number\n");
+        exit(2);
+    }
+    for (; *text; text++) {
+        if (*text < '0' || *text > '9') {
+            fprintf(stderr, "delay-relay: not a number: %s\n", text);
+            exit(2);
+        }
+        v = v * 10 + (*text - '0');
+    }
+    return v;
+}
+
 static uint64_t now_us(void)
 {
     struct timespec ts;
@@ -210,8 +229,8 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    delay_us = strtoull(argv[5], NULL, 10);
-    lfd = tcp_socket(argv[1], atoi(argv[2]), &sa);
+    delay_us = parse_number(argv[5]);
+    lfd = tcp_socket(argv[1], parse_number(argv[2]), &sa);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
         listen(lfd, 8)) {
@@ -266,7 +285,7 @@ int main(int argc, char **argv)
             return 1;
         }
         if (pfd[0].revents & POLLIN) {
-            accept_one(lfd, argv[3], atoi(argv[4]));
+            accept_one(lfd, argv[3], parse_number(argv[4]));
         }
         for (i = 1; i < n; i++) {
             if ((pfd[i].events & POLLIN) &&

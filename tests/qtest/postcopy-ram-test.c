@@ -17,6 +17,7 @@
 #include "qemu/osdep.h"
 #include <poll.h>
 #include <sys/mount.h>
+#include "qemu/cutils.h"
 #include "qemu/units.h"
 #include "libqtest.h"
 #include "qobject/qdict.h"
@@ -261,11 +262,13 @@ static long hugepages_before = -1;
 static long read_long(const char *path)
 {
     g_autofree char *text = NULL;
+    long value;
 
-    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+    if (!g_file_get_contents(path, &text, NULL, NULL) ||
+        qemu_strtol(g_strstrip(text), NULL, 10, &value)) {
         return -1;
     }
-    return strtol(text, NULL, 10);
+    return value;
 }
 
 /* A plain write: /proc files cannot be replaced by a rename. */
