@@ -129,6 +129,7 @@ static void fault_thread_serve_fault(MigrationIncomingState *mis,
     uint64_t haddr = msg->arg.pagefault.address;
     uint32_t tid = msg->arg.pagefault.feat.ptid;
     ram_addr_t offset;
+    size_t pagesize;
     RAMBlock *rb;
 
     rb = qemu_ram_block_from_host((void *)(uintptr_t)haddr, true, &offset);
@@ -138,11 +139,12 @@ static void fault_thread_serve_fault(MigrationIncomingState *mis,
                      "guest RAM; ignoring it", haddr);
         return;
     }
-    offset = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
+    pagesize = qemu_ram_pagesize(rb);
+    offset = ROUND_DOWN(offset, pagesize);
     trace_postcopy_fault(qemu_ram_get_idstr(rb), offset, haddr, tid);
     postcopy_blocktime_fault_read(mis, rb, tid,
                                   (void *)(uintptr_t)ROUND_DOWN(haddr,
-                                                qemu_ram_pagesize(rb)));
+                                                                pagesize));
     while (postcopy_request_page(mis, rb, offset, haddr)) {
         /* The return path broke: retry once recovery rebuilt it. */
         fault_thread_pause(mis);
