@@ -102,29 +102,38 @@ run_qemu_postcopy_tests()
 run_our_qtests()
 {
     local build=$1 guest=$2 log="$PCRAM_ROOT/_build/postcopy-ram-test.log"
-    local line
+    local tap="$PCRAM_ROOT/_build/postcopy-ram-test.tap" line rc
+    local failed_before=$FAILED
     section "qtest: postcopy-ram-test (this project's suite)"
-    : > "$log"
+    (cd "$build" && PCRAM_GUEST="$guest" \
+     QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+     timeout --kill-after=10 1800 ./tests/qtest/postcopy-ram-test \
+     --tap -k) > "$tap" 2> "$log"
+    rc=$?
     # TAP lines: "ok N path", "not ok N path", "ok N path # SKIP why".
     while read -r line; do
         case "$line" in
         "not ok "*)
             echo "FAIL: ${line#not ok }"
-            FAILED=$((FAILED + 1)); FAILURES+=("postcopy-ram-test ${line#not ok }") ;;
+            FAILED=$((FAILED + 1))
+            FAILURES+=("postcopy-ram-test ${line#not ok }") ;;
         "ok "*"# SKIP"*)
             echo "SKIP: ${line#ok }" ;;
         "ok "*)
             echo "PASS: ${line#ok }"
             PASSED=$((PASSED + 1)) ;;
         "Bail out!"*)
-            echo "$line"
-            FAILED=$((FAILED + 1)); FAILURES+=("postcopy-ram-test: $line") ;;
+            echo "$line" ;;
         esac
-    done < <(cd "$build" && PCRAM_GUEST="$guest" \
-             QTEST_QEMU_BINARY=./qemu-system-x86_64 \
-             timeout --kill-after=10 1800 ./tests/qtest/postcopy-ram-test \
-             --tap -k 2>>"$log" | tee -a "$log")
-    echo "(full output: $log)"
+    done < "$tap"
+    # A crash or a timeout may leave no "not ok" line: then the exit
+    # status counts.
+    if [ $rc -ne 0 ] && [ "$FAILED" -eq "$failed_before" ]; then
+        echo "FAIL: postcopy-ram-test exited with status $rc"
+        FAILED=$((FAILED + 1))
+        FAILURES+=("postcopy-ram-test: exit status $rc")
+    fi
+    echo "(output: $tap, $log)"
 }
 
 main()
