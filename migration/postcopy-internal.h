@@ -32,6 +32,11 @@ void *postcopy_fault_thread(void *opaque);
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
                           ram_addr_t offset, uint64_t haddr);
 
+/* postcopy-ram.c */
+
+/* Private anonymous memory of @size bytes, or NULL with @errp set. */
+void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
+
 /* postcopy-ram.c: the shared (vhost-user) userfaultfds */
 
 /*

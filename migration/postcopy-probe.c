@@ -175,10 +175,8 @@ static bool probe_trial_registration(Error **errp)
                          "for the trial registration");
         return false;
     }
-    area = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (area == MAP_FAILED) {
-        error_setg_errno(errp, errno, "cannot map a trial page");
+    area = postcopy_map_anonymous(size, "a trial page", errp);
+    if (!area) {
         close(fd);
         return false;
     }

@@ -50,6 +50,20 @@ void postcopy_infrastructure_init(void)
     qemu_mutex_init(&shared_fds_lock);
 }
 
+/* Private anonymous memory of @size bytes, or NULL with @errp set. */
+void *postcopy_map_anonymous(size_t size, const char *what, Error **errp)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED) {
+        error_setg_errno(errp, errno, "cannot map %zu bytes for %s", size,
+                         what);
+        return NULL;
+    }
+    return p;
+}
+
 /* --- Destination: before precopy ------------------------------------------ */
 
 int postcopy_ram_incoming_init(MigrationIncomingState *mis)
@@ -179,19 +193,6 @@ static bool postcopy_register_all_blocks(MigrationIncomingState *mis,
     return true;
 }
 
-static void *map_anonymous(size_t size, Error **errp, const char *what)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED) {
-        error_setg_errno(errp, errno, "postcopy: cannot map %zu bytes for %s",
-                         size, what);
-        return NULL;
-    }
-    return p;
-}
-
 /*
  * One temp page per channel, where ram.c assembles a host page out of
  * target pages before placing it, and one page of zeroes for blocks that
@@ -207,16 +208,17 @@ static bool postcopy_temp_pages_alloc(MigrationIncomingState *mis,
     for (i = 0; i < mis->postcopy_channels; i++) {
         PostcopyTmpPage *tmp = &mis->postcopy_tmp_pages[i];
 
-        tmp->tmp_huge_page = map_anonymous(mis->largest_page_size, errp,
-                                           "a temp page");
+        tmp->tmp_huge_page = postcopy_map_anonymous(mis->largest_page_size,
+                                                    "a postcopy temp page",
+                                                    errp);
         if (!tmp->tmp_huge_page) {
             return false;
         }
         postcopy_temp_page_reset(tmp);
     }
     /* Fresh anonymous memory reads as zeroes: no memset needed. */
-    mis->postcopy_tmp_zero_page = map_anonymous(mis->largest_page_size, errp,
-                                                "the zero page");
+    mis->postcopy_tmp_zero_page = postcopy_map_anonymous(
+        mis->largest_page_size, "the postcopy zero page", errp);
     return mis->postcopy_tmp_zero_page != NULL;
 }
 
