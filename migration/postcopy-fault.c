@@ -83,15 +83,25 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
 static void fault_thread_pause(MigrationIncomingState *mis)
 {
     trace_postcopy_fault_thread_pause();
+    /*
+     * On recovery the destination tells the source which pages it has; a
+     * page still in the placer's slots then would be sent again and fail
+     * to place.  That exchange needs a new connection and a QMP command
+     * first, while draining takes at most a millisecond: drain now.
+     */
+    postcopy_placer_drain();
     qemu_sem_wait(&mis->postcopy_pause_sem_fault);
     trace_postcopy_fault_thread_resume();
 }
 
-/* Whether the page at @aligned is already asked for and not yet placed. */
-static bool page_already_requested(MigrationIncomingState *mis, void *aligned)
+bool postcopy_page_requested(MigrationIncomingState *mis, void *host)
 {
+    /* Most pages arrive while nothing is asked for: skip the lock then. */
+    if (!qatomic_read(&mis->page_requested_count)) {
+        return false;
+    }
     QEMU_LOCK_GUARD(&mis->page_request_mutex);
-    return g_tree_lookup(mis->page_requested, aligned) != NULL;
+    return g_tree_lookup(mis->page_requested, host) != NULL;
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
@@ -116,7 +126,7 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
      * Several threads faulting on one page, or one thread faulting again
      * after a signal, need one request: the placement wakes them all.
      */
-    if (page_already_requested(mis, aligned)) {
+    if (postcopy_page_requested(mis, aligned)) {
         trace_postcopy_request_skip(qemu_ram_get_idstr(rb), offset);
         return 0;
     }

@@ -31,11 +31,23 @@ void *postcopy_fault_thread(void *opaque);
  */
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
                           ram_addr_t offset, uint64_t haddr);
+/*
+ * Whether the host page at @host was asked for and is not placed yet.
+ * Any thread; the answer can be stale by the time it returns.
+ */
+bool postcopy_page_requested(MigrationIncomingState *mis, void *host);
 
 /* postcopy-ram.c */
 
 /* Private anonymous memory of @size bytes, or NULL with @errp set. */
 void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
+/*
+ * Place the host page of @rb at @host from @from (NULL: zeroes, with
+ * UFFDIO_ZEROPAGE), mark it received and wake whoever waits for it.  0, or
+ * a negative errno after reporting the cause.  Any thread.
+ */
+int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
+                     void *from);
 
 /* postcopy-ram.c: the shared (vhost-user) userfaultfds */
 
@@ -65,5 +77,31 @@ uint64_t postcopy_blocktime_total_ms(MigrationIncomingState *mis);
 void postcopy_preempt_thread_start(MigrationIncomingState *mis);
 /* Let every requested page arrive, then stop and join that thread. */
 void postcopy_preempt_thread_stop(MigrationIncomingState *mis);
+
+/* postcopy-placer.c: a second thread placing background pages */
+
+#define POSTCOPY_THREAD_DST_PLACER "mig/dst/place"
+
+/*
+ * Start the placer thread, unless this process may use one CPU only.
+ * False with @errp set when its slots cannot be mapped.
+ */
+bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp);
+/*
+ * Place what is queued, stop and join the thread.  0, or the first
+ * placement error (negative errno) the thread met.  Load thread only.
+ */
+int postcopy_placer_stop(MigrationIncomingState *mis);
+/*
+ * Hand the page ram.c assembled at @from over to the placer, which will
+ * place it at @host.  False when the caller must place it itself (see
+ * postcopy-placer.c for which pages are handed over).  Load thread only.
+ */
+bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
+                           void *host, const void *from);
+/* The placer's first placement error (negative errno), or 0.  Any thread. */
+int postcopy_placer_error(void);
+/* Wait until every page handed over is placed (or dropped after an error). */
+void postcopy_placer_drain(void);
 
 #endif

@@ -251,7 +251,8 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
                                   migrate_postcopy_blocktime());
     if (!postcopy_open_fds(mis, &err) ||
         !postcopy_register_all_blocks(mis, &err) ||
-        !postcopy_temp_pages_alloc(mis, &err)) {
+        !postcopy_temp_pages_alloc(mis, &err) ||
+        !postcopy_placer_start(mis, &err)) {
         error_report_err(err);
         return -1;
     }
@@ -319,6 +320,15 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 
     trace_postcopy_incoming_cleanup(mis->have_fault_thread,
                                     mis->preempt_thread_status);
+    /* First: pages still in its slots may be ones the others wait for. */
+    if (postcopy_placer_stop(mis)) {
+        error_report("postcopy: the last pages could not all be placed; "
+                     "the guest would wait for them forever, so the "
+                     "migration fails");
+        migrate_set_state(&mis->state, MIGRATION_STATUS_POSTCOPY_ACTIVE,
+                          MIGRATION_STATUS_FAILED);
+        ret = -1;
+    }
     if (mis->preempt_thread_status == PREEMPT_THREAD_CREATED) {
         postcopy_preempt_thread_stop(mis);
     }
@@ -330,7 +340,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
         }
     }
     if (incoming_fds_open) {
-        ret = postcopy_unregister_all_blocks(mis);
+        ret |= postcopy_unregister_all_blocks(mis);
         postcopy_close_fds(mis);
     }
     /* userfaultfd and mlock exclude each other; the probe unlocked. */
@@ -385,9 +395,8 @@ static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
     postcopy_blocktime_page_placed(mis, host);
 }
 
-/* @from NULL places zeroes with UFFDIO_ZEROPAGE. */
-static int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb,
-                            void *host, void *from)
+int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
+                     void *from)
 {
     size_t size = qemu_ram_pagesize(rb);
     ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
@@ -411,7 +420,16 @@ static int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb,
 int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
                         RAMBlock *rb)
 {
+    /* Reported where it happened; failing the load ends the migration. */
+    int ret = postcopy_placer_error();
+
     trace_postcopy_place_page(qemu_ram_get_idstr(rb), host);
+    if (ret) {
+        return ret;
+    }
+    if (postcopy_placer_offer(mis, rb, host, from)) {
+        return 0;
+    }
     return postcopy_install(mis, rb, host, from);
 }
 

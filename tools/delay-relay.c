@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,6 +230,11 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * ppoll() may otherwise wake up to 50 us late (the default timer
+     * slack), in each direction: a quarter of a 0.2 ms round trip.
+     */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     delay_us = parse_number(argv[5]);
     lfd = tcp_socket(argv[1], parse_number(argv[2]), &sa);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

@@ -1,0 +1,57 @@
+/*
+ * Postcopy: the queue between the main load thread and the placer thread.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Pure logic (tests/unit drives it).  The indices run freely and wrap at
+ * UINT_MAX; tail - head is the number of published slots either way.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/atomic.h"
+#include "postcopy-placeq.h"
+
+void postcopy_placeq_init(PostcopyPlaceQueue *q, unsigned int size)
+{
+    assert(size && !(size & (size - 1)));
+    q->tail = 0;
+    q->head = 0;
+    q->size = size;
+}
+
+int postcopy_placeq_reserve(PostcopyPlaceQueue *q)
+{
+    unsigned int head = qatomic_load_acquire(&q->head);
+
+    if (q->tail - head == q->size) {
+        return -1;
+    }
+    return q->tail & (q->size - 1);
+}
+
+void postcopy_placeq_publish(PostcopyPlaceQueue *q)
+{
+    qatomic_store_release(&q->tail, q->tail + 1);
+}
+
+int postcopy_placeq_peek(PostcopyPlaceQueue *q)
+{
+    unsigned int tail = qatomic_load_acquire(&q->tail);
+
+    if (tail == q->head) {
+        return -1;
+    }
+    return q->head & (q->size - 1);
+}
+
+void postcopy_placeq_release(PostcopyPlaceQueue *q)
+{
+    qatomic_store_release(&q->head, q->head + 1);
+}
+
+bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q)
+{
+    return qatomic_load_acquire(&q->head) == qatomic_load_acquire(&q->tail);
+}

@@ -1,0 +1,47 @@
+/*
+ * Postcopy: the queue between the main load thread and the placer thread.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A bounded single-producer, single-consumer ring of slot indices.  It
+ * only counts: the caller keeps what each slot holds (a page and where it
+ * goes) in arrays of @size entries indexed by what reserve() and peek()
+ * return.  Pure logic, no system calls: tests/unit drives it.
+ *
+ * Memory ordering: the producer fills its slot, then publish() stores the
+ * tail with release semantics; peek() loads it with acquire, so the
+ * consumer sees the slot filled.  The same holds the other way for the
+ * head: release() after the consumer is done with a slot, acquire in
+ * reserve() before the producer overwrites it.
+ */
+#ifndef QEMU_POSTCOPY_PLACEQ_H
+#define QEMU_POSTCOPY_PLACEQ_H
+
+typedef struct PostcopyPlaceQueue {
+    /* Slots published; written by the producer only. */
+    unsigned int tail;
+    /* Slots released; written by the consumer only. */
+    unsigned int head;
+    /* A power of two */
+    unsigned int size;
+} PostcopyPlaceQueue;
+
+/* An empty queue of @size slots; @size must be a power of two. */
+void postcopy_placeq_init(PostcopyPlaceQueue *q, unsigned int size);
+
+/* Producer: the free slot to fill next, or -1 when every slot is taken. */
+int postcopy_placeq_reserve(PostcopyPlaceQueue *q);
+/* Producer: hand the slot reserve() gave to the consumer. */
+void postcopy_placeq_publish(PostcopyPlaceQueue *q);
+
+/* Consumer: the oldest published slot, or -1 when there is none. */
+int postcopy_placeq_peek(PostcopyPlaceQueue *q);
+/* Consumer: done with the slot peek() gave; the producer may reuse it. */
+void postcopy_placeq_release(PostcopyPlaceQueue *q);
+
+/* Any thread: whether every published slot has been released. */
+bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q);
+
+#endif
