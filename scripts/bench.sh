@@ -7,6 +7,8 @@
 #                                    4 GiB, loopback and 10 Gbit/s, 2 reps
 #   scripts/bench.sh --full          the full matrix (hours)
 #   scripts/bench.sh --reps 3 --sizes 1,2 --links loopback,1gbit ...
+#                                    any part of it: --patterns, --sizes,
+#                                    --vcpus, --links, --preempt (off,on)
 #
 # Output: results/bench/bench.{md,json} and results/bench/*.png.
 set -euo pipefail
@@ -24,11 +26,14 @@ main()
     ours=$("$here/build.sh" qemu-system-x86_64)
     upstream=$("$here/build.sh" --upstream qemu-system-x86_64)
     guest=$("$here/build-guest.sh" pcguest.bin delay-relay)
-    cd "$here"
-    exec /usr/bin/python3 -m pcram.bench \
+    # The caller's directory stays the current one: a relative --out is
+    # relative to it.
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+        -m pcram.bench \
         --ours "$ours/qemu-system-x86_64" \
         --upstream "$upstream/qemu-system-x86_64" \
-        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" --out "$PCRAM_ROOT/results/bench" "$@"
+        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" \
+        --out "$PCRAM_ROOT/results/bench" "$@"
 }
 
 main "$@"

@@ -351,6 +351,10 @@ def parse_args(argv):
     p.add_argument('--accel', choices=('auto', 'kvm', 'tcg'), default='auto')
     p.add_argument('--sizes', help='comma-separated GiB, overrides')
     p.add_argument('--links', help='comma-separated links, overrides')
+    p.add_argument('--patterns', help='comma-separated seq, random, hot; '
+                   'overrides')
+    p.add_argument('--vcpus', help='comma-separated vCPU counts, overrides')
+    p.add_argument('--preempt', help='comma-separated off, on; overrides')
     p.add_argument('--relay', help='tools/delay-relay, built')
     p.add_argument('--out', default='results/bench')
     return p.parse_args(argv)
@@ -363,6 +367,19 @@ def main(argv=None):
         matrix['sizes_gib'] = [int(x) for x in args.sizes.split(',')]
     if args.links:
         matrix['links'] = args.links.split(',')
+    if args.patterns:
+        matrix['patterns'] = args.patterns.split(',')
+        if not set(matrix['patterns']) <= {'seq', 'random', 'hot'}:
+            print('bench: --patterns takes seq, random, hot', file=sys.stderr)
+            return 2
+    if args.vcpus:
+        matrix['vcpus'] = [int(x) for x in args.vcpus.split(',')]
+    if args.preempt:
+        values = args.preempt.split(',')
+        if not set(values) <= {'off', 'on'}:
+            print('bench: --preempt takes off, on', file=sys.stderr)
+            return 2
+        matrix['preempt'] = [x == 'on' for x in values]
     os.makedirs(args.out, exist_ok=True)
 
     def log(msg):
