@@ -27,13 +27,14 @@ main()
     upstream=$("$here/build.sh" --upstream qemu-system-x86_64)
     guest=$("$here/build-guest.sh" pcguest.bin delay-relay)
     # The caller's directory stays the current one: a relative --out is
-    # relative to it.
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+    # relative to it (the default is results/bench in the repository).
+    # The report quotes the command as typed, without the paths added here.
+    PCRAM_BENCH_COMMAND="scripts/bench.sh${*:+ $*}" \
+        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.bench \
         --ours "$ours/qemu-system-x86_64" \
         --upstream "$upstream/qemu-system-x86_64" \
-        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" \
-        --out "$PCRAM_ROOT/results/bench" "$@"
+        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" "$@"
 }
 
 main "$@"
