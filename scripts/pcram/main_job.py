@@ -88,6 +88,9 @@ def print_report(r, module):
         ', '.join('%d ms' % v for v in r['vcpu_blocktime_ms'] or []) or
         'n/a'))
     print('  guest worst stall     %s' % fmt(lp['max'] / 1000.0, ' ms', 2))
+    print('  worst stalls at       %s (s from migrate-start-postcopy)' %
+          ', '.join('%.1f ms at %+.2f s' % (ms, t)
+                    for t, ms in g['worst_stalls']))
     print('  guest latency (postcopy)  p50 %s  p99 %s  p99.9 %s  over %d '
           'accesses' % (fmt(lp['p50'], ' us'), fmt(lp['p99'], ' us'),
                         fmt(lp['p999'], ' us'), lp['accesses']))

@@ -304,6 +304,8 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
             'hist_postcopy': hist_post,
             'ops_per_s_postcopy': report.ops_per_s(postcopy_window),
             'ops_per_s_precopy': report.ops_per_s(precopy_window),
+            'worst_stalls': _worst_stalls(report, t_postcopy or t_done,
+                                          t_done),
             'clock': report.clock,
             'pages_checked': checked,
             'bad_pages': bad_pages + len(report.bad),
@@ -312,3 +314,14 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
                        else 'CORRUPT',
         },
     }
+
+
+def _worst_stalls(report, t_switch, t_done, count=5):
+    """The guest's @count longest single accesses up to the end of the
+    migration, one per interval report, as (seconds from
+    migrate-start-postcopy, ms): whether the worst stalls come at the
+    switch or later, in postcopy."""
+    worst = sorted(report.window(0, t_done),
+                   key=lambda i: -i.max_ns)[:count]
+    return [(round(i.host_time - t_switch, 3), i.max_ns / 1e6)
+            for i in worst]

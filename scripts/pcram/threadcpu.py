@@ -1,0 +1,141 @@
+"""Where the CPU goes during postcopy, thread by thread.
+
+    PYTHONPATH=scripts python3 -m pcram.threadcpu scripts/main-job.sh ...
+
+Runs the command and, while it runs, samples the CPU time (user + system)
+of every thread of every QEMU process every 0.25 s from
+/proc/PID/task/TID/stat.  The postcopy window is taken as the time the
+destination's load thread (``mig/dst/listen``, named with
+``-name ...,debug-threads=on`` as the harness does) was seen; the report
+gives each thread's CPU seconds in that window, and the share of a core.
+The destination is the QEMU started with ``-incoming``.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+LISTEN = 'mig/dst/listen'
+PERIOD_S = 0.25
+
+
+def _qemu_processes():
+    """(pid, 'src' or 'dst') of each running QEMU system emulator."""
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            exe = os.readlink('/proc/%s/exe' % name)
+            with open('/proc/%s/cmdline' % name, 'rb') as f:
+                args = f.read().split(b'\0')
+        except OSError:
+            continue
+        if os.path.basename(exe).startswith('qemu-system-'):
+            yield name, 'dst' if b'-incoming' in args else 'src'
+
+
+def _thread_times(pid):
+    """{(thread id, thread name): CPU ticks} of one process."""
+    out = {}
+    task = '/proc/%s/task' % pid
+    for tid in os.listdir(task):
+        try:
+            with open('%s/%s/stat' % (task, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index('(') + 1:stat.rindex(')')]
+        fields = stat[stat.rindex(')') + 2:].split()
+        out[(tid, name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+class Sampler:
+    """Samples in a background thread until stop()."""
+
+    def __init__(self):
+        # (time, {(role, pid, tid, thread name): CPU ticks})
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            now = time.monotonic()
+            snap = {}
+            for pid, role in _qemu_processes():
+                try:
+                    for (tid, name), ticks in _thread_times(pid).items():
+                        snap[(role, pid, tid, name)] = ticks
+                except OSError:
+                    pass
+            self.samples.append((now, snap))
+            self._stop.wait(PERIOD_S)
+
+
+def postcopy_usage(samples):
+    """(window seconds, [(role, thread name, CPU seconds)]) over the
+    samples in which the destination's load thread existed; None if it
+    never did.  A thread first seen inside the window started there (its
+    baseline is 0); one that ended inside it counts up to its last
+    sample."""
+    inside = [(t, s) for t, s in samples
+              if any(k[0] == 'dst' and k[3] == LISTEN for k in s)]
+    if len(inside) < 2:
+        return None
+    t0, first = inside[0]
+    last = {}
+    for _, snap in inside:
+        last.update(snap)
+    hz = os.sysconf('SC_CLK_TCK')
+    usage = {}
+    for key, ticks in last.items():
+        role, _, _, name = key
+        usage[(role, name)] = usage.get((role, name), 0) + \
+            (ticks - first.get(key, 0)) / hz
+    rows = sorted(((r, n, s) for (r, n), s in usage.items() if s > 0),
+                  key=lambda row: -row[2])
+    return inside[-1][0] - t0, rows
+
+
+def report(window):
+    if window is None:
+        return 'threadcpu: no destination load thread (%s) was seen; ' \
+               'was it a postcopy migration with debug-threads=on?' % LISTEN
+    seconds, rows = window
+    lines = ['CPU during postcopy (%.2f s while %s existed; %d cores):' % (
+        seconds, LISTEN, os.cpu_count())]
+    for role, name, cpu in rows:
+        lines.append('  %-3s %-20s %6.2f CPU-s  %5.1f%% of a core' % (
+            role, name, cpu, 100.0 * cpu / seconds))
+    total = sum(cpu for *_, cpu in rows)
+    lines.append('  all QEMU threads %.2f CPU-s, %.0f%% of all cores' % (
+        total, 100.0 * total / seconds / os.cpu_count()))
+    return '\n'.join(lines)
+
+
+def main(argv):
+    if not argv:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    sampler = Sampler()
+    sampler.start()
+    try:
+        rc = subprocess.call(argv)
+    finally:
+        sampler.stop()
+    print(report(postcopy_usage(sampler.samples)))
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
