@@ -264,6 +264,8 @@ static bool fault_thread_round(FaultThread *ft)
             fault_thread_serve_shared(ft, i);
         }
     }
+    /* A page faulted on may sit in the placer's slots, waiting for more. */
+    postcopy_placer_kick();
     if (postcopy_shared_fds_generation() != ft->shared_generation) {
         fault_thread_refresh_pollfds(ft);
     }

@@ -103,5 +103,10 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
 int postcopy_placer_error(void);
 /* Wait until every page handed over is placed (or dropped after an error). */
 void postcopy_placer_drain(void);
+/*
+ * Wake the placer, if it ever started, to place what waits in its slots:
+ * something may be waiting for one of those pages.  Any thread, any time.
+ */
+void postcopy_placer_kick(void);
 
 #endif

@@ -28,6 +28,17 @@
  * faults on it meanwhile asks the source, which ignores the request (the
  * page was sent) while the placer's UFFDIO_COPY wakes the vCPU.
  *
+ * Wake-ups: the load thread wakes a sleeping placer once per
+ * PLACER_WAKE_BATCH pages handed over, not once per page.  When the link
+ * sets the pace the placer keeps up and sleeps after nearly every page;
+ * woken per page, it preempted the load thread about 26,000 times in a
+ * one-second 1 GiB run here (docs/bench/matrix.md).  A page may then wait
+ * in a slot for the next few, unless something waits for it: the load
+ * thread, after queueing a page, wakes the placer if that page is now
+ * requested, and the fault thread, after each fault's request, wakes it
+ * if any page is queued (postcopy_placer_kick; the barriers on both sides
+ * make sure one of the two sees the other).  Stop and drain wake it too.
+ *
  * Threads: the main load thread (mis->listen_thread) is the only
  * producer; the placer thread the only consumer.  Setup and cleanup run
  * on the load thread's side (see postcopy_ram_incoming_setup/cleanup),
@@ -47,6 +58,8 @@
 
 /* 64 pages of 4 KiB: enough to ride out the placer's scheduling hiccups. */
 #define PLACER_SLOTS 64
+/* Pages handed over per wake-up of a sleeping placer; see the top. */
+#define PLACER_WAKE_BATCH 8
 
 typedef struct PlacerSlot {
     RAMBlock *rb;
@@ -63,8 +76,17 @@ typedef struct Placer {
     /* Slot i's destination and, at pages + i * page_size, its data */
     PlacerSlot slots[PLACER_SLOTS];
     uint8_t *pages;
-    /* Set by the producer after each hand-over; waited on when idle */
+    /*
+     * Set by the producer every PLACER_WAKE_BATCH hand-overs, by kick,
+     * drain and stop; waited on when idle.  Initialised on the first start
+     * and never destroyed, so that the fault thread may set it at any time
+     * (it outlives the placer in cleanup).  @wake_ready: atomic, set once
+     * @wake is initialised.
+     */
     QemuEvent wake;
+    bool wake_ready;
+    /* Producer only: hand-overs since it last set @wake */
+    unsigned int unwoken;
     /* Atomic.  Set by stop(): place what is queued, then exit. */
     bool quit;
     /*
@@ -157,7 +179,11 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
         return false;
     }
     postcopy_placeq_init(&placer.queue, PLACER_SLOTS);
-    qemu_event_init(&placer.wake, false);
+    if (!qatomic_read(&placer.wake_ready)) {
+        qemu_event_init(&placer.wake, false);
+        qatomic_store_release(&placer.wake_ready, true);
+    }
+    placer.unwoken = 0;
     placer.quit = false;
     placer.error = 0;
     placer.handed = placer.ring_full = placer.placed = 0;
@@ -179,7 +205,6 @@ int postcopy_placer_stop(MigrationIncomingState *mis)
     qemu_event_set(&placer.wake);
     qemu_thread_join(&placer.thread);
     placer.running = false;
-    qemu_event_destroy(&placer.wake);
     munmap(placer.pages, PLACER_SLOTS * placer.page_size);
     placer.pages = NULL;
     error = qatomic_read(&placer.error);
@@ -212,14 +237,37 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
     /* @from is ram.c's buffer, which it reuses as soon as we return. */
     memcpy(placer_page(slot), from, placer.page_size);
     postcopy_placeq_publish(&placer.queue);
-    qemu_event_set(&placer.wake);
+    /*
+     * Pairs with the barrier in postcopy_placer_kick(): either we see the
+     * fault thread's request for the page we just queued (it faulted
+     * after our check above) and wake the placer, or the fault thread's
+     * kick, after that request, sees the page queued.
+     */
+    smp_mb();
+    if (++placer.unwoken >= PLACER_WAKE_BATCH ||
+        postcopy_page_requested(mis, host)) {
+        placer.unwoken = 0;
+        qemu_event_set(&placer.wake);
+    }
     placer.handed++;
     trace_postcopy_placer_handoff(host, slot);
     return true;
 }
 
+void postcopy_placer_kick(void)
+{
+    /* Pairs with the barrier in postcopy_placer_offer() */
+    smp_mb();
+    if (qatomic_load_acquire(&placer.wake_ready) &&
+        !postcopy_placeq_is_empty(&placer.queue)) {
+        qemu_event_set(&placer.wake);
+    }
+}
+
 void postcopy_placer_drain(void)
 {
+    /* Fewer than PLACER_WAKE_BATCH pages may wait for a wake-up. */
+    postcopy_placer_kick();
     /* Rare (pause) and short (at most PLACER_SLOTS placements): poll. */
     while (!postcopy_placeq_is_empty(&placer.queue)) {
         g_usleep(100);
