@@ -71,17 +71,20 @@ static GHashTable *blocktime_map_vcpu_threads(void)
     return map;
 }
 
-void postcopy_blocktime_setup(MigrationIncomingState *mis)
+void postcopy_blocktime_setup(MigrationIncomingState *mis,
+                              uint64_t uffd_features)
 {
-    unsigned int nr_vcpus = MACHINE(qdev_get_machine())->smp.cpus;
+    /*
+     * cpu_index runs up to max_cpus - 1: a vCPU hot-plugged before this
+     * migration may have any index below it.
+     */
+    unsigned int nr_vcpus = MACHINE(qdev_get_machine())->smp.max_cpus;
     struct PostcopyBlocktimeContext *ctx;
-    uint64_t features = 0;
 
     if (!migrate_postcopy_blocktime()) {
         return;
     }
-    postcopy_uffd_supported_features(&features, NULL);
-    if (!(features & UFFD_FEATURE_THREAD_ID)) {
+    if (!(uffd_features & UFFD_FEATURE_THREAD_ID)) {
         warn_report("postcopy: postcopy-blocktime needs userfaultfd's "
                     "THREAD_ID feature, which this kernel lacks; no "
                     "blocktime will be reported");
@@ -171,12 +174,19 @@ void fill_destination_postcopy_migration_info(MigrationInfo *info)
     MigrationIncomingState *mis = migration_incoming_get_current();
     struct PostcopyBlocktimeContext *ctx = mis->blocktime_ctx;
     uint32List *per_vcpu = NULL;
+    int nr_listed = 0;
+    CPUState *cs;
     int cpu;
 
     if (!ctx) {
         return;
     }
-    for (cpu = postcopy_blocktime_nr_vcpus(ctx->acct) - 1; cpu >= 0; cpu--) {
+    /* The table has room for max_cpus; list the vCPUs that exist. */
+    CPU_FOREACH(cs) {
+        nr_listed = MAX(nr_listed, cs->cpu_index + 1);
+    }
+    nr_listed = MIN(nr_listed, postcopy_blocktime_nr_vcpus(ctx->acct));
+    for (cpu = nr_listed - 1; cpu >= 0; cpu--) {
         QAPI_LIST_PREPEND(per_vcpu,
             ns_to_ms32(postcopy_blocktime_vcpu_ns(ctx->acct, cpu)));
     }

@@ -25,9 +25,11 @@
 #include "qemu/userfaultfd.h"
 #include "exec/ramblock.h"
 #include "migration.h"
+#include "qemu-file.h"
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
+#include "postcopy-inject.h"
 #include "trace.h"
 
 /* Faults read with one read(2); the rest wait for the next round. */
@@ -79,29 +81,42 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
     return &g_array_index(ft->pollfds, struct pollfd, index);
 }
 
-/* Until recovery rebuilds the return path, no request can be sent. */
-static void fault_thread_pause(MigrationIncomingState *mis)
+/*
+ * Until recovery rebuilds the return path, no request can be sent: wait
+ * for it.  False when the thread must quit instead (the migration ended
+ * while it waited).
+ */
+static bool fault_thread_pause(MigrationIncomingState *mis)
 {
     trace_postcopy_fault_thread_pause();
-    /*
-     * On recovery the destination tells the source which pages it has; a
-     * page still in the placer's slots then would be sent again and fail
-     * to place.  That exchange needs a new connection and a QMP command
-     * first, while draining takes at most a millisecond: drain now.
-     */
-    postcopy_placer_drain();
-    qemu_sem_wait(&mis->postcopy_pause_sem_fault);
+    while (qemu_sem_timedwait(&mis->postcopy_pause_sem_fault, 100) < 0) {
+        if (qatomic_read(&mis->fault_thread_quit)) {
+            return false;
+        }
+    }
     trace_postcopy_fault_thread_resume();
+    return true;
 }
 
-bool postcopy_page_requested(MigrationIncomingState *mis, void *host)
+/*
+ * This thread cannot go on serving faults.  Left alone, the vCPUs would
+ * wait for their pages forever and the migration would never say why:
+ * break the connection, as migrate-pause does, so that the load thread
+ * pauses the migration (or, before the guest ran, fails it), then wait
+ * for the recovery like after a broken return path.
+ */
+static bool fault_thread_give_up(MigrationIncomingState *mis,
+                                 const char *why, int err)
 {
-    /* Most pages arrive while nothing is asked for: skip the lock then. */
-    if (!qatomic_read(&mis->page_requested_count)) {
-        return false;
+    error_report("postcopy: %s: %s; the fault thread cannot serve guest "
+                 "faults, so the migration pauses for a recovery",
+                 why, strerror(err));
+    WITH_QEMU_LOCK_GUARD(&mis->rp_mutex) {
+        if (mis->to_src_file) {
+            qemu_file_shutdown(mis->to_src_file);
+        }
     }
-    QEMU_LOCK_GUARD(&mis->page_request_mutex);
-    return g_tree_lookup(mis->page_requested, host) != NULL;
+    return fault_thread_pause(mis);
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
@@ -120,7 +135,7 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
         if (ramblock_recv_bitmap_test_byte_offset(rb, offset)) {
             return 0;
         }
-        return postcopy_place_page_zero(mis, aligned, rb);
+        return postcopy_install_zero(mis, rb, aligned);
     }
     /*
      * Several threads faulting on one page, or one thread faulting again
@@ -129,6 +144,9 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
     if (postcopy_page_requested(mis, aligned)) {
         trace_postcopy_request_skip(qemu_ram_get_idstr(rb), offset);
         return 0;
+    }
+    if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL)) {
+        return -EIO;
     }
     return migrate_send_rp_req_pages(mis, rb, offset, haddr);
 }
@@ -157,22 +175,28 @@ static void fault_thread_serve_fault(MigrationIncomingState *mis,
                                                                 pagesize));
     while (postcopy_request_page(mis, rb, offset, haddr)) {
         /* The return path broke: retry once recovery rebuilt it. */
-        fault_thread_pause(mis);
+        if (!fault_thread_pause(mis)) {
+            return;
+        }
     }
 }
 
-/* Returns false when the userfaultfd cannot be read any more. */
+/* Returns false when the thread must quit. */
 static bool fault_thread_read_faults(MigrationIncomingState *mis)
 {
     struct uffd_msg msgs[FAULT_BATCH];
     int i, n;
 
-    n = uffd_read_events(mis->userfault_fd, msgs, FAULT_BATCH);
+    if (postcopy_inject_hit(POSTCOPY_INJECT_UFFD_READ_FAIL)) {
+        n = -1;
+        errno = EIO;
+    } else {
+        n = uffd_read_events(mis->userfault_fd, msgs, FAULT_BATCH);
+    }
     if (n < 0) {
-        error_report("postcopy: reading userfaults failed: %s; guest "
-                     "threads waiting for pages cannot be served",
-                     strerror(errno));
-        return false;
+        /* The faults stay queued in the kernel: read them after. */
+        return fault_thread_give_up(mis, "reading the userfaultfd failed",
+                                    errno);
     }
     trace_postcopy_fault_batch(n);
     for (i = 0; i < n; i++) {
@@ -241,9 +265,8 @@ static bool fault_thread_round(FaultThread *ft)
         if (errno == EINTR) {
             return true;
         }
-        error_report("postcopy: the fault thread's poll failed: %s",
-                     strerror(errno));
-        return false;
+        return fault_thread_give_up(mis, "the fault thread's poll failed",
+                                    errno);
     }
     if (fault_thread_pollfd(ft, POLL_EVENT)->revents) {
         if (!fault_thread_consume_event(mis)) {
@@ -252,8 +275,8 @@ static bool fault_thread_round(FaultThread *ft)
         }
     }
     /* savevm.c clears to_src_file and wakes us when the path breaks. */
-    if (!qatomic_read(&mis->to_src_file)) {
-        fault_thread_pause(mis);
+    if (!qatomic_read(&mis->to_src_file) && !fault_thread_pause(mis)) {
+        return false;
     }
     if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
         !fault_thread_read_faults(mis)) {
@@ -296,4 +319,20 @@ void *postcopy_fault_thread(void *opaque)
     rcu_unregister_thread();
     trace_postcopy_fault_thread_exit();
     return NULL;
+}
+
+int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
+                                 uint64_t client_addr, uint64_t offset)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
+    bool present = ramblock_recv_bitmap_test_byte_offset(rb, page);
+
+    trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
+                                  offset, present);
+    if (present) {
+        /* Placed after the other process faulted: just wake it. */
+        return postcopy_wake_shared(pcfd, client_addr, rb);
+    }
+    return postcopy_request_page(mis, rb, page, client_addr);
 }

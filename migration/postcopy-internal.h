@@ -4,21 +4,26 @@
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The destination's files call each other one way only, from the top of
+ * this list to the bottom; none calls a file above it:
+ *
+ *   postcopy-ram.c            lifecycle (setup, pause, cleanup), the
+ *                             public placement entry points
+ *   postcopy-fault.c          the fault thread: faults become requests
+ *   postcopy-placer.c         the placer thread and its ring
+ *   postcopy-probe.c          can this host receive postcopy?
+ *   postcopy-place.c          placing one page, request bookkeeping
+ *   postcopy-shared.c         shared (vhost-user) userfaultfds
+ *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
+ *
+ * Below them all: the pure logic (postcopy-blocktime.c, -placeq.c,
+ * -discard.c, -notify.c, -inject.c) and postcopy-common.c.
  */
 #ifndef QEMU_POSTCOPY_INTERNAL_H
 #define QEMU_POSTCOPY_INTERNAL_H
 
 #include "postcopy-ram.h"
-
-/* postcopy-probe.c */
-
-/*
- * The userfaultfd features this kernel offers, read once per process.
- * False with @errp naming the cause (permissions, kernel support).
- */
-bool postcopy_uffd_supported_features(uint64_t *features, Error **errp);
-/* The features the module asks for on its own userfaultfd. */
-uint64_t postcopy_uffd_wanted_features(uint64_t supported);
 
 /* postcopy-fault.c */
 
@@ -31,25 +36,80 @@ void *postcopy_fault_thread(void *opaque);
  */
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
                           ram_addr_t offset, uint64_t haddr);
+
+/* postcopy-placer.c: a second thread placing background pages */
+
+#define POSTCOPY_THREAD_DST_PLACER "mig/dst/place"
+
+/*
+ * Start the placer thread, unless this process may use one CPU only.
+ * False with @errp set when its slots cannot be mapped.  Load thread.
+ */
+bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp);
+/*
+ * Stop and join the thread, then place what it left.  0, or the first
+ * placement that failed (negative errno): a page then is not in place.
+ * Load thread only.
+ */
+int postcopy_placer_stop(MigrationIncomingState *mis);
+/* Free what start() allocated, once no thread may kick any more. */
+void postcopy_placer_free(void);
+/*
+ * Hand the page ram.c assembled at @from over to the placer, which will
+ * place it at @host.  False when the caller must place it itself (see
+ * postcopy-placer.c for which pages are handed over).  Load thread only.
+ */
+bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
+                           void *host, const void *from);
+/*
+ * If the placer stalled on a page it could not place, place that page and
+ * the ones after it on this thread.  0, or the first of those placements
+ * that failed (negative errno).  Any thread; only the load thread acts.
+ */
+int postcopy_placer_take_over(MigrationIncomingState *mis);
+/*
+ * Place every page handed over, or drop the ones that cannot be placed
+ * (they are not marked received).  Load thread, when it pauses.
+ */
+void postcopy_placer_drain(MigrationIncomingState *mis);
+/*
+ * Wake the placer, if there is one, to place what waits in its slots:
+ * something may be waiting for one of those pages.  Any thread.
+ */
+void postcopy_placer_kick(void);
+
+/* postcopy-probe.c */
+
+/*
+ * The userfaultfd features this kernel offers, read once per process.
+ * False with @errp naming the cause (permissions, kernel support).
+ */
+bool postcopy_uffd_supported_features(uint64_t *features, Error **errp);
+/* The features the module asks for on its own userfaultfd. */
+uint64_t postcopy_uffd_wanted_features(uint64_t supported);
+
+/* postcopy-place.c */
+
+/* Private anonymous memory of @size bytes, or NULL with @errp set. */
+void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
+/*
+ * Place the host page of @rb at @host from @from (NULL: zeroes, with
+ * UFFDIO_ZEROPAGE), mark it received and wake whoever waits for it.  A
+ * page this module placed already counts as placed.  0, or a negative
+ * errno after reporting the cause.  Any thread.
+ */
+int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
+                     void *from);
+/* postcopy_install() of a page of zeroes, in the way @rb allows. */
+int postcopy_install_zero(MigrationIncomingState *mis, RAMBlock *rb,
+                          void *host);
 /*
  * Whether the host page at @host was asked for and is not placed yet.
  * Any thread; the answer can be stale by the time it returns.
  */
 bool postcopy_page_requested(MigrationIncomingState *mis, void *host);
 
-/* postcopy-ram.c */
-
-/* Private anonymous memory of @size bytes, or NULL with @errp set. */
-void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
-/*
- * Place the host page of @rb at @host from @from (NULL: zeroes, with
- * UFFDIO_ZEROPAGE), mark it received and wake whoever waits for it.  0, or
- * a negative errno after reporting the cause.  Any thread.
- */
-int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
-                     void *from);
-
-/* postcopy-ram.c: the shared (vhost-user) userfaultfds */
+/* postcopy-shared.c: the shared (vhost-user) userfaultfds */
 
 /*
  * Bumped whenever a shared fd is registered or unregistered, so that the
@@ -61,8 +121,12 @@ GArray *postcopy_shared_fds_copy(void);
 
 /* postcopy-blocktime-qemu.c: blocktime accounting wired to QEMU */
 
-/* Start accounting for this migration (postcopy-blocktime capability). */
-void postcopy_blocktime_setup(MigrationIncomingState *mis);
+/*
+ * Start accounting for this migration (postcopy-blocktime capability);
+ * @uffd_features: those of the migration's userfaultfd.
+ */
+void postcopy_blocktime_setup(MigrationIncomingState *mis,
+                              uint64_t uffd_features);
 /* The fault thread read a fault of thread @tid on host page @page. */
 void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
                                    uint32_t tid, void *page);
@@ -77,36 +141,5 @@ uint64_t postcopy_blocktime_total_ms(MigrationIncomingState *mis);
 void postcopy_preempt_thread_start(MigrationIncomingState *mis);
 /* Let every requested page arrive, then stop and join that thread. */
 void postcopy_preempt_thread_stop(MigrationIncomingState *mis);
-
-/* postcopy-placer.c: a second thread placing background pages */
-
-#define POSTCOPY_THREAD_DST_PLACER "mig/dst/place"
-
-/*
- * Start the placer thread, unless this process may use one CPU only.
- * False with @errp set when its slots cannot be mapped.
- */
-bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp);
-/*
- * Place what is queued, stop and join the thread.  0, or the first
- * placement error (negative errno) the thread met.  Load thread only.
- */
-int postcopy_placer_stop(MigrationIncomingState *mis);
-/*
- * Hand the page ram.c assembled at @from over to the placer, which will
- * place it at @host.  False when the caller must place it itself (see
- * postcopy-placer.c for which pages are handed over).  Load thread only.
- */
-bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
-                           void *host, const void *from);
-/* The placer's first placement error (negative errno), or 0.  Any thread. */
-int postcopy_placer_error(void);
-/* Wait until every page handed over is placed (or dropped after an error). */
-void postcopy_placer_drain(void);
-/*
- * Wake the placer, if it ever started, to place what waits in its slots:
- * something may be waiting for one of those pages.  Any thread, any time.
- */
-void postcopy_placer_kick(void);
 
 #endif

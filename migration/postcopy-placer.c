@@ -39,10 +39,24 @@
  * if any page is queued (postcopy_placer_kick; the barriers on both sides
  * make sure one of the two sees the other).  Stop and drain wake it too.
  *
+ * Failures: the placer never drops a page.  When it cannot place one, it
+ * leaves that page and every later one in their slots, says so in
+ * @stalled and touches the queue no more.  The load thread, which
+ * produced them, places them itself (postcopy_placer_take_over()) at the
+ * first of: its next page, its pause for a recovery, the end of the
+ * migration.  Its own failure then fails the load as upstream's module
+ * would: during postcopy that pauses the migration, and the pages not
+ * placed, which are not marked received, are sent again after the
+ * recovery.  A recovery thus starts with an empty ring and no stored
+ * error.
+ *
  * Threads: the main load thread (mis->listen_thread) is the only
- * producer; the placer thread the only consumer.  Setup and cleanup run
- * on the load thread's side (see postcopy_ram_incoming_setup/cleanup),
- * before the first page and after the last one.
+ * producer; the placer thread is the consumer, except while @stalled is
+ * set or after it was joined, when the load thread is.  The fault thread
+ * only kicks.  Lifetime: postcopy_placer_start() in the migration's setup
+ * allocates it, postcopy_placer_stop() joins the thread at the start of
+ * the cleanup and postcopy_placer_free() frees it at the end, after the
+ * fault thread is gone.
  */
 
 #include "qemu/osdep.h"
@@ -53,6 +67,7 @@
 #include "migration.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
+#include "postcopy-inject.h"
 #include "postcopy-placeq.h"
 #include "trace.h"
 
@@ -66,10 +81,10 @@ typedef struct PlacerSlot {
     void *host;
 } PlacerSlot;
 
-typedef struct Placer {
+typedef struct PostcopyPlacer {
     MigrationIncomingState *mis;
     QemuThread thread;
-    /* Set and cleared with no other thread running: see the top. */
+    /* Load thread only: the thread is running (not joined yet). */
     bool running;
     size_t page_size;
     PostcopyPlaceQueue queue;
@@ -78,75 +93,102 @@ typedef struct Placer {
     uint8_t *pages;
     /*
      * Set by the producer every PLACER_WAKE_BATCH hand-overs, by kick,
-     * drain and stop; waited on when idle.  Initialised on the first start
-     * and never destroyed, so that the fault thread may set it at any time
-     * (it outlives the placer in cleanup).  @wake_ready: atomic, set once
-     * @wake is initialised.
+     * take-over, drain and stop; waited on when idle.
      */
     QemuEvent wake;
-    bool wake_ready;
     /* Producer only: hand-overs since it last set @wake */
     unsigned int unwoken;
     /* Atomic.  Set by stop(): place what is queued, then exit. */
     bool quit;
+    /* Atomic.  Set by drain() while the load thread waits for the ring. */
+    bool draining;
     /*
-     * Atomic.  The first placement error (negative errno), sticky: the
-     * placer drops the rest and the load thread fails the migration.
+     * Atomic, store-release and load-acquire.  0, or the negative errno
+     * of the placement that failed.  Set by the placer after its last
+     * access to the queue, cleared by the load thread after taking over:
+     * whoever reads it non-zero may not touch the queue, and the other
+     * way round (see the top).
      */
-    int error;
+    int stalled;
     /* Statistics for the trace: producer's and consumer's own. */
     uint64_t handed;
     uint64_t ring_full;
     uint64_t placed;
-} Placer;
+    uint64_t taken_over;
+} PostcopyPlacer;
 
-static Placer placer;
+/*
+ * The placer of the incoming migration, or NULL.  Set and cleared by the
+ * load thread while no other thread of the module runs; read by the
+ * fault thread (kick), which lives within that time.
+ */
+static PostcopyPlacer *placer;
 
-static uint8_t *placer_page(int slot)
+static uint8_t *placer_page(PostcopyPlacer *p, int slot)
 {
-    return placer.pages + (size_t)slot * placer.page_size;
+    return p->pages + (size_t)slot * p->page_size;
 }
 
-static void placer_place_slot(int slot)
+static int placer_install_slot(PostcopyPlacer *p, int slot)
 {
-    PlacerSlot *s = &placer.slots[slot];
-    int ret = 0;
+    PlacerSlot *s = &p->slots[slot];
 
-    if (!qatomic_read(&placer.error)) {
-        WITH_RCU_READ_LOCK_GUARD() {
-            ret = postcopy_install(placer.mis, s->rb, s->host,
-                                   placer_page(slot));
-        }
-        if (ret) {
-            qatomic_cmpxchg(&placer.error, 0, ret);
-        } else {
-            placer.placed++;
-        }
+    RCU_READ_LOCK_GUARD();
+    return postcopy_install(p->mis, s->rb, s->host, placer_page(p, slot));
+}
+
+/* The placer thread: place @slot, or stall on failure (see the top). */
+static void placer_place_slot(PostcopyPlacer *p, int slot)
+{
+    int ret;
+
+    /* Fault point: it only let the placer start at the stop or a pause. */
+    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACER_FAIL_AT_STOP)) {
+        ret = -EIO;
+    } else {
+        ret = placer_install_slot(p, slot);
     }
-    postcopy_placeq_release(&placer.queue);
+    if (ret) {
+        trace_postcopy_placer_stalled(p->slots[slot].host, ret);
+        qatomic_store_release(&p->stalled, ret);
+        return;
+    }
+    p->placed++;
+    postcopy_placeq_release(&p->queue);
+}
+
+/* Placer thread: whether a slot waits that it may place now. */
+static bool placer_has_work(PostcopyPlacer *p)
+{
+    if (qatomic_load_acquire(&p->stalled)) {
+        return false;
+    }
+    /* Fault point: hold every page until the stop (or a pause). */
+    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACER_FAIL_AT_STOP) &&
+        !qatomic_read(&p->quit) && !qatomic_read(&p->draining)) {
+        return false;
+    }
+    return postcopy_placeq_peek(&p->queue) >= 0;
 }
 
 static void *placer_thread(void *opaque)
 {
-    MigrationIncomingState *mis = opaque;
+    PostcopyPlacer *p = opaque;
 
     rcu_register_thread();
-    qemu_sem_post(&mis->thread_sync_sem);
+    qemu_sem_post(&p->mis->thread_sync_sem);
     for (;;) {
-        int slot = postcopy_placeq_peek(&placer.queue);
-
-        if (slot >= 0) {
-            placer_place_slot(slot);
+        if (placer_has_work(p)) {
+            placer_place_slot(p, postcopy_placeq_peek(&p->queue));
             continue;
         }
-        if (qatomic_read(&placer.quit)) {
+        if (qatomic_read(&p->quit)) {
             break;
         }
         /* Reset, then look again, so that no hand-over is missed. */
-        qemu_event_reset(&placer.wake);
-        if (postcopy_placeq_peek(&placer.queue) < 0 &&
-            !qatomic_read(&placer.quit)) {
-            qemu_event_wait(&placer.wake);
+        qemu_event_reset(&p->wake);
+        if (!placer_has_work(p) && !qatomic_read(&p->quit)) {
+            qemu_event_wait(&p->wake);
         }
     }
     rcu_unregister_thread();
@@ -164,79 +206,133 @@ static bool placer_worth_starting(void)
     return CPU_COUNT(&cpus) > 1;
 }
 
+/* Wrapper: postcopy_thread_create() passes the MigrationIncomingState. */
+static void *placer_thread_start(void *opaque)
+{
+    return placer_thread(placer);
+}
+
 bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
 {
+    PostcopyPlacer *p;
+
+    assert(!placer);
     if (!placer_worth_starting()) {
         trace_postcopy_placer_off("this process may use one CPU only");
         return true;
     }
-    placer.mis = mis;
-    placer.page_size = qemu_real_host_page_size();
-    placer.pages = postcopy_map_anonymous(PLACER_SLOTS * placer.page_size,
-                                          "the postcopy placer's slots",
-                                          errp);
-    if (!placer.pages) {
+    p = g_new0(PostcopyPlacer, 1);
+    p->mis = mis;
+    p->page_size = qemu_real_host_page_size();
+    p->pages = postcopy_map_anonymous(PLACER_SLOTS * p->page_size,
+                                      "the postcopy placer's slots", errp);
+    if (!p->pages) {
+        g_free(p);
         return false;
     }
-    postcopy_placeq_init(&placer.queue, PLACER_SLOTS);
-    if (!qatomic_read(&placer.wake_ready)) {
-        qemu_event_init(&placer.wake, false);
-        qatomic_store_release(&placer.wake_ready, true);
-    }
-    placer.unwoken = 0;
-    placer.quit = false;
-    placer.error = 0;
-    placer.handed = placer.ring_full = placer.placed = 0;
-    postcopy_thread_create(mis, &placer.thread, POSTCOPY_THREAD_DST_PLACER,
-                           placer_thread, QEMU_THREAD_JOINABLE);
-    placer.running = true;
-    trace_postcopy_placer_start(PLACER_SLOTS, placer.page_size);
+    postcopy_placeq_init(&p->queue, PLACER_SLOTS);
+    qemu_event_init(&p->wake, false);
+    placer = p;
+    postcopy_thread_create(mis, &p->thread, POSTCOPY_THREAD_DST_PLACER,
+                           placer_thread_start, QEMU_THREAD_JOINABLE);
+    p->running = true;
+    trace_postcopy_placer_start(PLACER_SLOTS, p->page_size);
     return true;
+}
+
+/*
+ * Load thread, while the placer is stalled or joined: place every page
+ * left in the slots.  Returns the first failure (negative errno), having
+ * tried every page all the same: each one placed is one fewer to send
+ * again.
+ */
+static int placer_place_leftovers(PostcopyPlacer *p)
+{
+    int first_err = 0;
+    int slot;
+
+    while ((slot = postcopy_placeq_peek(&p->queue)) >= 0) {
+        int ret = placer_install_slot(p, slot);
+
+        if (ret && !first_err) {
+            first_err = ret;
+        }
+        p->taken_over++;
+        postcopy_placeq_release(&p->queue);
+    }
+    return first_err;
+}
+
+int postcopy_placer_take_over(MigrationIncomingState *mis)
+{
+    PostcopyPlacer *p = placer;
+    int stalled, ret;
+
+    if (!p || !qemu_thread_is_self(&mis->listen_thread) ||
+        likely(!qatomic_load_acquire(&p->stalled))) {
+        return 0;
+    }
+    stalled = qatomic_read(&p->stalled);
+    ret = placer_place_leftovers(p);
+    trace_postcopy_placer_take_over(stalled, ret);
+    qatomic_store_release(&p->stalled, 0);
+    qemu_event_set(&p->wake);
+    return ret;
 }
 
 int postcopy_placer_stop(MigrationIncomingState *mis)
 {
-    int error;
+    PostcopyPlacer *p = placer;
+    int ret;
 
-    if (!placer.running) {
+    if (!p || !p->running) {
         return 0;
     }
-    qatomic_set(&placer.quit, true);
-    qemu_event_set(&placer.wake);
-    qemu_thread_join(&placer.thread);
-    placer.running = false;
-    munmap(placer.pages, PLACER_SLOTS * placer.page_size);
-    placer.pages = NULL;
-    error = qatomic_read(&placer.error);
-    trace_postcopy_placer_stop(placer.handed, placer.placed,
-                               placer.ring_full, error);
-    return error;
+    qatomic_set(&p->quit, true);
+    qemu_event_set(&p->wake);
+    qemu_thread_join(&p->thread);
+    p->running = false;
+    /* The load thread is the only consumer now. */
+    ret = placer_place_leftovers(p);
+    trace_postcopy_placer_stop(p->handed, p->placed, p->ring_full,
+                               p->taken_over, ret);
+    return ret;
 }
 
-int postcopy_placer_error(void)
+void postcopy_placer_free(void)
 {
-    return qatomic_read(&placer.error);
+    PostcopyPlacer *p = placer;
+
+    if (!p) {
+        return;
+    }
+    assert(!p->running);
+    placer = NULL;
+    munmap(p->pages, PLACER_SLOTS * p->page_size);
+    qemu_event_destroy(&p->wake);
+    g_free(p);
 }
 
 bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
                            void *host, const void *from)
 {
+    PostcopyPlacer *p = placer;
     int slot;
 
-    if (!placer.running || qemu_ram_pagesize(rb) != placer.page_size ||
+    if (!p || !p->running || qemu_ram_pagesize(rb) != p->page_size ||
         !qemu_thread_is_self(&mis->listen_thread) ||
         postcopy_page_requested(mis, host)) {
         return false;
     }
-    slot = postcopy_placeq_reserve(&placer.queue);
+    slot = postcopy_placeq_reserve(&p->queue);
     if (slot < 0) {
-        placer.ring_full++;
+        p->ring_full++;
         return false;
     }
-    placer.slots[slot] = (PlacerSlot) { .rb = rb, .host = host };
+    p->slots[slot] = (PlacerSlot) { .rb = rb, .host = host };
     /* @from is ram.c's buffer, which it reuses as soon as we return. */
-    memcpy(placer_page(slot), from, placer.page_size);
-    postcopy_placeq_publish(&placer.queue);
+    memcpy(placer_page(p, slot), from, p->page_size);
+    postcopy_placeq_publish(&p->queue);
     /*
      * Pairs with the barrier in postcopy_placer_kick(): either we see the
      * fault thread's request for the page we just queued (it faulted
@@ -244,32 +340,50 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
      * kick, after that request, sees the page queued.
      */
     smp_mb();
-    if (++placer.unwoken >= PLACER_WAKE_BATCH ||
+    if (++p->unwoken >= PLACER_WAKE_BATCH ||
         postcopy_page_requested(mis, host)) {
-        placer.unwoken = 0;
-        qemu_event_set(&placer.wake);
+        p->unwoken = 0;
+        qemu_event_set(&p->wake);
     }
-    placer.handed++;
+    p->handed++;
     trace_postcopy_placer_handoff(host, slot);
     return true;
 }
 
 void postcopy_placer_kick(void)
 {
+    PostcopyPlacer *p = placer;
+
     /* Pairs with the barrier in postcopy_placer_offer() */
     smp_mb();
-    if (qatomic_load_acquire(&placer.wake_ready) &&
-        !postcopy_placeq_is_empty(&placer.queue)) {
-        qemu_event_set(&placer.wake);
+    if (p && !postcopy_placeq_is_empty(&p->queue)) {
+        qemu_event_set(&p->wake);
     }
 }
 
-void postcopy_placer_drain(void)
+void postcopy_placer_drain(MigrationIncomingState *mis)
 {
+    PostcopyPlacer *p = placer;
+    int ret;
+
+    if (!p) {
+        return;
+    }
+    qatomic_set(&p->draining, true);
     /* Fewer than PLACER_WAKE_BATCH pages may wait for a wake-up. */
-    postcopy_placer_kick();
+    qemu_event_set(&p->wake);
     /* Rare (pause) and short (at most PLACER_SLOTS placements): poll. */
-    while (!postcopy_placeq_is_empty(&placer.queue)) {
+    while (!postcopy_placeq_is_empty(&p->queue)) {
+        ret = postcopy_placer_take_over(mis);
+        if (ret) {
+            /* Not marked received: the source sends them again. */
+            warn_report("postcopy: pages left unplaced at the pause (%s) "
+                        "will be asked for again after the recovery",
+                        strerror(-ret));
+        }
         g_usleep(100);
     }
+    qatomic_set(&p->draining, false);
+    p->unwoken = 0;
+    trace_postcopy_placer_drained(p->handed, p->placed, p->taken_over);
 }

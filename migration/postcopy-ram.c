@@ -34,35 +34,8 @@
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
+#include "postcopy-inject.h"
 #include "trace.h"
-
-/*
- * Guards changes to mis->postcopy_remote_fds and the generation below.
- * Devices register and unregister from the main thread; the fault thread
- * copies the list when the generation moves; placement reads the count.
- */
-static QemuMutex shared_fds_lock;
-static unsigned int shared_fds_generation;
-static unsigned int shared_fds_count;
-
-void postcopy_infrastructure_init(void)
-{
-    qemu_mutex_init(&shared_fds_lock);
-}
-
-/* Private anonymous memory of @size bytes, or NULL with @errp set. */
-void *postcopy_map_anonymous(size_t size, const char *what, Error **errp)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED) {
-        error_setg_errno(errp, errno, "cannot map %zu bytes for %s", size,
-                         what);
-        return NULL;
-    }
-    return p;
-}
 
 /* --- Destination: before precopy ------------------------------------------ */
 
@@ -125,18 +98,20 @@ int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
  */
 static bool incoming_fds_open;
 
-static bool postcopy_open_fds(MigrationIncomingState *mis, Error **errp)
+/* @wanted: set to the features asked for on mis->userfault_fd */
+static bool postcopy_open_fds(MigrationIncomingState *mis, uint64_t *wanted,
+                              Error **errp)
 {
-    uint64_t supported, wanted;
+    uint64_t supported;
 
     if (!postcopy_uffd_supported_features(&supported, errp)) {
         return false;
     }
-    wanted = postcopy_uffd_wanted_features(supported);
-    mis->userfault_fd = uffd_create_fd(wanted, true);
+    *wanted = postcopy_uffd_wanted_features(supported);
+    mis->userfault_fd = uffd_create_fd(*wanted, true);
     if (mis->userfault_fd < 0) {
         error_setg_errno(errp, errno, "postcopy: cannot create a userfaultfd "
-                         "with features 0x%" PRIx64, wanted);
+                         "with features 0x%" PRIx64, *wanted);
         return false;
     }
     mis->userfault_event_fd = eventfd(0, EFD_CLOEXEC);
@@ -148,7 +123,7 @@ static bool postcopy_open_fds(MigrationIncomingState *mis, Error **errp)
     }
     incoming_fds_open = true;
     trace_postcopy_fds_open(mis->userfault_fd, mis->userfault_event_fd,
-                            wanted);
+                            *wanted);
     return true;
 }
 
@@ -246,17 +221,19 @@ static void postcopy_temp_pages_free(MigrationIncomingState *mis)
 int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
 {
     Error *err = NULL;
+    uint64_t features;
 
     trace_postcopy_incoming_setup(migrate_postcopy_preempt(),
                                   migrate_postcopy_blocktime());
-    if (!postcopy_open_fds(mis, &err) ||
+    postcopy_inject_init();
+    if (!postcopy_open_fds(mis, &features, &err) ||
         !postcopy_register_all_blocks(mis, &err) ||
         !postcopy_temp_pages_alloc(mis, &err) ||
         !postcopy_placer_start(mis, &err)) {
         error_report_err(err);
         return -1;
     }
-    postcopy_blocktime_setup(mis);
+    postcopy_blocktime_setup(mis, features);
 
     postcopy_thread_create(mis, &mis->fault_thread, MIGRATION_THREAD_DST_FAULT,
                            postcopy_fault_thread, QEMU_THREAD_JOINABLE);
@@ -313,20 +290,42 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
     incoming_fds_open = false;
 }
 
+/*
+ * The placer could not place its last pages and neither could this
+ * thread.  QEMU 10.0's listen thread ignores our return value and would
+ * mark the migration completed, and once the userfaultfd is gone a vCPU
+ * touching such a page would run on zeroes: end the destination instead,
+ * as that thread does itself when a postcopy load fails.
+ */
+static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
+                                              int err)
+{
+    error_report("postcopy: the last pages of the migration could not be "
+                 "placed (%s); the guest cannot run without them, so this "
+                 "destination exits", strerror(-err));
+    migrate_set_state(&mis->state, mis->state, MIGRATION_STATUS_FAILED);
+    exit(EXIT_FAILURE);
+}
+
 int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 {
     Error *err = NULL;
     int ret = 0;
+    int placer_err;
 
     trace_postcopy_incoming_cleanup(mis->have_fault_thread,
                                     mis->preempt_thread_status);
-    /* First: pages still in its slots may be ones the others wait for. */
-    if (postcopy_placer_stop(mis)) {
-        error_report("postcopy: the last pages could not all be placed; "
-                     "the guest would wait for them forever, so the "
-                     "migration fails");
-        migrate_set_state(&mis->state, MIGRATION_STATUS_POSTCOPY_ACTIVE,
-                          MIGRATION_STATUS_FAILED);
+    /*
+     * First: pages still in its slots may be ones the preempt thread's
+     * stop waits for.  What the placer could not place, this thread
+     * places; only if that fails too is a page lost.
+     */
+    placer_err = postcopy_placer_stop(mis);
+    if (placer_err && postcopy_state_get() == POSTCOPY_INCOMING_RUNNING) {
+        postcopy_fail_unplaced(mis, placer_err);
+    }
+    if (placer_err) {
+        /* Before RUN: the load failed anyway, and no vCPU has run. */
         ret = -1;
     }
     if (mis->preempt_thread_status == PREEMPT_THREAD_CREATED) {
@@ -336,9 +335,11 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
         postcopy_fault_thread_stop(mis);
         if (postcopy_notify(POSTCOPY_NOTIFY_INBOUND_END, &err)) {
             error_report_err(err);
-            return -1;
+            ret = -1;
         }
     }
+    /* The fault thread, its last user, is gone. */
+    postcopy_placer_free();
     if (incoming_fds_open) {
         ret |= postcopy_unregister_all_blocks(mis);
         postcopy_close_fds(mis);
@@ -359,6 +360,17 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
 {
     uint64_t one = 1;
 
+    /*
+     * savevm.c calls this from the load thread when it pauses for a
+     * recovery, after which the destination tells the source which pages
+     * it has.  The load thread hands no page over until it resumes, so
+     * this is where every page it handed over gets placed, or dropped
+     * unplaced, and then sent again.
+     */
+    if (qemu_thread_is_self(&mis->listen_thread) &&
+        postcopy_is_paused(mis->state)) {
+        postcopy_placer_drain(mis);
+    }
     /* An eventfd write only fails if the counter would overflow. */
     if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
         error_report("postcopy: cannot wake the fault thread: %s",
@@ -368,60 +380,11 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
 
 /* --- Destination: placing pages ------------------------------------------- */
 
-/*
- * The host page at @host (of @size bytes) of @rb is in place.  Called by
- * the thread that placed it: the main load thread, or the preempt thread.
- */
-static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
-                                   void *host, size_t size)
-{
-    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        ramblock_recv_bitmap_set_range(rb, host,
-                                       size / qemu_target_page_size());
-        if (g_tree_remove(mis->page_requested, host)) {
-            int left = qatomic_dec_fetch(&mis->page_requested_count);
-
-            trace_postcopy_request_done(host, left);
-            /*
-             * Order the count before reading the preempt status; pairs
-             * with the barrier in postcopy_preempt_thread_stop().
-             */
-            smp_mb();
-            if (!left && mis->preempt_thread_status == PREEMPT_THREAD_QUIT) {
-                qemu_cond_signal(&mis->page_request_cond);
-            }
-        }
-    }
-    postcopy_blocktime_page_placed(mis, host);
-}
-
-int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
-                     void *from)
-{
-    size_t size = qemu_ram_pagesize(rb);
-    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
-    int ret;
-
-    if (from) {
-        ret = uffd_copy_page(mis->userfault_fd, host, from, size, false);
-    } else {
-        ret = uffd_zero_page(mis->userfault_fd, host, size, false);
-    }
-    if (ret) {
-        error_report("postcopy: cannot place %s page at %s+0x" RAM_ADDR_FMT
-                     ": %s", from ? "a" : "a zero", qemu_ram_get_idstr(rb),
-                     offset, strerror(-ret));
-        return ret;
-    }
-    postcopy_page_received(mis, rb, host, size);
-    return postcopy_notify_shared_wake(rb, offset);
-}
-
 int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
                         RAMBlock *rb)
 {
-    /* Reported where it happened; failing the load ends the migration. */
-    int ret = postcopy_placer_error();
+    /* A page the placer failed to place is the load thread's to retry. */
+    int ret = postcopy_placer_take_over(mis);
 
     trace_postcopy_place_page(qemu_ram_get_idstr(rb), host);
     if (ret) {
@@ -436,113 +399,11 @@ int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
 int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
                              RAMBlock *rb)
 {
+    int ret = postcopy_placer_take_over(mis);
+
     trace_postcopy_place_page_zero(qemu_ram_get_idstr(rb), host);
-    return postcopy_install(mis, rb, host,
-                            qemu_ram_is_uf_zeroable(rb) ?
-                            NULL : mis->postcopy_tmp_zero_page);
-}
-
-/* --- Destination: shared userfaultfds of other processes ------------------ */
-
-void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-
-    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
-        g_array_append_val(mis->postcopy_remote_fds, *pcfd);
-        qatomic_set(&shared_fds_count, mis->postcopy_remote_fds->len);
-        qatomic_inc(&shared_fds_generation);
+    if (ret) {
+        return ret;
     }
-    trace_postcopy_shared_fd_register(pcfd->idstr, pcfd->fd);
-    if (mis->have_fault_thread) {
-        postcopy_fault_thread_notify(mis);
-    }
-}
-
-void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-    GArray *fds = mis->postcopy_remote_fds;
-    guint i;
-
-    /* Gone already when the migration's state was freed. */
-    if (!fds) {
-        return;
-    }
-    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
-        for (i = 0; i < fds->len; i++) {
-            if (g_array_index(fds, struct PostCopyFD, i).fd == pcfd->fd) {
-                g_array_remove_index(fds, i);
-                qatomic_set(&shared_fds_count, fds->len);
-                qatomic_inc(&shared_fds_generation);
-                trace_postcopy_shared_fd_unregister(pcfd->idstr, pcfd->fd);
-                break;
-            }
-        }
-    }
-}
-
-unsigned int postcopy_shared_fds_generation(void)
-{
-    return qatomic_read(&shared_fds_generation);
-}
-
-GArray *postcopy_shared_fds_copy(void)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-    GArray *copy = g_array_new(false, false, sizeof(struct PostCopyFD));
-
-    QEMU_LOCK_GUARD(&shared_fds_lock);
-    g_array_append_vals(copy, mis->postcopy_remote_fds->data,
-                        mis->postcopy_remote_fds->len);
-    return copy;
-}
-
-int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-    guint i;
-
-    /* Called for every page placed; almost always nobody shares RAM. */
-    if (!qatomic_read(&shared_fds_count)) {
-        return 0;
-    }
-    QEMU_LOCK_GUARD(&shared_fds_lock);
-    for (i = 0; i < mis->postcopy_remote_fds->len; i++) {
-        struct PostCopyFD *pcfd = &g_array_index(mis->postcopy_remote_fds,
-                                                 struct PostCopyFD, i);
-        int ret = pcfd->waker(pcfd, rb, offset);
-
-        if (ret) {
-            return ret;
-        }
-    }
-    return 0;
-}
-
-int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
-                         RAMBlock *rb)
-{
-    uint64_t size = qemu_ram_pagesize(rb);
-
-    trace_postcopy_shared_wake(pcfd->idstr, qemu_ram_get_idstr(rb),
-                               client_addr);
-    return uffd_wakeup(pcfd->fd, (void *)(uintptr_t)ROUND_DOWN(client_addr,
-                                                               size), size);
-}
-
-int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
-                                 uint64_t client_addr, uint64_t offset)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-    uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
-    bool present = ramblock_recv_bitmap_test_byte_offset(rb, page);
-
-    trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
-                                  offset, present);
-    if (present) {
-        /* Placed after the other process faulted: just wake it. */
-        return postcopy_wake_shared(pcfd, client_addr, rb);
-    }
-    return postcopy_request_page(mis, rb, page, client_addr);
+    return postcopy_install_zero(mis, rb, host);
 }

@@ -16,9 +16,10 @@ opts=()
 if [ -f "$tree/build/libqemuutil.a" ]; then
     opts=(-Dqemu_source="$tree" -Dqemu_build="$tree/build")
 fi
+mkdir -p "$PCRAM_CACHE"
 if [ ! -f "$out/build.ninja" ]; then
-    meson setup "$out" "$PCRAM_ROOT" "${opts[@]}" > "$out.setup.log" 2>&1 ||
-        { cat "$out.setup.log" >&2; die "meson setup failed"; }
+    meson setup "$out" "$PCRAM_ROOT" "${opts[@]}" > "$PCRAM_CACHE/guest-setup.log" 2>&1 ||
+        { cat "$PCRAM_CACHE/guest-setup.log" >&2; die "meson setup failed"; }
 elif [ ${#opts[@]} -gt 0 ] &&
      ! grep -q "$tree/build" "$out/meson-info/intro-buildoptions.json"; then
     meson configure "$out" "${opts[@]}" >&2

@@ -2,11 +2,13 @@
 # Builds QEMU 10.0.2 for x86_64 (KVM and TCG) with this project's postcopy
 # RAM module in place of upstream's, or with upstream's module untouched.
 #
-#   scripts/build.sh [--upstream] [ninja targets...]
+#   scripts/build.sh [--upstream | --sanitize | --tsan] [ninja targets...]
 #
 # Trees: build/qemu-ours/ and build/qemu-upstream/ (git-ignored), each with
-# its own build/ directory.  Unpacking and configuring happen once; after an
-# edit to the module only ninja runs again.  Prints the build directory.
+# its own build/ directory.  --sanitize builds our tree again in
+# build/qemu-ours/build-sanitize/ with AddressSanitizer and
+# UndefinedBehaviorSanitizer, --tsan in build-tsan/ with ThreadSanitizer.  Unpacking and configuring happen once; after an edit to the
+# module only ninja runs again.  Prints the build directory.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,22 +46,38 @@ unpack_tree()
     mv "$tree.tmp" "$tree"
 }
 
+# Extra configure options of each build directory of our tree.
+sanitizer_opts()
+{
+    case "$1" in
+    build-sanitize)
+        # QEMU's own options; frame pointers for readable reports.
+        echo --enable-asan --enable-ubsan \
+             --extra-cflags=-fno-omit-frame-pointer ;;
+    build-tsan)
+        # No other sanitizer may join TSan; gcc's libtsan has the fiber
+        # interface QEMU's coroutines need.
+        echo --enable-tsan --extra-cflags=-fno-omit-frame-pointer ;;
+    esac
+}
+
 configure_tree()
 {
-    local tree=$1
-    [ -f "$tree/build/build.ninja" ] && return 0
-    log "configuring $tree"
-    mkdir -p "$tree/build"
-    (cd "$tree/build" && ../configure "${CONFIGURE_OPTS[@]}" \
+    local tree=$1 dir=$2 extra
+    [ -f "$tree/$dir/build.ninja" ] && return 0
+    log "configuring $tree/$dir"
+    mkdir -p "$tree/$dir"
+    read -r -a extra <<< "$(sanitizer_opts "$dir")"
+    (cd "$tree/$dir" && ../configure "${CONFIGURE_OPTS[@]}" "${extra[@]}" \
         > configure.log 2>&1) ||
-        die "configure failed, see $tree/build/configure.log"
+        die "configure failed, see $tree/$dir/configure.log"
 }
 
 # QEMU run from its build directory looks for firmware in the bundle
 # directory; Debian's seabios, ipxe-qemu and qemu-system-data have it all.
 link_firmware()
 {
-    local bundle="$1/build/qemu-bundle/usr/local/share/qemu" f
+    local bundle="$1/qemu-bundle/usr/local/share/qemu" f
     mkdir -p "$bundle"
     for f in /usr/share/qemu/* /usr/share/seabios/* /usr/lib/ipxe/qemu/*; do
         [ -e "$f" ] || continue
@@ -81,11 +99,12 @@ show_progress()
 
 main()
 {
-    local flavour=ours
-    if [ "${1:-}" = --upstream ]; then
-        flavour=upstream
-        shift
-    fi
+    local flavour=ours dir=build
+    case "${1:-}" in
+    --upstream) flavour=upstream; shift ;;
+    --sanitize) dir=build-sanitize; shift ;;
+    --tsan) dir=build-tsan; shift ;;
+    esac
     local targets=("$@")
     [ ${#targets[@]} -gt 0 ] || targets=("${DEFAULT_TARGETS[@]}")
 
@@ -95,12 +114,12 @@ main()
     if [ "$flavour" = ours ]; then
         "$here/overlay.sh" "$tree"
     fi
-    configure_tree "$tree"
-    link_firmware "$tree"
-    log "ninja (${flavour}): ${targets[*]}"
-    ninja -C "$tree/build" "${targets[@]}" 2>&1 | show_progress >&2 ||
-        die "build of $flavour failed"
-    echo "$tree/build"
+    configure_tree "$tree" "$dir"
+    link_firmware "$tree/$dir"
+    log "ninja (${flavour}, $dir): ${targets[*]}"
+    ninja -C "$tree/$dir" "${targets[@]}" 2>&1 | show_progress >&2 ||
+        die "build of $flavour ($dir) failed"
+    echo "$tree/$dir"
 }
 
 main "$@"

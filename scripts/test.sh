@@ -11,7 +11,12 @@
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
-#   scripts/test.sh [--skip-qemu-tests]
+# --sanitize builds QEMU with this module again under AddressSanitizer and
+# UndefinedBehaviorSanitizer (scripts/build.sh --sanitize) and runs steps
+# 4 and 5 on that build: any report fails the QEMU that made it, and so
+# the test.
+#
+#   scripts/test.sh [--skip-qemu-tests | --sanitize]
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +24,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 
 PASSED=0
+# "-sanitize" for the logs of a --sanitize run
+LOG_SUFFIX=
 FAILED=0
 FAILURES=()
 
@@ -84,7 +91,8 @@ run_checkpatch()
 
 run_qemu_postcopy_tests()
 {
-    local build=$1 log="$PCRAM_ROOT/_build/migration-test-postcopy.log" line
+    local build=$1 line
+    local log="$PCRAM_ROOT/_build/migration-test-postcopy$LOG_SUFFIX.log"
     section "QEMU migration-test --full: postcopy"
     mkdir -p "$(dirname "$log")"
     : > "$log"
@@ -101,8 +109,9 @@ run_qemu_postcopy_tests()
 
 run_our_qtests()
 {
-    local build=$1 guest=$2 log="$PCRAM_ROOT/_build/postcopy-ram-test.log"
-    local tap="$PCRAM_ROOT/_build/postcopy-ram-test.tap" line rc
+    local build=$1 guest=$2
+    local log="$PCRAM_ROOT/_build/postcopy-ram-test$LOG_SUFFIX.log"
+    local tap="$PCRAM_ROOT/_build/postcopy-ram-test$LOG_SUFFIX.tap" line rc
     local failed_before=$FAILED
     section "qtest: postcopy-ram-test (this project's suite)"
     (cd "$build" && PCRAM_GUEST="$guest" \
@@ -136,20 +145,36 @@ run_our_qtests()
     echo "(output: $tap, $log)"
 }
 
+# Sanitizer reports end the process that made them, with a stack.  Leak
+# checking is off: QEMU's own exit leaks by design and would fail every
+# test, whatever this module does.
+export_sanitizer_options()
+{
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:print_summary=1
+    export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+}
+
 main()
 {
-    local skip_qemu=
-    [ "${1:-}" = --skip-qemu-tests ] && skip_qemu=1
+    local skip_qemu= sanitize= build_opt=()
+    case "${1:-}" in
+    --skip-qemu-tests) skip_qemu=1 ;;
+    --sanitize) sanitize=1; build_opt=(--sanitize); LOG_SUFFIX=-sanitize ;;
+    esac
     local build tree guest
-    section "build"
-    build=$("$here/build.sh" qemu-system-x86_64 \
+    section "build${sanitize:+ (ASan, UBSan)}"
+    build=$("$here/build.sh" "${build_opt[@]}" qemu-system-x86_64 \
             tests/qtest/migration-test tests/qtest/postcopy-ram-test) ||
         die "the build failed; no tests ran"
     tree=$(dirname "$build")
     guest=$("$here/build-guest.sh") || die "the test guest did not build"
 
-    run_unit_tests
-    run_checkpatch "$tree"
+    if [ -n "$sanitize" ]; then
+        export_sanitizer_options
+    else
+        run_unit_tests
+        run_checkpatch "$tree"
+    fi
     if [ -z "$skip_qemu" ]; then
         run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"

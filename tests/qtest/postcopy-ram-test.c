@@ -28,6 +28,8 @@
 #define READY_TIMEOUT_S 120
 #define VERIFY_TIMEOUT_S 120
 
+struct Pair;
+
 /* One QEMU running pcguest, with its serial line. */
 typedef struct Vm {
     QTestState *qts;
@@ -41,6 +43,14 @@ typedef struct TestCase {
     int vcpus;
     const char *memory;         /* extra -object/-numa/-machine options */
     bool paused;                /* byte-exact test: migrate a stopped guest */
+    /*
+     * Failure tests: the destination's QEMU_POSTCOPY_INJECT (fault points,
+     * see migration/postcopy-inject.h) and what the test does then.
+     */
+    const char *inject;
+    void (*during_postcopy)(struct Pair *pair);
+    /* -smp maxcpus, and one vCPU hot-plugged on both sides before boot */
+    int maxcpus;
 } TestCase;
 
 /* Per-test temporary directory; removed by the abort handler too. */
@@ -81,7 +91,10 @@ static const char *accel_args(void)
 static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
 {
     g_autofree char *args = NULL;
+    g_autofree char *smp = NULL;
     Vm vm = { .pending = g_string_new("") };
+    /* The source boots after its vCPU is plugged; see below. */
+    bool stopped = incoming ? tc->paused : tc->maxcpus;
 
     /*
      * At postcopy's RUN the destination starts the guest unless QEMU was
@@ -89,14 +102,37 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
      * KVM writes kvmclock's page in guest RAM on the destination, so a
      * byte-exact guest keeps to the TSC.
      */
-    args = g_strdup_printf("%s -machine q35 -m %dM -smp %d %s -kernel %s "
+    smp = tc->maxcpus ? g_strdup_printf("%d,maxcpus=%d,sockets=%d,cores=1,"
+                                        "threads=1", tc->vcpus, tc->maxcpus,
+                                        tc->maxcpus)
+                      : g_strdup_printf("%d", tc->vcpus);
+    args = g_strdup_printf("%s -machine q35 -m %dM -smp %s %s -kernel %s "
                            "-append 'pattern=%s writes=50%s' %s %s",
-                           accel_args(), GUEST_MB, tc->vcpus,
+                           accel_args(), GUEST_MB, smp,
                            tc->memory ? tc->memory : "", guest,
                            tc->pattern, tc->paused ? " clock=tsc" : "",
                            incoming ? "-incoming defer" : "",
-                           incoming && tc->paused ? "-S" : "");
+                           stopped ? "-S" : "");
+    if (incoming && tc->inject) {
+        g_setenv("QEMU_POSTCOPY_INJECT", tc->inject, true);
+    }
     vm.qts = qtest_init_with_serial(args, &vm.serial_fd);
+    g_unsetenv("QEMU_POSTCOPY_INJECT");
+    if (tc->maxcpus) {
+        /*
+         * Its cpu_index is at or above -smp's count, the case the
+         * destination's blocktime table must have room for.  The guest
+         * reads the vCPU count from fw_cfg, which the plug updates.
+         */
+        qtest_qmp_assert_success(vm.qts, "{ 'execute': 'device_add', "
+                                 "'arguments': { 'driver': "
+                                 "'qemu64-x86_64-cpu', 'id': 'hotcpu', "
+                                 "'socket-id': 1, 'core-id': 0, "
+                                 "'thread-id': 0 } }");
+        if (!incoming) {
+            qtest_qmp_assert_success(vm.qts, "{ 'execute': 'cont' }");
+        }
+    }
     return vm;
 }
 
@@ -160,17 +196,85 @@ static void set_postcopy_caps(Vm *src, Vm *dst)
     migrate_set_capability(src->qts, "postcopy-ram", true);
     migrate_set_capability(dst->qts, "postcopy-ram", true);
     migrate_set_capability(dst->qts, "postcopy-blocktime", true);
+    /* assert_postcopy_happened() reads the destination's states. */
+    migrate_set_capability(dst->qts, "events", true);
+}
+
+/* A source and a destination running pcguest, and the case they run. */
+typedef struct Pair {
+    const TestCase *tc;
+    Vm src, dst;
+} Pair;
+
+/* The migration status of @qts, as query-migrate gives it. */
+static char *status_of(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                              "{ 'execute': 'query-migrate' }");
+    char *status = g_strdup(qdict_get_try_str(rsp, "status"));
+
+    qobject_unref(rsp);
+    return status;
+}
+
+/*
+ * Wait until both sides report @status.  Fails the test at once when
+ * either reports "failed", or @status is not reached in @timeout_s.
+ */
+static void wait_both(Pair *pair, const char *status, int timeout_s)
+{
+    gint64 deadline = g_get_monotonic_time() + timeout_s * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autofree char *src = status_of(pair->src.qts);
+        g_autofree char *dst = status_of(pair->dst.qts);
+
+        g_assert_cmpstr(src, !=, "failed");
+        g_assert_cmpstr(dst, !=, "failed");
+        if (!strcmp(src, status) && !strcmp(dst, status)) {
+            return;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_test_message("waited %d s for %s: source %s, destination %s",
+                           timeout_s, status, src, dst);
+            g_assert_not_reached();
+        }
+        g_usleep(20 * 1000);
+    }
+}
+
+/*
+ * Recover a paused postcopy migration over a new unix socket: the
+ * destination listens, the source resumes.
+ */
+static void recover(Pair *pair, int round)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s/recover-%d", tmpdir,
+                                           round);
+
+    wait_both(pair, "postcopy-paused", 60);
+    qtest_qmp_assert_success(pair->dst.qts, "{ 'execute': 'migrate-recover',"
+                             " 'arguments': { 'uri': %s } }", uri);
+    qtest_qmp_assert_success(pair->src.qts, "{ 'execute': 'migrate',"
+                             " 'arguments': { 'uri': %s, 'resume': true } }",
+                             uri);
 }
 
 /*
  * Precopy throttled to 32 MB/s for a second, so that most of the guest's
- * RAM is left for postcopy, then the switch.
+ * RAM is left for postcopy, then the switch.  Failure tests slow
+ * postcopy down too, so that it is still running when they break it.
  */
-static void migrate_with_postcopy(Vm *src, Vm *dst)
+static void migrate_with_postcopy(Pair *pair)
 {
+    Vm *src = &pair->src, *dst = &pair->dst;
     g_autofree char *uri = NULL;
 
     migrate_set_parameter_int(src->qts, "max-bandwidth", 32 * 1000 * 1000);
+    if (pair->tc->during_postcopy) {
+        migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth",
+                                  16 * 1000 * 1000);
+    }
     migrate_incoming_qmp(dst->qts, "tcp:127.0.0.1:0", NULL, "{}");
     uri = migrate_get_connect_uri(dst->qts);
     migrate_qmp(src->qts, dst->qts, uri, NULL, "{}");
@@ -178,8 +282,35 @@ static void migrate_with_postcopy(Vm *src, Vm *dst)
     g_usleep(G_USEC_PER_SEC);
     qtest_qmp_assert_success(src->qts,
                              "{ 'execute': 'migrate-start-postcopy' }");
+    if (pair->tc->during_postcopy) {
+        pair->tc->during_postcopy(pair);
+        migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth", 0);
+    }
     wait_for_migration_complete(src->qts);
     wait_for_migration_complete(dst->qts);
+}
+
+/*
+ * The destination went through postcopy-active (its MIGRATION events),
+ * and, where a running guest touched memory, the source served page
+ * requests: postcopy did happen, not a precopy that converged.
+ */
+static void assert_postcopy_happened(Pair *pair)
+{
+    QDict *rsp, *ram;
+    int64_t requests;
+
+    migration_event_wait(pair->dst.qts, "postcopy-active");
+    rsp = qtest_qmp_assert_success_ref(pair->src.qts,
+                                       "{ 'execute': 'query-migrate' }");
+    ram = qdict_get_qdict(rsp, "ram");
+    g_assert_nonnull(ram);
+    requests = qdict_get_int(ram, "postcopy-requests");
+    g_test_message("postcopy-requests: %" PRId64, requests);
+    if (!pair->tc->paused) {
+        g_assert_cmpint(requests, >, 0);
+    }
+    qobject_unref(rsp);
 }
 
 /* SHA-256 of the first @size bytes of guest-physical memory. */
@@ -222,35 +353,70 @@ static void run_case(const void *opaque)
     g_autofree char *ready = NULL;
     g_autofree char *before = NULL;
     g_autofree char *after = NULL;
-    Vm src, dst;
+    Pair pair = { .tc = tc };
 
     if (!guest || access(guest, R_OK)) {
         g_test_skip("PCRAM_GUEST does not name the test guest");
         return;
     }
     tmpdir_create();
-    dst = vm_start(tc, guest, true);
-    src = vm_start(tc, guest, false);
-    ready = vm_wait_line(&src, "PCG READY", READY_TIMEOUT_S);
+    pair.dst = vm_start(tc, guest, true);
+    pair.src = vm_start(tc, guest, false);
+    ready = vm_wait_line(&pair.src, "PCG READY", READY_TIMEOUT_S);
     g_assert_nonnull(ready);
     g_test_message("%s", ready);
-    set_postcopy_caps(&src, &dst);
+    if (tc->maxcpus) {
+        g_assert_nonnull(strstr(ready, "cpus=2 "));
+    }
+    set_postcopy_caps(&pair.src, &pair.dst);
     if (tc->paused) {
-        qtest_qmp_assert_success(src.qts, "{ 'execute': 'stop' }");
-        before = guest_ram_sha256(&src, "source", GUEST_MB * MiB);
+        qtest_qmp_assert_success(pair.src.qts, "{ 'execute': 'stop' }");
+        before = guest_ram_sha256(&pair.src, "source", GUEST_MB * MiB);
     }
 
-    migrate_with_postcopy(&src, &dst);
+    migrate_with_postcopy(&pair);
+    assert_postcopy_happened(&pair);
 
     if (tc->paused) {
-        after = guest_ram_sha256(&dst, "destination", GUEST_MB * MiB);
+        after = guest_ram_sha256(&pair.dst, "destination", GUEST_MB * MiB);
         g_assert_cmpstr(before, ==, after);
-        qtest_qmp_assert_success(dst.qts, "{ 'execute': 'cont' }");
+        qtest_qmp_assert_success(pair.dst.qts, "{ 'execute': 'cont' }");
     }
-    guest_verify_all(&dst, tc->vcpus);
-    vm_stop(&src);
-    vm_stop(&dst);
+    guest_verify_all(&pair.dst, tc->maxcpus ? tc->maxcpus : tc->vcpus);
+    vm_stop(&pair.src);
+    vm_stop(&pair.dst);
     tmpdir_remove();
+}
+
+/* --- Failures ------------------------------------------------------------ */
+
+/*
+ * Two placements fail: the placer's, and the load thread's retry of it
+ * (or a placement of its own), which fails the load and pauses the
+ * migration.  The error must not outlive the recovery.
+ */
+static void pause_then_recover(Pair *pair)
+{
+    recover(pair, 1);
+}
+
+/*
+ * The fault thread's first request fails as if the return path broke, so
+ * it waits for a recovery while the load thread goes on handing pages to
+ * the placer; then the destination is paused.  Pages handed over must
+ * not be left in the placer's ring across the recovery (they would be
+ * sent again and placed twice).
+ */
+static void fault_thread_first_then_pause(Pair *pair)
+{
+    int round;
+
+    for (round = 1; round <= 3; round++) {
+        wait_both(pair, "postcopy-active", 60);
+        g_usleep(G_USEC_PER_SEC / 2);
+        migrate_pause(pair->dst.qts);
+        recover(pair, round);
+    }
 }
 
 /* --- Huge pages -------------------------------------------------------- */
@@ -409,6 +575,22 @@ static const TestCase cases[] = {
                 "-numa node,nodeid=0,cpus=0,memdev=m0 "
                 "-numa node,nodeid=1,cpus=1,memdev=m1" },
     { .name = "vcpus/4", .pattern = "random", .vcpus = 4 },
+    { .name = "vcpus/hotplugged", .pattern = "random", .vcpus = 1,
+      .maxcpus = 2 },
+    /* Finding 1 of issue 9: the placer's last pages fail at cleanup. */
+    { .name = "failure/placer-last-pages", .pattern = "random", .vcpus = 1,
+      .paused = true, .inject = "placer-fail-at-stop" },
+    /* Finding 2: a placement error must not outlive its recovery. */
+    { .name = "failure/placement-then-recovery", .pattern = "random",
+      .vcpus = 2, .inject = "install-fail=2000:2",
+      .during_postcopy = pause_then_recover },
+    /* Finding 3: nothing left in the placer's ring across a recovery. */
+    { .name = "failure/ring-across-recovery", .pattern = "random",
+      .vcpus = 2, .inject = "request-fail=1",
+      .during_postcopy = fault_thread_first_then_pause },
+    /* Finding 5: a userfaultfd that cannot be read pauses the migration. */
+    { .name = "failure/uffd-read", .pattern = "random", .vcpus = 2,
+      .inject = "uffd-read-fail=1", .during_postcopy = pause_then_recover },
 };
 
 int main(int argc, char **argv)

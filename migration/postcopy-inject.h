@@ -1,0 +1,74 @@
+/*
+ * Postcopy: fault points that tests arm to make the module fail on demand.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Some failures cannot be produced from outside on demand: a UFFDIO_COPY
+ * that fails, a userfaultfd that cannot be read, a page request written
+ * to a return path that just broke.  Each has a fault point here.  They
+ * are off unless the destination QEMU starts with, in its environment,
+ *
+ *   QEMU_POSTCOPY_INJECT=point[=N[:K]][,point[=N[:K]]...]
+ *
+ * which makes the point fire on its Nth to (N+K-1)th pass (N and K
+ * default to 1).  The points are listed in postcopy_inject_names[]
+ * (postcopy-inject.c) and in docs/devel/migration/postcopy.rst.  An armed
+ * point is reported once, as a warning, so that it is never on unseen.
+ *
+ * Cost when nothing is armed: one load of a read-mostly flag.
+ */
+#ifndef QEMU_POSTCOPY_INJECT_H
+#define QEMU_POSTCOPY_INJECT_H
+
+typedef enum PostcopyInjectPoint {
+    /* postcopy_install() returns -EIO without placing the page. */
+    POSTCOPY_INJECT_INSTALL_FAIL,
+    /*
+     * The placer thread places nothing until the migration's cleanup
+     * stops it, and then fails every placement with -EIO: the pages left
+     * in its slots at the end are exactly the ones it failed to place.
+     * Counted once per stop.
+     */
+    POSTCOPY_INJECT_PLACER_FAIL_AT_STOP,
+    /* A page request fails as if the return path had just broken. */
+    POSTCOPY_INJECT_REQUEST_FAIL,
+    /* Reading the userfaultfd fails with EIO. */
+    POSTCOPY_INJECT_UFFD_READ_FAIL,
+    POSTCOPY_INJECT__MAX,
+} PostcopyInjectPoint;
+
+typedef struct PostcopyInjectArm {
+    bool armed;
+    /* Fire on passes first .. first + count - 1, counted from 1. */
+    uint64_t first;
+    uint64_t count;
+} PostcopyInjectArm;
+
+/*
+ * Parse @spec (the format above) into @arms[POSTCOPY_INJECT__MAX].  False
+ * with @errp naming the bad part; @arms is then unchanged.  Pure.
+ */
+bool postcopy_inject_parse(const char *spec, PostcopyInjectArm *arms,
+                           Error **errp);
+
+/* Whether pass @pass (counted from 1) of a point armed as @arm fires.  Pure. */
+bool postcopy_inject_fires(const PostcopyInjectArm *arm, uint64_t pass);
+
+/*
+ * Read QEMU_POSTCOPY_INJECT once, when the first incoming postcopy
+ * migration starts listening.  A bad value is reported and ignored.
+ */
+void postcopy_inject_init(void);
+
+/* Whether @point is armed at all. */
+bool postcopy_inject_armed(PostcopyInjectPoint point);
+
+/*
+ * Count one pass of @point and say whether it fires now.  Any thread.
+ * Always false while the point is not armed.
+ */
+bool postcopy_inject_hit(PostcopyInjectPoint point);
+
+#endif

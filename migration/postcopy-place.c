@@ -1,0 +1,127 @@
+/*
+ * Postcopy: placing one page, and the bookkeeping that goes with it.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The lowest layer of the destination: the load thread, the preempt
+ * thread, the placer thread and the fault thread all place pages through
+ * postcopy_install(), which calls nothing of the module but blocktime and
+ * the shared-fd wake-ups.
+ *
+ * A page is "received" (its receivedmap bit set) only once it is in
+ * place: on recovery the destination sends receivedmap to the source,
+ * which sends again every page without its bit.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/lockable.h"
+#include "qemu/error-report.h"
+#include "qemu/userfaultfd.h"
+#include "qapi/error.h"
+#include "exec/target_page.h"
+#include "exec/ramblock.h"
+#include "migration.h"
+#include "ram.h"
+#include "postcopy-ram.h"
+#include "postcopy-internal.h"
+#include "postcopy-inject.h"
+#include "trace.h"
+
+void *postcopy_map_anonymous(size_t size, const char *what, Error **errp)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED) {
+        error_setg_errno(errp, errno, "cannot map %zu bytes for %s", size,
+                         what);
+        return NULL;
+    }
+    return p;
+}
+
+bool postcopy_page_requested(MigrationIncomingState *mis, void *host)
+{
+    /* Most pages arrive while nothing is asked for: skip the lock then. */
+    if (!qatomic_read(&mis->page_requested_count)) {
+        return false;
+    }
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    return g_tree_lookup(mis->page_requested, host) != NULL;
+}
+
+/*
+ * The host page at @host (of @size bytes) of @rb is in place: mark it
+ * received and drop its request.  Called by the thread that placed it.
+ */
+static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
+                                   void *host, size_t size)
+{
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        ramblock_recv_bitmap_set_range(rb, host,
+                                       size / qemu_target_page_size());
+        if (g_tree_remove(mis->page_requested, host)) {
+            int left = qatomic_dec_fetch(&mis->page_requested_count);
+
+            trace_postcopy_request_done(host, left);
+            /*
+             * Order the count before reading the preempt status; pairs
+             * with the barrier in postcopy_preempt_thread_stop().
+             */
+            smp_mb();
+            if (!left && mis->preempt_thread_status == PREEMPT_THREAD_QUIT) {
+                qemu_cond_signal(&mis->page_request_cond);
+            }
+        }
+    }
+    postcopy_blocktime_page_placed(mis, host);
+}
+
+static int postcopy_uffd_place(MigrationIncomingState *mis, void *host,
+                               void *from, size_t size)
+{
+    if (postcopy_inject_hit(POSTCOPY_INJECT_INSTALL_FAIL)) {
+        return -EIO;
+    }
+    if (from) {
+        return uffd_copy_page(mis->userfault_fd, host, from, size, false);
+    }
+    return uffd_zero_page(mis->userfault_fd, host, size, false);
+}
+
+int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
+                     void *from)
+{
+    size_t size = qemu_ram_pagesize(rb);
+    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
+    int ret = postcopy_uffd_place(mis, host, from, size);
+
+    /*
+     * EEXIST: the page is there already.  Harmless when this module put
+     * it there (the source sent it twice around a recovery: the same
+     * data), and then it is received, woken and accounted for already.
+     */
+    if (ret == -EEXIST && ramblock_recv_bitmap_test(rb, host)) {
+        trace_postcopy_place_again(qemu_ram_get_idstr(rb), offset);
+        return 0;
+    }
+    if (ret) {
+        error_report("postcopy: cannot place %s page at %s+0x" RAM_ADDR_FMT
+                     ": %s", from ? "a" : "a zero", qemu_ram_get_idstr(rb),
+                     offset, strerror(-ret));
+        return ret;
+    }
+    postcopy_page_received(mis, rb, host, size);
+    return postcopy_notify_shared_wake(rb, offset);
+}
+
+int postcopy_install_zero(MigrationIncomingState *mis, RAMBlock *rb,
+                          void *host)
+{
+    /* hugetlbfs has no UFFDIO_ZEROPAGE: copy a page of zeroes there. */
+    return postcopy_install(mis, rb, host,
+                            qemu_ram_is_uf_zeroable(rb) ?
+                            NULL : mis->postcopy_tmp_zero_page);
+}

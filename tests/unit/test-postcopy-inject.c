@@ -1,0 +1,89 @@
+/*
+ * Unit tests: parsing QEMU_POSTCOPY_INJECT and when a fault point fires.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "postcopy-inject.h"
+
+static void test_parse_defaults(void)
+{
+    PostcopyInjectArm arms[POSTCOPY_INJECT__MAX];
+
+    g_assert_true(postcopy_inject_parse("uffd-read-fail", arms,
+                                        &error_abort));
+    g_assert_true(arms[POSTCOPY_INJECT_UFFD_READ_FAIL].armed);
+    g_assert_cmpuint(arms[POSTCOPY_INJECT_UFFD_READ_FAIL].first, ==, 1);
+    g_assert_cmpuint(arms[POSTCOPY_INJECT_UFFD_READ_FAIL].count, ==, 1);
+    g_assert_false(arms[POSTCOPY_INJECT_INSTALL_FAIL].armed);
+    g_assert_false(arms[POSTCOPY_INJECT_REQUEST_FAIL].armed);
+}
+
+static void test_parse_passes(void)
+{
+    PostcopyInjectArm arms[POSTCOPY_INJECT__MAX];
+    PostcopyInjectArm *install = &arms[POSTCOPY_INJECT_INSTALL_FAIL];
+    PostcopyInjectArm *request = &arms[POSTCOPY_INJECT_REQUEST_FAIL];
+
+    g_assert_true(postcopy_inject_parse("install-fail=2000:2,,request-fail=3",
+                                        arms, &error_abort));
+    g_assert_true(install->armed);
+    g_assert_cmpuint(install->first, ==, 2000);
+    g_assert_cmpuint(install->count, ==, 2);
+    g_assert_true(request->armed);
+    g_assert_cmpuint(request->first, ==, 3);
+    g_assert_cmpuint(request->count, ==, 1);
+}
+
+static void test_parse_errors(void)
+{
+    static const char *const bad[] = {
+        "no-such-point", "install-fail=0", "install-fail=x",
+        "install-fail=3:0", "install-fail=3:", "install-fail=-1",
+        "request-fail=1,nope",
+    };
+    PostcopyInjectArm arms[POSTCOPY_INJECT__MAX] = {
+        [POSTCOPY_INJECT_INSTALL_FAIL] = { .armed = true, .first = 7,
+                                           .count = 1 },
+    };
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(bad); i++) {
+        Error *err = NULL;
+
+        g_assert_false(postcopy_inject_parse(bad[i], arms, &err));
+        g_assert_nonnull(err);
+        g_test_message("%s: %s", bad[i], error_get_pretty(err));
+        error_free(err);
+        /* A bad value leaves what was armed before alone. */
+        g_assert_cmpuint(arms[POSTCOPY_INJECT_INSTALL_FAIL].first, ==, 7);
+        g_assert_false(arms[POSTCOPY_INJECT_REQUEST_FAIL].armed);
+    }
+}
+
+static void test_fires(void)
+{
+    PostcopyInjectArm arm = { .armed = true, .first = 5, .count = 2 };
+    PostcopyInjectArm off = { .armed = false, .first = 1, .count = 1 };
+    uint64_t pass;
+
+    for (pass = 1; pass < 10; pass++) {
+        g_assert_cmpint(postcopy_inject_fires(&arm, pass), ==,
+                        pass == 5 || pass == 6);
+        g_assert_false(postcopy_inject_fires(&off, pass));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/postcopy/inject/parse-defaults", test_parse_defaults);
+    g_test_add_func("/postcopy/inject/parse-passes", test_parse_passes);
+    g_test_add_func("/postcopy/inject/parse-errors", test_parse_errors);
+    g_test_add_func("/postcopy/inject/fires", test_fires);
+    return g_test_run();
+}
