@@ -14,7 +14,8 @@
 
 static const char *const postcopy_inject_names[POSTCOPY_INJECT__MAX] = {
     [POSTCOPY_INJECT_INSTALL_FAIL] = "install-fail",
-    [POSTCOPY_INJECT_PLACER_FAIL_AT_STOP] = "placer-fail-at-stop",
+    [POSTCOPY_INJECT_PLACER_HOLD] = "placer-hold",
+    [POSTCOPY_INJECT_PLACER_FAIL] = "placer-fail",
     [POSTCOPY_INJECT_REQUEST_FAIL] = "request-fail",
     [POSTCOPY_INJECT_UFFD_READ_FAIL] = "uffd-read-fail",
 };
@@ -104,14 +105,21 @@ void postcopy_inject_init(void)
         return;
     }
     for (i = 0; i < POSTCOPY_INJECT__MAX; i++) {
-        if (inject_arms[i].armed) {
+        if (!inject_arms[i].armed) {
+            continue;
+        }
+        if (i == POSTCOPY_INJECT_PLACER_HOLD) {
+            /* Not counted: on for the whole migration. */
+            warn_report("postcopy: fault point %s armed: this migration "
+                        "will fail on purpose", postcopy_inject_names[i]);
+        } else {
             warn_report("postcopy: fault point %s armed (passes %" PRIu64
                         " to %" PRIu64 "): this migration will fail on "
                         "purpose", postcopy_inject_names[i],
                         inject_arms[i].first,
                         inject_arms[i].first + inject_arms[i].count - 1);
-            inject_any = true;
         }
+        inject_any = true;
     }
 }
 

@@ -26,12 +26,13 @@ typedef enum PostcopyInjectPoint {
     /* postcopy_install() returns -EIO without placing the page. */
     POSTCOPY_INJECT_INSTALL_FAIL,
     /*
-     * The placer thread places nothing until the migration's cleanup
-     * stops it, and then fails every placement with -EIO: the pages left
-     * in its slots at the end are exactly the ones it failed to place.
-     * Counted once per stop.
+     * The placer thread places nothing until a pause drains it or the
+     * cleanup stops it, as if it were descheduled all that time: its
+     * slots stay full.  Not counted: N:K is ignored.
      */
-    POSTCOPY_INJECT_PLACER_FAIL_AT_STOP,
+    POSTCOPY_INJECT_PLACER_HOLD,
+    /* A placement of the placer thread fails with -EIO. */
+    POSTCOPY_INJECT_PLACER_FAIL,
     /* A page request fails as if the return path had just broken. */
     POSTCOPY_INJECT_REQUEST_FAIL,
     /* Reading the userfaultfd fails with EIO. */

@@ -142,8 +142,7 @@ static void placer_place_slot(PostcopyPlacer *p, int slot)
 {
     int ret;
 
-    /* Fault point: it only let the placer start at the stop or a pause. */
-    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACER_FAIL_AT_STOP)) {
+    if (postcopy_inject_hit(POSTCOPY_INJECT_PLACER_FAIL)) {
         ret = -EIO;
     } else {
         ret = placer_install_slot(p, slot);
@@ -163,8 +162,8 @@ static bool placer_has_work(PostcopyPlacer *p)
     if (qatomic_load_acquire(&p->stalled)) {
         return false;
     }
-    /* Fault point: hold every page until the stop (or a pause). */
-    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACER_FAIL_AT_STOP) &&
+    /* Fault point: hold every page until the stop or a pause. */
+    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACER_HOLD) &&
         !qatomic_read(&p->quit) && !qatomic_read(&p->draining)) {
         return false;
     }
