@@ -110,7 +110,10 @@ typedef struct PostcopyPlacer {
      * way round (see the top).
      */
     int stalled;
-    /* Statistics for the trace: producer's and consumer's own. */
+    /*
+     * Statistics for the trace: the producer's own, and @placed, the
+     * placer's (atomic: drain's trace reads it while the placer runs).
+     */
     uint64_t handed;
     uint64_t ring_full;
     uint64_t placed;
@@ -152,7 +155,7 @@ static void placer_place_slot(PostcopyPlacer *p, int slot)
         qatomic_store_release(&p->stalled, ret);
         return;
     }
-    p->placed++;
+    qatomic_set(&p->placed, p->placed + 1);
     postcopy_placeq_release(&p->queue);
 }
 
@@ -384,5 +387,6 @@ void postcopy_placer_drain(MigrationIncomingState *mis)
     }
     qatomic_set(&p->draining, false);
     p->unwoken = 0;
-    trace_postcopy_placer_drained(p->handed, p->placed, p->taken_over);
+    trace_postcopy_placer_drained(p->handed, qatomic_read(&p->placed),
+                                  p->taken_over);
 }

@@ -1,6 +1,7 @@
 /*
- * Postcopy live migration of RAM: the destination's lifecycle, page
- * placement and shared (vhost-user) userfaultfds.  Linux only.
+ * Postcopy live migration of RAM: the destination's lifecycle (setup at
+ * LISTEN, the pause for a recovery, cleanup) and the entry points through
+ * which ram.c places pages.  Linux only.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -13,9 +14,11 @@
  *     asks the source for that host page over the return path;
  *  3. the page arrives on the main or the preempt channel; ram.c assembles
  *     it in a temp page and calls postcopy_place_page() below;
- *  4. UFFDIO_COPY installs it atomically and wakes every thread parked on
- *     it; postcopy_page_received() then marks it received, drops the
- *     request and ends the vCPUs' blocktime.
+ *  4. postcopy_install() (postcopy-place.c) places it with UFFDIO_COPY,
+ *     which installs it atomically and wakes every thread parked on it,
+ *     then marks it received, drops the request and ends the vCPUs'
+ *     blocktime.  A background page may go through the placer thread
+ *     first (postcopy-placer.c).
  */
 
 #include "qemu/osdep.h"

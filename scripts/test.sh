@@ -6,17 +6,20 @@
 #   4. QEMU's own postcopy migration tests (migration-test --full,
 #      /x86_64/migration/postcopy: 11 tests);
 #   5. this project's qtests (tests/qtest/postcopy-ram-test.c) with the
-#      test guest: byte-exact, access patterns, memory backends, 4 vCPUs,
-#      refusal.
+#      test guest: byte-exact, access patterns, memory backends, vCPUs,
+#      failures (fault points), refusal;
+#   6. the fault-injection suite's subset (scripts/faults.sh --quick);
+#   7. steps 4 and 5 again on QEMU built with this module under
+#      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
+#      --sanitize): any report aborts the QEMU that made it, and so fails
+#      its test.
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
-# --sanitize builds QEMU with this module again under AddressSanitizer and
-# UndefinedBehaviorSanitizer (scripts/build.sh --sanitize) and runs steps
-# 4 and 5 on that build: any report fails the QEMU that made it, and so
-# the test.
-#
-#   scripts/test.sh [--skip-qemu-tests | --sanitize]
+#   scripts/test.sh                    all of it
+#   scripts/test.sh --no-sanitize      steps 1-6
+#   scripts/test.sh --sanitize         step 7 alone
+#   scripts/test.sh --skip-qemu-tests  steps 1-3
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -154,31 +157,59 @@ export_sanitizer_options()
     export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 }
 
-main()
+# The build directory of scripts/build.sh "$@", or exit.
+build_qemu()
 {
-    local skip_qemu= sanitize= build_opt=()
-    case "${1:-}" in
-    --skip-qemu-tests) skip_qemu=1 ;;
-    --sanitize) sanitize=1; build_opt=(--sanitize); LOG_SUFFIX=-sanitize ;;
-    esac
-    local build tree guest
-    section "build${sanitize:+ (ASan, UBSan)}"
-    build=$("$here/build.sh" "${build_opt[@]}" qemu-system-x86_64 \
-            tests/qtest/migration-test tests/qtest/postcopy-ram-test) ||
+    "$here/build.sh" "$@" qemu-system-x86_64 tests/qtest/migration-test \
+        tests/qtest/postcopy-ram-test ||
         die "the build failed; no tests ran"
-    tree=$(dirname "$build")
-    guest=$("$here/build-guest.sh") || die "the test guest did not build"
+}
 
-    if [ -n "$sanitize" ]; then
-        export_sanitizer_options
-    else
-        run_unit_tests
-        run_checkpatch "$tree"
-    fi
+run_plain()
+{
+    local skip_qemu=$1 build guest
+    section "build"
+    build=$(build_qemu)
+    guest=$("$here/build-guest.sh") || die "the test guest did not build"
+    run_unit_tests
+    run_checkpatch "$(dirname "$build")"
     if [ -z "$skip_qemu" ]; then
         run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"
+        run_faults
     fi
+}
+
+run_sanitized()
+{
+    local build guest
+    section "build (ASan, UBSan)"
+    build=$(build_qemu --sanitize)
+    guest=$("$here/build-guest.sh") || die "the test guest did not build"
+    # The last step: nothing after it runs with these options.
+    export_sanitizer_options
+    LOG_SUFFIX=-sanitize
+    section "under ASan and UBSan"
+    run_qemu_postcopy_tests "$build"
+    run_our_qtests "$build" "$guest"
+}
+
+main()
+{
+    local mode=all
+    case "${1:-}" in
+    --skip-qemu-tests) mode=skip-qemu ;;
+    --no-sanitize) mode=plain ;;
+    --sanitize) mode=sanitize ;;
+    "") ;;
+    *) die "usage: test.sh [--no-sanitize | --sanitize | --skip-qemu-tests]" ;;
+    esac
+    case $mode in
+    all) run_plain ""; run_sanitized ;;
+    plain) run_plain "" ;;
+    skip-qemu) run_plain 1 ;;
+    sanitize) run_sanitized ;;
+    esac
 
     section "summary"
     if [ ${#FAILURES[@]} -gt 0 ]; then

@@ -44,6 +44,20 @@ class LinkError(Exception):
     pass
 
 
+def create_veth_namespaces(src, dst):
+    """Two new network namespaces joined by a veth pair, both ends up:
+    @src and @dst are (namespace, device, address) with the addresses in
+    one /30."""
+    run('ip', 'netns', 'add', src[0])
+    run('ip', 'netns', 'add', dst[0])
+    run('ip', 'link', 'add', src[1], 'netns', src[0], 'type', 'veth',
+        'peer', 'name', dst[1], 'netns', dst[0])
+    for ns, dev, addr in (src, dst):
+        run('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
+        run('ip', '-n', ns, 'link', 'set', dev, 'up')
+        run('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+
+
 class Link:
     """A link by name (see SHAPES); a context manager."""
 
@@ -153,15 +167,9 @@ class Link:
 
     def _create(self):
         rate, burst, delay_ms = self.shape
-        run('ip', 'netns', 'add', SRC_NS)
-        run('ip', 'netns', 'add', DST_NS)
-        run('ip', 'link', 'add', SRC_DEV, 'netns', SRC_NS, 'type', 'veth',
-            'peer', 'name', DST_DEV, 'netns', DST_NS)
-        for ns, dev, addr in ((SRC_NS, SRC_DEV, SRC_ADDR),
-                              (DST_NS, DST_DEV, DST_ADDR)):
-            run('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
-            run('ip', '-n', ns, 'link', 'set', dev, 'up')
-            run('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+        create_veth_namespaces((SRC_NS, SRC_DEV, SRC_ADDR),
+                               (DST_NS, DST_DEV, DST_ADDR))
+        for ns, dev in ((SRC_NS, SRC_DEV), (DST_NS, DST_DEV)):
             # The rate on each egress; the relay adds the delay.
             run('ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', dev,
                 'root', 'tbf', 'rate', rate, 'burst', burst,

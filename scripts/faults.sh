@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The fault-injection suite (issue 9): migrates the test guest between two
+# network namespaces and breaks the migration in every phase, on either
+# channel, then recovers it as an operator would and checks the guest's
+# memory.  Prints a table (fault x phase x channel -> outcome, pages lost)
+# and a last line "faults: N cases, N survived, N pages lost".  Builds
+# QEMU and the guest first.  Needs root (namespaces, userfaultfd).
+#
+#   scripts/faults.sh                 every case (about an hour under TCG)
+#   scripts/faults.sh --quick         the test command's subset (7 cases)
+#   scripts/faults.sh --faults pause-src,kill-src --phases early,late \
+#                     --preempt on --out DIR
+#   scripts/faults.sh --upstream ...  the same with upstream's module
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+main()
+{
+    [ "$(id -u)" = 0 ] ||
+        die "run as root: the suite creates network namespaces and QEMU" \
+            "needs /dev/userfaultfd"
+    local flavour=() build guest
+    if [ "${1:-}" = --upstream ]; then
+        flavour=(--upstream)
+        shift
+    fi
+    build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
+    guest=$("$here/build-guest.sh")
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+        -m pcram.faults --qemu "$build/qemu-system-x86_64" \
+        --guest "$guest" "$@"
+}
+
+main "$@"

@@ -1,0 +1,513 @@
+"""Fault injection: migrate the test guest and break the migration.
+
+    python3 -m pcram.faults --qemu QEMU --guest pcguest.bin [options]
+
+Each case is a fault, a phase and a channel setup.  The source and the
+destination QEMU run in two network namespaces joined by a veth pair
+(192.0.2.1 and 192.0.2.2), so that the link itself can be cut.  The
+guest (256 MiB, 2 vCPUs, random access, half writes) checks every page it
+touches; after the migration it checks all of its memory.  Postcopy is
+throttled (32 MB/s) so that it is still running when a late fault comes.
+
+Faults:
+  pause-src, pause-dst  migrate-pause on that side
+  link-down             the veth taken down for 3 s, then up again
+  tcp-reset             the source's migration sockets killed (ss -K: RST)
+  stop-src              the source QEMU stopped (SIGSTOP) for 10 s
+  kill-src, kill-dst    that QEMU killed (SIGKILL)
+
+Phases: precopy (before the switch), switch (right after
+migrate-start-postcopy, while the destination still loads device state),
+early and late postcopy, and recovery (a second fault while the first
+one's recovery handshake runs).
+
+After the fault the harness does what an operator would: brings the link
+up or continues the source, recovers a paused postcopy (migrate-recover on
+the destination, migrate resume=true on the source, up to 4 times), or,
+when the fault came before the switch and the migration failed, starts a
+new destination and migrates again.  A case survives when it ends as
+expected: the guest runs on one side with all of its memory intact, or,
+where the fault itself destroyed the only running copy of the guest, that
+is what the table says (and the other side holds, never running on a
+page it lacks).  "pages lost" counts pages the guest found wrong.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from .migrate import MigrationFailed, Scenario, Vm
+from .netlink import create_veth_namespaces, run
+from .qmp import QMPError
+
+SRC_NS, DST_NS = 'pcram-fsrc', 'pcram-fdst'
+SRC_DEV, DST_DEV = 'pcram-fs', 'pcram-fd'
+SRC_ADDR, DST_ADDR = '192.0.2.5', '192.0.2.6'
+
+FAULTS = ('pause-src', 'pause-dst', 'link-down', 'tcp-reset', 'stop-src',
+          'kill-src', 'kill-dst')
+PHASES = ('precopy', 'switch', 'early', 'late', 'recovery')
+# The test command's subset: one case per way of failing.
+QUICK = [
+    ('pause-dst', 'early', False, False),
+    ('link-down', 'late', True, False),
+    ('tcp-reset', 'early', False, True),
+    ('stop-src', 'early', True, False),
+    ('kill-src', 'early', False, False),
+    ('kill-dst', 'precopy', False, False),
+    ('pause-src', 'recovery', True, False),
+]
+
+GUEST_MB = 256
+BANDWIDTH = 32 * 1000 * 1000
+LINK_DOWN_S = 3
+STOP_S = 10
+MAX_RECOVERIES = 4
+
+
+class Namespaces:
+    """Two namespaces joined by a veth pair; a context manager."""
+
+    def __enter__(self):
+        self.remove()
+        create_veth_namespaces((SRC_NS, SRC_DEV, SRC_ADDR),
+                               (DST_NS, DST_DEV, DST_ADDR))
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    @staticmethod
+    def remove():
+        for ns in (SRC_NS, DST_NS):
+            run('ip', 'netns', 'del', ns, check=False)
+
+    @staticmethod
+    def link(up):
+        run('ip', '-n', SRC_NS, 'link', 'set', SRC_DEV,
+            'up' if up else 'down')
+
+    @staticmethod
+    def reset_connections():
+        """Kill the source's TCP sockets to the destination: an RST."""
+        run('ip', 'netns', 'exec', SRC_NS, 'ss', '-K', 'dst', DST_ADDR)
+
+
+class CaseFailed(Exception):
+    pass
+
+
+class Case:
+    """One fault, phase and channel setup, run once."""
+
+    def __init__(self, args, fault, phase, preempt, tls, workdir):
+        self.args = args
+        self.fault, self.phase = fault, phase
+        self.preempt, self.tls = preempt, tls
+        self.workdir = workdir
+        self.port = 4600
+        self.recoveries = 0
+        self.notes = []
+        self.src = self.dst = None
+
+    @property
+    def name(self):
+        return '%s/%s/%s%s' % (self.fault, self.phase,
+                               'preempt' if self.preempt else 'main',
+                               '+tls' if self.tls else '')
+
+    def scenario(self):
+        extra = []
+        if self.tls:
+            extra = ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
+                     % ('server', self.args.psk_dir)]
+        return Scenario(qemu=self.args.qemu, guest=self.args.guest,
+                        ram_mb=GUEST_MB, vcpus=2, src_netns=SRC_NS,
+                        dst_netns=DST_NS, extra_args=extra)
+
+    # --- QEMU processes --------------------------------------------------
+
+    def start_vm(self, name, incoming):
+        scn = self.scenario()
+        if self.tls and not incoming:
+            scn.extra_args = ['-object', 'tls-creds-psk,id=tls0,'
+                              'endpoint=client,dir=%s' % self.args.psk_dir]
+        vm = Vm(scn, name, self.workdir, incoming=incoming)
+        caps = ['postcopy-ram', 'events']
+        if self.preempt:
+            caps.append('postcopy-preempt')
+        vm.qmp.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': c, 'state': True} for c in caps])
+        if self.tls:
+            vm.qmp.cmd('migrate-set-parameters', **{'tls-creds': 'tls0'})
+        return vm
+
+    def next_uri(self):
+        self.port += 1
+        return 'tcp:%s:%d' % (DST_ADDR, self.port)
+
+    def listen(self, vm):
+        uri = self.next_uri()
+        vm.qmp.cmd('migrate-incoming', uri=uri)
+        return uri
+
+    def alive(self, vm):
+        return vm is not None and vm.proc.poll() is None
+
+    def status(self, vm):
+        if not self.alive(vm):
+            return 'dead'
+        try:
+            return vm.qmp.cmd('query-migrate').get('status', 'none')
+        except (QMPError, OSError, ConnectionError):
+            return 'dead'
+
+    def remaining_fraction(self):
+        ram = self.src.qmp.cmd('query-migrate').get('ram', {})
+        total = ram.get('total') or 1
+        return ram.get('remaining', total) / total
+
+    # --- waiting ---------------------------------------------------------
+
+    def wait_until(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s, d = self.status(self.src), self.status(self.dst)
+            if predicate(s, d):
+                return s, d
+            time.sleep(0.05)
+        raise CaseFailed('%s not reached in %d s (source %s, destination '
+                         '%s)' % (what, timeout, self.status(self.src),
+                                  self.status(self.dst)))
+
+    # --- the phases ------------------------------------------------------
+
+    def start_migration(self):
+        self.dst = self.start_vm('destination', True)
+        self.src = self.start_vm('source', False)
+        if not self.src.console.wait_for(lambda t: t.startswith('READY'),
+                                         120):
+            raise CaseFailed('the guest did not boot')
+        self.src.qmp.cmd('migrate-set-parameters', **{
+            'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH})
+        uri = self.listen(self.dst)
+        self.src.qmp.cmd('migrate', uri=uri)
+        self.wait_until(lambda s, d: s == 'active', 30, 'precopy')
+
+    def start_postcopy(self):
+        self.src.qmp.cmd('migrate-start-postcopy')
+
+    def apply_fault(self):
+        f = self.fault
+        if f in ('pause-src', 'pause-dst'):
+            vm = self.src if f == 'pause-src' else self.dst
+            try:
+                vm.qmp.cmd('migrate-pause')
+            except QMPError as e:
+                # Before the switch there is nothing to pause.
+                self.notes.append('migrate-pause refused: %s' % e)
+        elif f == 'link-down':
+            Namespaces.link(False)
+            time.sleep(LINK_DOWN_S)
+            Namespaces.link(True)
+        elif f == 'tcp-reset':
+            Namespaces.reset_connections()
+        elif f == 'stop-src':
+            os.killpg(self.src.proc.pid, signal.SIGSTOP)
+            time.sleep(STOP_S)
+            os.killpg(self.src.proc.pid, signal.SIGCONT)
+        elif f == 'kill-src':
+            os.killpg(self.src.proc.pid, signal.SIGKILL)
+            self.src.proc.wait()
+        elif f == 'kill-dst':
+            os.killpg(self.dst.proc.pid, signal.SIGKILL)
+            self.dst.proc.wait()
+
+    def recover(self):
+        """Both sides are paused: reconnect them."""
+        self.recoveries += 1
+        if self.recoveries > MAX_RECOVERIES:
+            raise CaseFailed('still paused after %d recoveries' %
+                             MAX_RECOVERIES)
+        uri = self.next_uri()
+        self.dst.qmp.cmd('migrate-recover', uri=uri)
+        self.src.qmp.cmd('migrate', uri=uri, resume=True)
+
+    def drive_to_end(self, timeout=240):
+        """Recover as often as needed until both sides complete."""
+        deadline = time.monotonic() + timeout
+        paused_since = None
+        while time.monotonic() < deadline:
+            s, d = self.status(self.src), self.status(self.dst)
+            if s == 'completed' and d == 'completed':
+                return
+            if 'failed' in (s, d) or 'dead' in (s, d):
+                raise CaseFailed('source %s, destination %s' % (s, d))
+            if s == 'postcopy-paused' and d == 'postcopy-paused':
+                self.recover()
+                paused_since = None
+            elif 'postcopy-paused' in (s, d):
+                # One side noticed first; the other follows.
+                paused_since = paused_since or time.monotonic()
+                if time.monotonic() - paused_since > 60:
+                    raise CaseFailed('only one side paused for 60 s '
+                                     '(source %s, destination %s)' % (s, d))
+            time.sleep(0.1)
+        raise CaseFailed('not complete in %d s' % timeout)
+
+    def verify_guest(self):
+        start = len(self.dst.console.snapshot())
+        self.dst.console.send('v')
+        bad = 0
+        index = start
+        for _ in range(2):
+            found = self.dst.console.wait_for(
+                lambda t: t.startswith('V '), 120, index)
+            if not found:
+                raise CaseFailed('the guest did not answer the memory check')
+            index, _, text = found
+            fields = dict(kv.split('=') for kv in text.split()[1:])
+            bad += int(fields['bad'])
+            index += 1
+        return bad + self.bad_reports(self.dst)
+
+    @staticmethod
+    def bad_reports(vm):
+        """Bad pages the guest met on its own, as it ran."""
+        return sum(1 for _, text in vm.console.snapshot()
+                   if text.startswith('BAD'))
+
+    # --- one case --------------------------------------------------------
+
+    def run(self):
+        self.start_migration()
+        if self.phase == 'precopy':
+            time.sleep(0.5)
+            return self.fault_before_switch()
+        self.start_postcopy()
+        if self.phase == 'switch':
+            self.apply_fault()
+            return self.fault_after_switch(at_switch=True)
+        self.wait_until(lambda s, d: d == 'postcopy-active' and
+                        s == 'postcopy-active', 60, 'postcopy')
+        if self.phase == 'early':
+            time.sleep(0.5)
+        elif self.phase == 'late':
+            while self.remaining_fraction() > 0.25:
+                time.sleep(0.05)
+        elif self.phase == 'recovery':
+            time.sleep(0.5)
+            self.dst.qmp.cmd('migrate-pause')
+            self.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
+                            'the first pause')
+            self.recover()
+            # Into the handshake: the source says postcopy-recover.
+            deadline = time.monotonic() + 5
+            while (self.status(self.src) != 'postcopy-recover' and
+                   time.monotonic() < deadline):
+                time.sleep(0.005)
+            self.notes.append('fault during the recovery handshake '
+                              '(source %s)' % self.status(self.src))
+        self.apply_fault()
+        return self.fault_after_switch()
+
+    def fault_before_switch(self):
+        self.apply_fault()
+        # Let both sides notice (or not) what happened.
+        time.sleep(2)
+        if self.fault == 'kill-src':
+            # The guest's only copy is gone with its QEMU.
+            d = self.wait_until(lambda s, d: d in ('failed', 'dead'), 60,
+                                'the destination giving up')[1]
+            return ('lost by design: the guest died with its source; '
+                    'destination %s, never ran' % d, 0, True)
+        s = self.status(self.src)
+        if s != 'active' or not self.alive(self.dst):
+            # The source keeps running the guest: a new destination.
+            self.notes.append('source kept running (%s); a new destination '
+                              'took over' % s)
+            if self.alive(self.dst):
+                self.dst.stop()
+            self.dst = self.start_vm('destination2', True)
+            uri = self.listen(self.dst)
+            self.wait_until(lambda s, d: s in ('failed', 'cancelled'), 60,
+                            'the first migration ending')
+            self.src.qmp.cmd('migrate', uri=uri)
+            self.wait_until(lambda s, d: s == 'active', 30, 'precopy again')
+        self.start_postcopy()
+        self.drive_to_end()
+        return self.finish('completed')
+
+    def fault_after_switch(self, at_switch=False):
+        if self.fault == 'kill-dst':
+            s = self.wait_until(lambda s, d: s in ('postcopy-paused',
+                                                   'failed'), 60,
+                                'the source noticing')[0]
+            return ('lost by design: the guest ran only on the destination; '
+                    'source %s, its guest stopped' % s, 0, True)
+        if self.fault == 'kill-src':
+            d = self.wait_until(lambda s, d: d in ('postcopy-paused',
+                                                   'dead', 'failed'), 60,
+                                'the destination noticing')[1]
+            time.sleep(2)
+            bad = self.bad_reports(self.dst) if self.alive(self.dst) else 0
+            if d == 'postcopy-paused':
+                return ('source gone: destination paused, no vCPU ran on a '
+                        'missing page', bad, bad == 0)
+            return ('source gone: destination %s' % d, bad,
+                    at_switch and bad == 0)
+        if at_switch and not self.alive(self.dst):
+            return ('destination exited: the cut came before it ran the '
+                    'guest (QEMU 10.0 by design)', 0, True)
+        try:
+            self.drive_to_end()
+        except CaseFailed:
+            if at_switch and not self.alive(self.dst):
+                return ('destination exited: the cut came before it ran the '
+                        'guest (QEMU 10.0 by design)', 0, True)
+            raise
+        return self.finish('completed')
+
+    def finish(self, outcome):
+        bad = self.verify_guest()
+        text = outcome
+        if self.recoveries:
+            text += ' after %d recover%s' % (
+                self.recoveries, 'y' if self.recoveries == 1 else 'ies')
+        if self.notes:
+            text += '; ' + '; '.join(self.notes)
+        return text, bad, bad == 0
+
+    def close(self):
+        for vm in (self.src, self.dst):
+            if vm is None:
+                continue
+            if self.alive(vm):
+                os.killpg(vm.proc.pid, signal.SIGCONT)
+                # A destination whose vCPUs wait for pages that will never
+                # come cannot stop them to quit (QEMU 10.0): do not wait.
+                if self.status(vm) == 'postcopy-paused':
+                    os.killpg(vm.proc.pid, signal.SIGKILL)
+            vm.stop()
+        self.src = self.dst = None
+
+
+def write_psk(directory):
+    """A pre-shared key for TLS-PSK on both sides (no certificates)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'keys.psk'), 'w') as f:
+        f.write('qemu:%s\n' % os.urandom(32).hex())
+
+
+def run_case(args, fault, phase, preempt, tls):
+    workdir = tempfile.mkdtemp(prefix='pcram-fault-')
+    case = Case(args, fault, phase, preempt, tls, workdir)
+    t0 = time.monotonic()
+    try:
+        outcome, lost, survived = case.run()
+    except (CaseFailed, MigrationFailed, QMPError, OSError,
+            ConnectionError) as e:
+        outcome, lost, survived = 'FAILED: %s' % e, 0, False
+        for vm in (case.src, case.dst):
+            if vm is not None:
+                outcome += '\n  %s log:\n%s' % (vm.name, vm.log_tail(8))
+    finally:
+        case.close()
+        subprocess.run(['rm', '-rf', workdir])
+    return {'case': case.name, 'fault': fault, 'phase': phase,
+            'channel': ('preempt' if preempt else 'main') +
+                       ('+tls' if tls else ''),
+            'outcome': outcome, 'pages_lost': lost, 'survived': survived,
+            'seconds': round(time.monotonic() - t0, 1)}
+
+
+def cases(args):
+    if args.quick:
+        return QUICK
+    chosen = itertools.product(args.faults, args.phases, args.preempt,
+                               [False])
+    # At least one case over TLS, in the full matrix.
+    tls = [('pause-dst', 'early', True, True), ('tcp-reset', 'late', False,
+                                                 True)]
+    return list(chosen) + [c for c in tls if c[0] in args.faults and
+                           c[1] in args.phases]
+
+
+def table(results):
+    lines = ['| fault | phase | channel | outcome | pages lost | s |',
+             '| --- | --- | --- | --- | --- | --- |']
+    for r in results:
+        lines.append('| %s | %s | %s | %s%s | %d | %.0f |' % (
+            r['fault'], r['phase'], r['channel'],
+            '' if r['survived'] else '**not survived** ',
+            r['outcome'].split('\n')[0], r['pages_lost'], r['seconds']))
+    return '\n'.join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='faults', description=__doc__.split(
+        '\n')[0])
+    p.add_argument('--qemu', required=True)
+    p.add_argument('--guest', required=True)
+    p.add_argument('--quick', action='store_true',
+                   help='the test command\'s subset: %d cases' % len(QUICK))
+    p.add_argument('--faults', default=','.join(FAULTS))
+    p.add_argument('--phases', default=','.join(PHASES))
+    p.add_argument('--preempt', default='off,on')
+    p.add_argument('--out', default=None, help='write table and JSON here')
+    args = p.parse_args(argv)
+    args.faults = args.faults.split(',')
+    args.phases = args.phases.split(',')
+    for f in args.faults:
+        if f not in FAULTS:
+            p.error('unknown fault %s (known: %s)' % (f, ', '.join(FAULTS)))
+    for ph in args.phases:
+        if ph not in PHASES:
+            p.error('unknown phase %s (known: %s)' % (ph, ', '.join(PHASES)))
+    args.preempt = [{'off': False, 'on': True}[v]
+                    for v in args.preempt.split(',')]
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit('faults: run as root (network namespaces, userfaultfd)')
+    args.psk_dir = tempfile.mkdtemp(prefix='pcram-psk-')
+    write_psk(args.psk_dir)
+    results = []
+    todo = cases(args)
+    try:
+        with Namespaces():
+            for i, (fault, phase, preempt, tls) in enumerate(todo, 1):
+                r = run_case(args, fault, phase, preempt, tls)
+                results.append(r)
+                print('%s: faults %s [%d/%d] (%s; %d pages lost; %.0f s)' % (
+                    'PASS' if r['survived'] else 'FAIL', r['case'], i,
+                    len(todo), r['outcome'], r['pages_lost'],
+                    r['seconds']), flush=True)
+    finally:
+        subprocess.run(['rm', '-rf', args.psk_dir])
+    print()
+    print(table(results))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, 'faults.md'), 'w') as f:
+            f.write(table(results) + '\n')
+        with open(os.path.join(args.out, 'faults.json'), 'w') as f:
+            json.dump(results, f, indent=1)
+    survived = sum(r['survived'] for r in results)
+    lost = sum(r['pages_lost'] for r in results)
+    print('faults: %d cases, %d survived, %d pages lost' % (
+        len(results), survived, lost))
+    return 0 if survived == len(results) and lost == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
