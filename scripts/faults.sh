@@ -22,16 +22,19 @@ main()
     [ "$(id -u)" = 0 ] ||
         die "run as root: the suite creates network namespaces and QEMU" \
             "needs /dev/userfaultfd"
-    local flavour=() build guest
+    local flavour=() module=ours build guest
+    local command="scripts/faults.sh${*:+ $*}"
     if [ "${1:-}" = --upstream ]; then
         flavour=(--upstream)
+        module=upstream
         shift
     fi
     build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
     guest=$("$here/build-guest.sh")
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+    PCRAM_FAULTS_COMMAND=$command \
+        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.faults --qemu "$build/qemu-system-x86_64" \
-        --guest "$guest" "$@"
+        --guest "$guest" --module "$module" "$@"
 }
 
 main "$@"

@@ -460,6 +460,8 @@ def parse_args(argv):
     p.add_argument('--faults', default=','.join(FAULTS))
     p.add_argument('--phases', default=','.join(PHASES))
     p.add_argument('--preempt', default='off,on')
+    p.add_argument('--module', default='ours',
+                   help='label of the module built into --qemu')
     p.add_argument('--out', default=None, help='write table and JSON here')
     args = p.parse_args(argv)
     args.faults = args.faults.split(',')
@@ -494,18 +496,27 @@ def main(argv):
                     r['seconds']), flush=True)
     finally:
         subprocess.run(['rm', '-rf', args.psk_dir])
+    survived = sum(r['survived'] for r in results)
+    lost = sum(r['pages_lost'] for r in results)
+    summary = 'faults: %d cases, %d survived, %d pages lost' % (
+        len(results), survived, lost)
+    accel = 'KVM' if os.access('/dev/kvm', os.R_OK | os.W_OK) else 'TCG'
+    header = ('`%s` on %s, %s, QEMU 10.0.2 with %s module, %s.' % (
+        os.environ.get('PCRAM_FAULTS_COMMAND', 'faults'),
+        time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        accel, 'this' if args.module == 'ours' else "upstream's",
+        summary))
+    print()
+    print(header)
     print()
     print(table(results))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, 'faults.md'), 'w') as f:
-            f.write(table(results) + '\n')
+            f.write(header + '\n\n' + table(results) + '\n')
         with open(os.path.join(args.out, 'faults.json'), 'w') as f:
             json.dump(results, f, indent=1)
-    survived = sum(r['survived'] for r in results)
-    lost = sum(r['pages_lost'] for r in results)
-    print('faults: %d cases, %d survived, %d pages lost' % (
-        len(results), survived, lost))
+    print(summary)
     return 0 if survived == len(results) and lost == 0 else 1
 
 
