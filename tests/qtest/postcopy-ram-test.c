@@ -25,8 +25,12 @@
 #include "migration/migration-util.h"
 
 #define GUEST_MB        256
-#define READY_TIMEOUT_S 120
-#define VERIFY_TIMEOUT_S 120
+/*
+ * Seconds, times PCRAM_TIMEOUT_SCALE when it is set (a QEMU built with
+ * ThreadSanitizer runs the guest about ten times slower).
+ */
+#define READY_TIMEOUT_S (120 * timeout_scale())
+#define VERIFY_TIMEOUT_S (120 * timeout_scale())
 
 struct Pair;
 
@@ -52,6 +56,17 @@ typedef struct TestCase {
     /* -smp maxcpus, and one vCPU hot-plugged on both sides before boot */
     int maxcpus;
 } TestCase;
+
+static int timeout_scale(void)
+{
+    const char *text = getenv("PCRAM_TIMEOUT_SCALE");
+    int scale;
+
+    if (text && !qemu_strtoi(text, NULL, 10, &scale) && scale > 0) {
+        return scale;
+    }
+    return 1;
+}
 
 /* Per-test temporary directory; removed by the abort handler too. */
 static char *tmpdir;
@@ -254,7 +269,7 @@ static void recover(Pair *pair, int round)
     g_autofree char *uri = g_strdup_printf("unix:%s/recover-%d", tmpdir,
                                            round);
 
-    wait_both(pair, "postcopy-paused", 60);
+    wait_both(pair, "postcopy-paused", 60 * timeout_scale());
     qtest_qmp_assert_success(pair->dst.qts, "{ 'execute': 'migrate-recover',"
                              " 'arguments': { 'uri': %s } }", uri);
     qtest_qmp_assert_success(pair->src.qts, "{ 'execute': 'migrate',"
@@ -415,7 +430,7 @@ static void fault_thread_first_then_pause(Pair *pair)
     int round;
 
     for (round = 1; round <= 3; round++) {
-        wait_both(pair, "postcopy-active", 60);
+        wait_both(pair, "postcopy-active", 60 * timeout_scale());
         g_usleep(G_USEC_PER_SEC / 2);
         migrate_pause(pair->dst.qts);
         recover(pair, round);
