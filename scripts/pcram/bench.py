@@ -19,7 +19,8 @@ import sys
 import time
 
 from .guest import bucket_high_ns
-from .migrate import MigrationFailed, Scenario, run_scenario
+from .migrate import (MigrationFailed, Scenario, check_guest_shape,
+                      run_scenario)
 from .netlink import Link, LinkError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -408,6 +409,12 @@ def main(argv=None):
             print('bench: --preempt takes off, on', file=sys.stderr)
             return 2
         matrix['preempt'] = [x == 'on' for x in values]
+    for gib in matrix['sizes_gib']:
+        for vcpus in matrix['vcpus']:
+            bad_shape = check_guest_shape(gib * 1024, vcpus)
+            if bad_shape:
+                print('bench: %s' % bad_shape, file=sys.stderr)
+                return 2
     os.makedirs(args.out, exist_ok=True)
 
     def log(msg):

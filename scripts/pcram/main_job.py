@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from .migrate import MigrationFailed, Scenario, run_scenario
+from .migrate import (MigrationFailed, Scenario, check_guest_shape,
+                      run_scenario)
 
 MiB = 1024 * 1024
 
@@ -106,6 +107,10 @@ def print_report(r, module):
 
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    bad_shape = check_guest_shape(args.ram_mb, args.vcpus)
+    if bad_shape:
+        print('main-job: %s' % bad_shape, file=sys.stderr)
+        return 2
     for path in (args.qemu, args.guest):
         if not os.path.exists(path):
             print('main-job: %s does not exist' % path, file=sys.stderr)

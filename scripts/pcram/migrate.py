@@ -10,7 +10,6 @@ dict (see RESULT_FIELDS in docs/devel/migration/postcopy.rst).
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,24 @@ from .qmp import QMP
 
 class MigrationFailed(Exception):
     """The migration or the guest did not do what was expected."""
+
+
+# What pcguest can run with: its test pages lie above 64 MiB, and it
+# starts at most 16 vCPUs (guest/guest.c).
+GUEST_MIN_RAM_MB = 128
+GUEST_MAX_VCPUS = 16
+
+
+def check_guest_shape(ram_mb, vcpus):
+    """None, or why the test guest cannot run with this RAM and vCPUs."""
+    if ram_mb < GUEST_MIN_RAM_MB:
+        return ('%d MiB of RAM is too little for the test guest: its test '
+                'pages lie above 64 MiB; give it at least %d MiB' % (
+                    ram_mb, GUEST_MIN_RAM_MB))
+    if not 1 <= vcpus <= GUEST_MAX_VCPUS:
+        return ('%d vCPUs: the test guest runs 1 to %d' % (
+            vcpus, GUEST_MAX_VCPUS))
+    return None
 
 
 class Scenario:
@@ -59,10 +76,12 @@ class Scenario:
         return 'kvm' if os.access('/dev/kvm', os.R_OK | os.W_OK) else 'tcg'
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def listening_port(vm):
+    """The port a destination told to listen on port 0 got."""
+    for addr in vm.qmp.cmd('query-migrate').get('socket-address', []):
+        if addr.get('type') == 'inet':
+            return int(addr['port'])
+    raise MigrationFailed('the destination reports no listening port')
 
 
 class Vm:
@@ -104,11 +123,14 @@ class Vm:
         self.qmp = QMP(self.qmp_path)
         self.console = GuestConsole(self.serial_path, name)
         try:
-            self.qmp.connect()
+            self.qmp.connect(alive=self.proc)
             self.console.connect()
-        except OSError as e:
-            raise MigrationFailed('%s QEMU did not start: %s\n%s' % (
-                name, e, self.log_tail()))
+        except (OSError, ConnectionError) as e:
+            # QEMU's own reason first; and no QEMU left behind.
+            reason = self.log_tail()
+            self.kill()
+            raise MigrationFailed('%s QEMU did not start:\n%s(%s)' % (
+                name, reason, e))
 
     @staticmethod
     def backend_args(scn):
@@ -130,6 +152,14 @@ class Vm:
                 return ''.join(f.readlines()[-n:])
         except OSError:
             return ''
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.qmp.close()
+        self.console.close()
+        self.log.close()
 
     def stop(self):
         try:
@@ -181,8 +211,10 @@ def _migrate(scn, src, dst, progress):
     if scn.max_bandwidth:
         src.qmp.cmd('migrate-set-parameters',
                     **{'max-bandwidth': int(scn.max_bandwidth)})
-    port = scn.dst_port or free_port()
-    dst.qmp.cmd('migrate-incoming', uri='tcp:%s:%d' % (scn.dst_addr, port))
+    # Port 0: QEMU picks a free port itself (no race with other users).
+    dst.qmp.cmd('migrate-incoming', uri='tcp:%s:%d' % (scn.dst_addr,
+                                                       scn.dst_port or 0))
+    port = scn.dst_port or listening_port(dst)
     uri = 'tcp:%s:%d' % (scn.dst_addr, scn.connect_port or port)
     # Let the guest run a few intervals on the source first: a baseline.
     time.sleep(3 * scn.interval_ms / 1000.0)

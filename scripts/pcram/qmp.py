@@ -9,8 +9,9 @@ class QMPError(Exception):
     """A QMP command answered with an error."""
 
 
-def connect_unix(path, wait=30.0, timeout=None):
-    """A socket connected to @path, retried until QEMU has created it."""
+def connect_unix(path, wait=30.0, timeout=None, alive=None):
+    """A socket connected to @path, retried until QEMU has created it, or
+    until @alive (the QEMU's Popen, if given) has exited."""
     deadline = time.monotonic() + wait
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -20,6 +21,9 @@ def connect_unix(path, wait=30.0, timeout=None):
             return sock
         except OSError:
             sock.close()
+            if alive is not None and alive.poll() is not None:
+                raise ConnectionError('QEMU exited with status %d' %
+                                      alive.returncode)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -33,8 +37,8 @@ class QMP:
         self.events = []
         self.timeout = timeout
 
-    def connect(self, wait=30.0):
-        self.sock = connect_unix(self.path, wait, self.timeout)
+    def connect(self, wait=30.0, alive=None):
+        self.sock = connect_unix(self.path, wait, self.timeout, alive)
         self._read_message()                    # greeting
         self.cmd('qmp_capabilities')
 
