@@ -16,6 +16,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/ioctl.h>
 #include "qemu/lockable.h"
 #include "qemu/error-report.h"
 #include "qemu/userfaultfd.h"
@@ -79,16 +80,30 @@ static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
     postcopy_blocktime_page_placed(mis, host);
 }
 
+/*
+ * The ioctls themselves, rather than util/userfaultfd.c's wrappers: those
+ * report every failure, and EEXIST on a page placed already is not one
+ * (see postcopy_install()).  0 or a negative errno; wakes the waiters.
+ */
 static int postcopy_uffd_place(MigrationIncomingState *mis, void *host,
                                void *from, size_t size)
 {
+    struct uffdio_copy copy = {
+        .dst = (uintptr_t)host, .src = (uintptr_t)from, .len = size,
+    };
+    struct uffdio_zeropage zero = {
+        .range = { .start = (uintptr_t)host, .len = size },
+    };
+    int ret;
+
     if (postcopy_inject_hit(POSTCOPY_INJECT_INSTALL_FAIL)) {
         return -EIO;
     }
-    if (from) {
-        return uffd_copy_page(mis->userfault_fd, host, from, size, false);
-    }
-    return uffd_zero_page(mis->userfault_fd, host, size, false);
+    do {
+        ret = from ? ioctl(mis->userfault_fd, UFFDIO_COPY, &copy)
+                   : ioctl(mis->userfault_fd, UFFDIO_ZEROPAGE, &zero);
+    } while (ret && errno == EINTR);
+    return ret ? -errno : 0;
 }
 
 int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,

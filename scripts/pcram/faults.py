@@ -261,13 +261,16 @@ class Case:
             time.sleep(0.1)
         raise CaseFailed('not complete in %d s' % timeout)
 
-    def verify_guest(self):
-        start = len(self.dst.console.snapshot())
-        self.dst.console.send('v')
+    def verify_guest(self, vm=None):
+        """Have the guest on @vm (the destination) check all of its
+        memory; the bad pages it found, on the way and now."""
+        vm = vm or self.dst
+        start = len(vm.console.snapshot())
+        vm.console.send('v')
         bad = 0
         index = start
         for _ in range(2):
-            found = self.dst.console.wait_for(
+            found = vm.console.wait_for(
                 lambda t: t.startswith('V '), 120, index)
             if not found:
                 raise CaseFailed('the guest did not answer the memory check')
@@ -275,7 +278,7 @@ class Case:
             fields = dict(kv.split('=') for kv in text.split()[1:])
             bad += int(fields['bad'])
             index += 1
-        return bad + self.bad_reports(self.dst)
+        return bad + self.bad_reports(vm)
 
     @staticmethod
     def bad_reports(vm):
@@ -399,6 +402,10 @@ class Case:
                                 'the source noticing')[0]
             if s == 'device':
                 return self.stuck_in_device()
+            if self.source_still_runs_guest():
+                bad = self.verify_guest(self.src)
+                return ('the switch failed: the source runs the guest '
+                        'again', bad, bad == 0)
             return ('lost by design: the guest ran only on the destination; '
                     'source %s, its guest stopped' % s, 0, True)
         if self.fault == 'kill-src':
