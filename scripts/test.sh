@@ -148,6 +148,28 @@ run_our_qtests()
     echo "(output: $tap, $log)"
 }
 
+run_faults()
+{
+    local log="$PCRAM_ROOT/_build/faults-quick.log" line summary=
+    section "fault injection: scripts/faults.sh --quick"
+    mkdir -p "$(dirname "$log")"
+    : > "$log"
+    while read -r line; do
+        echo "$line" >> "$log"
+        case "$line" in
+        PASS:*) echo "${line%% (*}"; PASSED=$((PASSED + 1)) ;;
+        FAIL:*) echo "$line"; FAILED=$((FAILED + 1))
+                FAILURES+=("${line#FAIL: }") ;;
+        faults:*) echo "$line"; summary=1 ;;
+        esac
+    done < <("$here/faults.sh" --quick 2>&1)
+    # A harness that died part-way leaves no summary line.
+    if [ -z "$summary" ]; then
+        record "faults.sh --quick ended early" 1
+    fi
+    echo "(full output: $log)"
+}
+
 # Sanitizer reports end the process that made them, with a stack.  Leak
 # checking is off: QEMU's own exit leaks by design and would fail every
 # test, whatever this module does.
