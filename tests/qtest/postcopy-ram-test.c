@@ -309,8 +309,11 @@ static void migrate_with_postcopy(Pair *pair)
 
 /*
  * The destination went through postcopy-active (its MIGRATION events),
- * and, where a running guest touched memory, the source served page
- * requests: postcopy did happen, not a precopy that converged.
+ * and, where a running guest reads and writes all over its memory
+ * (random and hot patterns), the source served page requests: postcopy
+ * did happen, not a precopy that converged.  A sequential guest may
+ * never fault: the background stream can stay ahead of its scan (seen
+ * under ASan here), so it is not asked for requests.
  */
 static void assert_postcopy_happened(Pair *pair)
 {
@@ -324,7 +327,7 @@ static void assert_postcopy_happened(Pair *pair)
     g_assert_nonnull(ram);
     requests = qdict_get_int(ram, "postcopy-requests");
     g_test_message("postcopy-requests: %" PRId64, requests);
-    if (!pair->tc->paused) {
+    if (!pair->tc->paused && strcmp(pair->tc->pattern, "seq")) {
         g_assert_cmpint(requests, >, 0);
     }
     qobject_unref(rsp);
