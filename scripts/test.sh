@@ -179,19 +179,18 @@ export_sanitizer_options()
     export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 }
 
-# The build directory of scripts/build.sh "$@", or exit.
+# Prints the build directory of scripts/build.sh "$@"; fails with it.
 build_qemu()
 {
     "$here/build.sh" "$@" qemu-system-x86_64 tests/qtest/migration-test \
-        tests/qtest/postcopy-ram-test ||
-        die "the build failed; no tests ran"
+        tests/qtest/postcopy-ram-test
 }
 
 run_plain()
 {
     local skip_qemu=$1 build guest
     section "build"
-    build=$(build_qemu)
+    build=$(build_qemu) || die "the build failed; no tests ran"
     guest=$("$here/build-guest.sh") || die "the test guest did not build"
     run_unit_tests
     run_checkpatch "$(dirname "$build")"
@@ -206,7 +205,8 @@ run_sanitized()
 {
     local build guest
     section "build (ASan, UBSan)"
-    build=$(build_qemu --sanitize)
+    build=$(build_qemu --sanitize) ||
+        die "the ASan/UBSan build failed; its tests did not run"
     guest=$("$here/build-guest.sh") || die "the test guest did not build"
     # The last step: nothing after it runs with these options.
     export_sanitizer_options
