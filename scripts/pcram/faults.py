@@ -122,11 +122,14 @@ class Case:
                                'preempt' if self.preempt else 'main',
                                '+tls' if self.tls else '')
 
-    def scenario(self):
+    def scenario(self, incoming):
+        """Both sides' QEMU options; with TLS, the PSK credentials of the
+        side's end of the connection."""
         extra = []
         if self.tls:
             extra = ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
-                     % ('server', self.args.psk_dir)]
+                     % ('server' if incoming else 'client',
+                        self.args.psk_dir)]
         return Scenario(qemu=self.args.qemu, guest=self.args.guest,
                         ram_mb=GUEST_MB, vcpus=2, src_netns=SRC_NS,
                         dst_netns=DST_NS, extra_args=extra)
@@ -134,10 +137,7 @@ class Case:
     # --- QEMU processes --------------------------------------------------
 
     def start_vm(self, name, incoming):
-        scn = self.scenario()
-        if self.tls and not incoming:
-            scn.extra_args = ['-object', 'tls-creds-psk,id=tls0,'
-                              'endpoint=client,dir=%s' % self.args.psk_dir]
+        scn = self.scenario(incoming)
         vm = Vm(scn, name, self.workdir, incoming=incoming)
         caps = ['postcopy-ram', 'events']
         if self.preempt:
