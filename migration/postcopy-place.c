@@ -72,7 +72,9 @@ static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
              * with the barrier in postcopy_preempt_thread_stop().
              */
             smp_mb();
-            if (!left && mis->preempt_thread_status == PREEMPT_THREAD_QUIT) {
+            if (!left &&
+                qatomic_read(&mis->preempt_thread_status) ==
+                PREEMPT_THREAD_QUIT) {
                 qemu_cond_signal(&mis->page_request_cond);
             }
         }

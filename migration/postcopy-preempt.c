@@ -141,7 +141,7 @@ static void preempt_thread_pause(MigrationIncomingState *mis)
 
 static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
 {
-    return mis->preempt_thread_status == PREEMPT_THREAD_QUIT;
+    return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
 }
 
 /* Declared in ram.h. */
@@ -178,12 +178,17 @@ void *postcopy_preempt_thread(void *opaque)
     return NULL;
 }
 
+/*
+ * The status is set before the thread starts, which reads it (ThreadSanitizer
+ * caught the write after the thread's first read).  Written by the load
+ * thread, read by the preempt thread and the placer: atomics throughout.
+ */
 void postcopy_preempt_thread_start(MigrationIncomingState *mis)
 {
+    qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_CREATED);
     postcopy_thread_create(mis, &mis->postcopy_prio_thread,
                            MIGRATION_THREAD_DST_PREEMPT,
                            postcopy_preempt_thread, QEMU_THREAD_JOINABLE);
-    mis->preempt_thread_status = PREEMPT_THREAD_CREATED;
 }
 
 /*
@@ -197,7 +202,7 @@ void postcopy_preempt_thread_stop(MigrationIncomingState *mis)
 {
     const int64_t report_every_ms = 10 * 1000;
 
-    mis->preempt_thread_status = PREEMPT_THREAD_QUIT;
+    qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_QUIT);
     /* Pairs with the barrier in postcopy_page_received(). */
     smp_mb();
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
@@ -217,5 +222,5 @@ void postcopy_preempt_thread_stop(MigrationIncomingState *mis)
         qemu_file_shutdown(mis->postcopy_qemufile_dst);
     }
     qemu_thread_join(&mis->postcopy_prio_thread);
-    mis->preempt_thread_status = PREEMPT_THREAD_NONE;
+    qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_NONE);
 }

@@ -317,7 +317,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
     int placer_err;
 
     trace_postcopy_incoming_cleanup(mis->have_fault_thread,
-                                    mis->preempt_thread_status);
+                                    qatomic_read(&mis->preempt_thread_status));
     /*
      * First: pages still in its slots may be ones the preempt thread's
      * stop waits for.  What the placer could not place, this thread
@@ -331,7 +331,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
         /* Before RUN: the load failed anyway, and no vCPU has run. */
         ret = -1;
     }
-    if (mis->preempt_thread_status == PREEMPT_THREAD_CREATED) {
+    if (qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED) {
         postcopy_preempt_thread_stop(mis);
     }
     if (mis->have_fault_thread) {

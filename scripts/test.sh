@@ -20,6 +20,12 @@
 #   scripts/test.sh --no-sanitize      steps 1-6
 #   scripts/test.sh --sanitize         step 7 alone
 #   scripts/test.sh --skip-qemu-tests  steps 1-3
+#   scripts/test.sh --tsan             not in "all": QEMU with this module
+#                                      under ThreadSanitizer, the qtests
+#                                      without a guest CPU (qtest-reads:
+#                                      fault, placer, preempt threads,
+#                                      a recovery) and the placer's ring;
+#                                      fails on a report in the module
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -117,10 +123,11 @@ run_our_qtests()
     local tap="$PCRAM_ROOT/_build/postcopy-ram-test$LOG_SUFFIX.tap" line rc
     local failed_before=$FAILED
     section "qtest: postcopy-ram-test (this project's suite)"
+    # shellcheck disable=SC2086 # QTEST_PATHS: "-p PATH" words
     (cd "$build" && PCRAM_GUEST="$guest" \
      QTEST_QEMU_BINARY=./qemu-system-x86_64 \
      timeout --kill-after=10 1800 ./tests/qtest/postcopy-ram-test \
-     --tap -k) > "$tap" 2> "$log"
+     --tap -k ${QTEST_PATHS:-}) > "$tap" 2> "$log"
     rc=$?
     # TAP lines: "ok N path", "not ok N path", "ok N path # SKIP why".
     while read -r line; do
@@ -216,6 +223,58 @@ run_sanitized()
     run_our_qtests "$build" "$guest"
 }
 
+# The placer's ring (tests/unit/test-postcopy-placeq.c) under TSan, built
+# against the TSan tree's libraries; its two-thread test is the point.
+run_tsan_placeq()
+{
+    local build=$1 tree bin=$PCRAM_ROOT/_build/tsan/test-postcopy-placeq rc
+    tree=$(dirname "$build")
+    # shellcheck disable=SC2046 # pkg-config's words
+    gcc -fsanitize=thread -g -O1 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+        -fno-strict-aliasing -fno-common -fwrapv -mcx16 -iquote "$build" \
+        -iquote "$tree/include" -iquote "$tree" \
+        -iquote "$tree/host/include/x86_64" \
+        -iquote "$tree/host/include/generic" -isystem "$tree/linux-headers" \
+        -I"$PCRAM_ROOT/migration" $(pkg-config --cflags glib-2.0) \
+        "$PCRAM_ROOT/tests/unit/test-postcopy-placeq.c" \
+        "$PCRAM_ROOT/migration/postcopy-placeq.c" -o "$bin" \
+        -Wl,--start-group "$build/libqemuutil.a" "$build"/libqom.a.p/*.o \
+        "$build"/libevent-loop-base.a.p/*.o -Wl,--end-group \
+        $(pkg-config --libs glib-2.0 gio-2.0 gobject-2.0 gmodule-2.0 \
+          gnutls) -lm -lrt -lpthread
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        "$bin" > "$bin.log" 2>&1
+        rc=$?
+    fi
+    record "tsan: placer ring (test-postcopy-placeq)" "$rc"
+}
+
+run_tsan()
+{
+    local build logdir=$PCRAM_ROOT/_build/tsan rc
+    section "build (TSan)"
+    build=$(build_qemu --tsan) || die "the TSan build failed; nothing ran"
+    rm -rf "$logdir"
+    mkdir -p "$logdir"
+    # Reports go to files and are sorted afterwards, so that QEMU's own
+    # (there are many) do not end the run.  die_after_fork=0: the qtest,
+    # instrumented too, forks QEMU after its own threads started.
+    export TSAN_OPTIONS="log_path=$logdir/tsan die_after_fork=0 exitcode=0"
+    export PCRAM_TIMEOUT_SCALE=10
+    LOG_SUFFIX=-tsan
+    section "under ThreadSanitizer"
+    QTEST_PATHS="-p /x86_64/postcopy-ram/qtest-reads" \
+        run_our_qtests "$build" ""
+    run_tsan_placeq "$build"
+    (cd "$here" && python3 -m pcram.tsan_reports "$logdir"/tsan.*) \
+        > "$logdir/reports.txt"
+    rc=$?
+    grep '^tsan:' "$logdir/reports.txt"
+    record "tsan: no unexplained report in the module" "$rc"
+    echo "(reports: $logdir/reports.txt, logs: $logdir/tsan.*)"
+}
+
 main()
 {
     local mode=all
@@ -223,14 +282,17 @@ main()
     --skip-qemu-tests) mode=skip-qemu ;;
     --no-sanitize) mode=plain ;;
     --sanitize) mode=sanitize ;;
+    --tsan) mode=tsan ;;
     "") ;;
-    *) die "usage: test.sh [--no-sanitize | --sanitize | --skip-qemu-tests]" ;;
+    *) die "usage: test.sh [--no-sanitize | --sanitize | --tsan |" \
+           "--skip-qemu-tests]" ;;
     esac
     case $mode in
     all) run_plain ""; run_sanitized ;;
     plain) run_plain "" ;;
     skip-qemu) run_plain 1 ;;
     sanitize) run_sanitized ;;
+    tsan) run_tsan ;;
     esac
 
     section "summary"

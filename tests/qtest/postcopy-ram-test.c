@@ -440,6 +440,133 @@ static void fault_thread_first_then_pause(Pair *pair)
     }
 }
 
+/* --- Faults from the test itself ---------------------------------------- */
+
+/*
+ * Both QEMUs run without a guest CPU (accel qtest): the test writes a
+ * pattern into the source's RAM, switches to postcopy at once, and then
+ * reads pages on the destination through qtest, each read a userfault
+ * that the fault thread, the placer and (with preempt) the preempt
+ * thread must serve.  No TCG runs, so this is the case that fits under
+ * ThreadSanitizer (a TSan QEMU running a TCG guest outgrows 24 GB here).
+ */
+#define QREADS_MB       64
+#define QREADS_BASE     (16 * MiB)
+#define QREADS_PAGES    (QREADS_MB * MiB / 4096)
+
+/* Every 16th page is left zero, the others filled with a byte of its own. */
+static uint8_t qreads_byte(uint64_t page)
+{
+    return page % 16 ? (page * 7 + 1) % 251 + 1 : 0;
+}
+
+static void qreads_fill(QTestState *qts)
+{
+    g_autofree uint8_t *chunk = g_malloc(MiB);
+    uint64_t page, off;
+
+    for (off = 0; off < QREADS_MB * MiB; off += MiB) {
+        for (page = 0; page < MiB / 4096; page++) {
+            memset(chunk + page * 4096, qreads_byte((off / 4096) + page),
+                   4096);
+        }
+        qtest_bufwrite(qts, QREADS_BASE + off, chunk, MiB);
+    }
+}
+
+typedef struct QReadsCase {
+    bool preempt;
+    bool recover;               /* pause the destination half-way, recover */
+} QReadsCase;
+
+/* Read @count random pages on the destination; each must hold its byte. */
+static void qreads_check(QTestState *dst, GRand *rand, int count)
+{
+    int i;
+
+    for (i = 0; i < count; i++) {
+        uint64_t page = g_rand_int_range(rand, 0, QREADS_PAGES);
+        uint64_t want = 0x0101010101010101ULL * qreads_byte(page);
+        uint64_t got = qtest_readq(dst, QREADS_BASE + page * 4096 +
+                                   g_rand_int_range(rand, 0, 512) * 8);
+
+        if (got != want) {
+            g_test_message("page %" PRIu64 ": read %016" PRIx64
+                           ", wrote %016" PRIx64, page, got, want);
+            g_assert_not_reached();
+        }
+    }
+}
+
+static void test_qtest_reads(const void *opaque)
+{
+    const QReadsCase *qc = opaque;
+    const char *args = "-machine q35 -m 128M";
+    g_autofree char *incoming = g_strdup_printf("%s -incoming defer", args);
+    g_autofree char *before = NULL, *after = NULL;
+    g_autofree char *uri = NULL;
+    GRand *rand = g_rand_new_with_seed(42);
+    const TestCase tc = { .name = "qtest-reads" };
+    Pair pair = { .tc = &tc };
+    Vm *src = &pair.src, *dst = &pair.dst;
+    QDict *rsp, *ram;
+
+    tmpdir_create();
+    dst->qts = qtest_init(incoming);
+    src->qts = qtest_init(args);
+    qreads_fill(src->qts);
+    before = guest_ram_sha256(src, "source", 128 * MiB);
+
+    set_postcopy_caps(src, dst);
+    if (qc->preempt) {
+        migrate_set_capability(src->qts, "postcopy-preempt", true);
+        migrate_set_capability(dst->qts, "postcopy-preempt", true);
+    }
+    /* Slow enough that most pages are still missing when the reads come. */
+    migrate_set_parameter_int(src->qts, "max-bandwidth", 8 * 1000 * 1000);
+    migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth",
+                              8 * 1000 * 1000);
+    migrate_incoming_qmp(dst->qts, "tcp:127.0.0.1:0", NULL, "{}");
+    uri = migrate_get_connect_uri(dst->qts);
+    migrate_qmp(src->qts, dst->qts, uri, NULL, "{}");
+    wait_for_migration_status(src->qts, "active", NULL);
+    qtest_qmp_assert_success(src->qts,
+                             "{ 'execute': 'migrate-start-postcopy' }");
+    migration_event_wait(dst->qts, "postcopy-active");
+
+    qreads_check(dst->qts, rand, 1000);
+    if (qc->recover) {
+        migrate_pause(dst->qts);
+        recover(&pair, 1);
+        wait_both(&pair, "postcopy-active", 60 * timeout_scale());
+    }
+    qreads_check(dst->qts, rand, 1000);
+
+    rsp = qtest_qmp_assert_success_ref(src->qts,
+                                       "{ 'execute': 'query-migrate' }");
+    ram = qdict_get_qdict(rsp, "ram");
+    g_test_message("postcopy-requests: %" PRId64,
+                   qdict_get_int(ram, "postcopy-requests"));
+    g_assert_cmpint(qdict_get_int(ram, "postcopy-requests"), >, 0);
+    qobject_unref(rsp);
+
+    migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth", 0);
+    wait_for_migration_complete(src->qts);
+    wait_for_migration_complete(dst->qts);
+    after = guest_ram_sha256(dst, "destination", 128 * MiB);
+    g_assert_cmpstr(before, ==, after);
+
+    g_rand_free(rand);
+    qtest_quit(src->qts);
+    qtest_quit(dst->qts);
+    tmpdir_remove();
+}
+
+static const QReadsCase qreads_plain = { 0 };
+static const QReadsCase qreads_preempt = { .preempt = true };
+static const QReadsCase qreads_preempt_recovery = { .preempt = true,
+                                                    .recover = true };
+
 /* --- Huge pages -------------------------------------------------------- */
 
 static const char *nr_hugepages = "/proc/sys/vm/nr_hugepages";
@@ -625,6 +752,12 @@ int main(int argc, char **argv)
 
         qtest_add_data_func(path, &cases[i], run_case);
     }
+    qtest_add_data_func("/postcopy-ram/qtest-reads/plain", &qreads_plain,
+                        test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/preempt", &qreads_preempt,
+                        test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-recovery",
+                        &qreads_preempt_recovery, test_qtest_reads);
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);
     qtest_add_func("/postcopy-ram/refused/unprivileged",
                    test_refused_unprivileged);
