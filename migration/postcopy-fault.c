@@ -29,6 +29,7 @@
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
+#include "postcopy-queue.h"
 #include "postcopy-inject.h"
 #include "trace.h"
 
@@ -95,6 +96,8 @@ static bool fault_thread_pause(MigrationIncomingState *mis)
         }
     }
     trace_postcopy_fault_thread_resume();
+    /* The recovery brought a new main channel, autotuned again. */
+    postcopy_queue_bound_incoming(mis->from_src_file);
     return true;
 }
 

@@ -15,10 +15,11 @@
  *   postcopy-probe.c          can this host receive postcopy?
  *   postcopy-place.c          placing one page, request bookkeeping
  *   postcopy-shared.c         shared (vhost-user) userfaultfds
+ *   postcopy-queue.c          bounding the queues ahead of a request
  *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
  *
  * Below them all: the pure logic (postcopy-blocktime.c, -placeq.c,
- * -discard.c, -notify.c, -inject.c) and postcopy-common.c.
+ * -discard.c, -notify.c, -inject.c, -queue-tune.c) and postcopy-common.c.
  */
 #ifndef QEMU_POSTCOPY_INTERNAL_H
 #define QEMU_POSTCOPY_INTERNAL_H
@@ -110,6 +111,9 @@ int postcopy_install_zero(MigrationIncomingState *mis, RAMBlock *rb,
 bool postcopy_page_requested(MigrationIncomingState *mis, void *host);
 
 /* postcopy-shared.c: the shared (vhost-user) userfaultfds */
+
+/* Once, at start-up. */
+void postcopy_shared_init(void);
 
 /*
  * Bumped whenever a shared fd is registered or unregistered, so that the

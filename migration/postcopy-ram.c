@@ -38,7 +38,15 @@
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
 #include "postcopy-inject.h"
+#include "postcopy-queue.h"
 #include "trace.h"
+
+/* At QEMU's start-up, on every host (system/runstate.c). */
+void postcopy_infrastructure_init(void)
+{
+    postcopy_shared_init();
+    postcopy_queue_init();
+}
 
 /* --- Destination: before precopy ------------------------------------------ */
 
@@ -237,6 +245,7 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
         return -1;
     }
     postcopy_blocktime_setup(mis, features);
+    postcopy_queue_bound_incoming(mis->from_src_file);
 
     postcopy_thread_create(mis, &mis->fault_thread, MIGRATION_THREAD_DST_FAULT,
                            postcopy_fault_thread, QEMU_THREAD_JOINABLE);

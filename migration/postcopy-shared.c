@@ -30,7 +30,7 @@ static QemuMutex shared_fds_lock;
 static unsigned int shared_fds_generation;
 static unsigned int shared_fds_count;
 
-void postcopy_infrastructure_init(void)
+void postcopy_shared_init(void)
 {
     qemu_mutex_init(&shared_fds_lock);
 }

@@ -1,8 +1,10 @@
 """The test guest (guest/guest.c): its serial reports, parsed.
 
 Lines start with "PCG "; each one is timestamped on arrival with the host's
-monotonic clock.  Latencies are in nanoseconds of the guest's clock
-(kvmclock under KVM, else the TSC); bucket B covers
+monotonic clock.  The guest times batches of accesses (READY's batch=,
+32 by default), not each access; times are in nanoseconds of the guest's
+clock (kvmclock under KVM, else the TSC), whose cost per read READY gives
+as clock_ns.  Bucket B covers
 [(4 + B % 4) << (B // 4), (5 + B % 4) << (B // 4)) ns.
 """
 
@@ -135,6 +137,17 @@ class GuestReport:
     def clock(self):
         return self.ready.get('clock', '?') if self.ready else '?'
 
+    @property
+    def clock_cost_ns(self):
+        """What one read of the guest's clock costs, measured at boot."""
+        return int(self.ready['clock_ns']) if self.ready and \
+            'clock_ns' in self.ready else None
+
+    @property
+    def batch(self):
+        """Accesses per timed batch (1 for a guest that timed each)."""
+        return int(self.ready.get('batch', 1)) if self.ready else 1
+
     def window(self, t0, t1):
         """Intervals whose reports arrived in [t0, t1 + one interval): each
         report covers the interval before it."""
@@ -145,13 +158,14 @@ class GuestReport:
                 if t0 < i.host_time <= t1 + step]
 
     def latency(self, intervals):
-        """Percentiles (us) of the accesses of @intervals, and the max."""
+        """Percentiles (us) of the batch times of @intervals, and the
+        longest batch (a stall shows in its batch)."""
         hist = {}
         for i in intervals:
             for b, c in i.hist.items():
                 hist[b] = hist.get(b, 0) + c
         total = sum(hist.values())
-        out = {'accesses': total}
+        out = {'batches': total, 'batch': self.batch}
         for name, q in (('p50', 0.5), ('p90', 0.9), ('p99', 0.99),
                         ('p999', 0.999)):
             out[name] = self._quantile(hist, total, q) / 1000.0

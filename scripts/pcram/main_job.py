@@ -92,12 +92,15 @@ def print_report(r, module):
     print('  worst stalls at       %s (s from migrate-start-postcopy)' %
           ', '.join('%.1f ms at %+.2f s' % (ms, t)
                     for t, ms in g['worst_stalls']))
-    print('  guest latency (postcopy)  p50 %s  p99 %s  p99.9 %s  over %d '
-          'accesses' % (fmt(lp['p50'], ' us'), fmt(lp['p99'], ' us'),
-                        fmt(lp['p999'], ' us'), lp['accesses']))
+    print('  guest batch time (postcopy, %d accesses each)  p50 %s  p99 %s  '
+          'p99.9 %s  over %d batches' % (
+              lp['batch'], fmt(lp['p50'], ' us'), fmt(lp['p99'], ' us'),
+              fmt(lp['p999'], ' us'), lp['batches']))
     print('  guest work rate       %s ops/s in postcopy, %s ops/s before' % (
         fmt(g['ops_per_s_postcopy'], '', 0),
         fmt(g['ops_per_s_precopy'], '', 0)))
+    print('  guest clock           %s, %s per read (measured at boot)' % (
+        g['clock'], fmt(g['clock_cost_ns'], ' ns')))
     print('  guest memory check    %s: %d pages checked, %d bad' % (
         g['verdict'], g['pages_checked'], g['bad_pages']))
     for bad in g['bad_reports']:

@@ -1,0 +1,140 @@
+/*
+ * Postcopy: bounding the queues ahead of a requested page (see
+ * postcopy-queue.h): the socket options on both sides.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <netinet/tcp.h>
+#include "qemu/error-report.h"
+#include "qapi/error.h"
+#include "io/channel-socket.h"
+#include "io/channel-tls.h"
+#include "migration/misc.h"
+#include "migration.h"
+#include "options.h"
+#include "qemu-file.h"
+#include "postcopy-queue.h"
+#include "trace.h"
+
+/* Written once by postcopy_queue_init() at start-up, then only read. */
+static PostcopyQueueTune queue_tune;
+static NotifierWithReturn queue_notifier;
+
+/* The TCP socket under @f's channel (through TLS), or -1. */
+static int queue_tcp_fd(QEMUFile *f)
+{
+    QIOChannel *ioc = f ? qemu_file_get_ioc(f) : NULL;
+    QIOChannelSocket *sioc;
+
+    if (ioc && object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_TLS)) {
+        ioc = QIO_CHANNEL_TLS(ioc)->master;
+    }
+    if (!ioc || !object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_SOCKET)) {
+        return -1;
+    }
+    sioc = QIO_CHANNEL_SOCKET(ioc);
+    if (sioc->localAddr.ss_family != AF_INET &&
+        sioc->localAddr.ss_family != AF_INET6) {
+        return -1;
+    }
+    return sioc->fd;
+}
+
+/*
+ * glibc's struct tcp_info stops at tcpi_total_retrans; the kernel's goes
+ * on (include/uapi/linux/tcp.h, an ABI).  <linux/tcp.h> cannot join
+ * <netinet/tcp.h>, which osdep.h brings in, so the tail is spelled here,
+ * up to the delivery rate (Linux 4.9).
+ */
+typedef struct QueueTcpInfo {
+    struct tcp_info base;
+    uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+    uint32_t segs_out, segs_in, notsent_bytes, min_rtt;
+    uint32_t data_segs_in, data_segs_out;
+    uint64_t delivery_rate;             /* bytes per second */
+} QueueTcpInfo;
+
+QEMU_BUILD_BUG_ON(offsetof(QueueTcpInfo, delivery_rate) != 160);
+
+/* The not-sent bound for the path under @fd, as measured so far. */
+static uint32_t queue_source_lowat(int fd)
+{
+    QueueTcpInfo info = { 0 };
+    socklen_t len = sizeof(info);
+
+    if (queue_tune.lowat) {
+        return queue_tune.lowat;
+    }
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) ||
+        len < sizeof(info)) {
+        return POSTCOPY_QUEUE_MIN;
+    }
+    trace_postcopy_queue_path(info.delivery_rate, info.base.tcpi_rtt);
+    return postcopy_queue_lowat(info.delivery_rate, info.base.tcpi_rtt);
+}
+
+/*
+ * postcopy_start() calls the migration notifiers with PRECOPY_DONE in the
+ * DEVICE state, after the device state and before any page is requested;
+ * the end of a precopy migration calls them in another state.
+ */
+static int queue_source_notify(NotifierWithReturn *notifier,
+                               MigrationEvent *e, Error **errp)
+{
+    MigrationState *s = migrate_get_current();
+    uint32_t lowat;
+    int fd;
+
+    if (e->type != MIG_EVENT_PRECOPY_DONE ||
+        s->state != MIGRATION_STATUS_DEVICE || !migrate_postcopy_ram() ||
+        queue_tune.off) {
+        return 0;
+    }
+    fd = queue_tcp_fd(s->to_dst_file);
+    if (fd < 0) {
+        return 0;
+    }
+    lowat = queue_source_lowat(fd);
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
+                   sizeof(lowat))) {
+        warn_report("postcopy: cannot bound the send queue "
+                    "(TCP_NOTSENT_LOWAT): %s", strerror(errno));
+        return 0;
+    }
+    trace_postcopy_queue_bound("source", "notsent-lowat", lowat);
+    return 0;
+}
+
+void postcopy_queue_bound_incoming(QEMUFile *f)
+{
+    int fd = queue_tcp_fd(f);
+    int rcvbuf = queue_tune.rcvbuf ? queue_tune.rcvbuf
+                                   : POSTCOPY_RCVBUF_DEFAULT;
+
+    if (fd < 0 || queue_tune.off) {
+        return;
+    }
+    /* The kernel doubles it for its own bookkeeping, and stops autotuning. */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf))) {
+        warn_report("postcopy: cannot bound the receive queue (SO_RCVBUF): "
+                    "%s", strerror(errno));
+        return;
+    }
+    trace_postcopy_queue_bound("destination", "rcvbuf", rcvbuf);
+}
+
+void postcopy_queue_init(void)
+{
+    Error *err = NULL;
+
+    if (!postcopy_queue_tune_parse(g_getenv("QEMU_POSTCOPY_TUNE"),
+                                   &queue_tune, &err)) {
+        error_prepend(&err, "QEMU_POSTCOPY_TUNE ignored: ");
+        warn_report_err(err);
+    }
+    migration_add_notifier(&queue_notifier, queue_source_notify);
+}

@@ -1,0 +1,65 @@
+/*
+ * Postcopy: bounding the queues ahead of a requested page.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Without the preempt channel a page that a fault asked for travels on the
+ * main channel behind every byte of background RAM queued ahead of it: in
+ * the source's socket send buffer and in the destination's receive buffer,
+ * both autotuned by the kernel to megabytes.  With the destination's load
+ * thread short of CPU, several megabytes are milliseconds.  During postcopy
+ * the module bounds them: TCP_NOTSENT_LOWAT on the source's main channel
+ * keeps what is written but not sent to about one bandwidth-delay product
+ * of the path, and SO_RCVBUF on the destination's main channel keeps what
+ * is received but not read to a few hundred KiB.  Only TCP channels.
+ *
+ * Tuning, for benchmarks (the environment of either QEMU):
+ *
+ *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
+ *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
+ *                                           fixed bounds instead of sized
+ *
+ * This header's functions are pure: tests/unit drives them.
+ */
+#ifndef QEMU_POSTCOPY_QUEUE_H
+#define QEMU_POSTCOPY_QUEUE_H
+
+/* Neither bound goes below or above these, however the path measures. */
+#define POSTCOPY_QUEUE_MIN      (64 * 1024)
+#define POSTCOPY_QUEUE_MAX      (4 * 1024 * 1024)
+/* The destination's receive buffer when nothing else is asked for. */
+#define POSTCOPY_RCVBUF_DEFAULT (256 * 1024)
+
+typedef struct PostcopyQueueTune {
+    bool off;                   /* queue=off */
+    uint32_t lowat;             /* 0: from the path */
+    uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
+} PostcopyQueueTune;
+
+/*
+ * Parse QEMU_POSTCOPY_TUNE's text (NULL or "" for the defaults) into
+ * @tune.  False with @errp naming the bad item; @tune is then unchanged.
+ */
+bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
+                               Error **errp);
+
+/*
+ * The source's not-sent bound for a path measured at @rate_bps bytes per
+ * second and @rtt_us microseconds of round trip: one bandwidth-delay
+ * product, kept within POSTCOPY_QUEUE_MIN and POSTCOPY_QUEUE_MAX.
+ */
+uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us);
+
+/* Set both sides' bounds (postcopy-queue.c). */
+
+/* Register the source's hook on QEMU's migration notifiers.  Once. */
+void postcopy_queue_init(void);
+/*
+ * Bound the destination's receive queue on @f, the main channel, unless
+ * it is not TCP or the tuning says no.  Any thread.
+ */
+void postcopy_queue_bound_incoming(QEMUFile *f);
+
+#endif

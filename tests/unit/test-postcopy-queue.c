@@ -1,0 +1,92 @@
+/*
+ * Unit tests: QEMU_POSTCOPY_TUNE and the size of the source's send bound.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "postcopy-queue.h"
+
+static void test_tune_defaults(void)
+{
+    PostcopyQueueTune tune = { .off = true, .lowat = 1 };
+
+    g_assert_true(postcopy_queue_tune_parse(NULL, &tune, &error_abort));
+    g_assert_false(tune.off);
+    g_assert_cmpuint(tune.lowat, ==, 0);
+    g_assert_cmpuint(tune.rcvbuf, ==, 0);
+    g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
+    g_assert_false(tune.off);
+}
+
+static void test_tune_items(void)
+{
+    PostcopyQueueTune tune;
+
+    g_assert_true(postcopy_queue_tune_parse("queue=off", &tune,
+                                            &error_abort));
+    g_assert_true(tune.off);
+    g_assert_true(postcopy_queue_tune_parse("lowat=131072,,rcvbuf=1048576",
+                                            &tune, &error_abort));
+    g_assert_false(tune.off);
+    g_assert_cmpuint(tune.lowat, ==, 131072);
+    g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
+}
+
+static void test_tune_errors(void)
+{
+    static const char *const bad[] = {
+        "queue", "queue=maybe", "lowat", "lowat=1", "rcvbuf=lots",
+        "rcvbuf=999999999", "prepage=on",
+    };
+    PostcopyQueueTune tune = { .rcvbuf = 7 };
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(bad); i++) {
+        Error *err = NULL;
+
+        g_assert_false(postcopy_queue_tune_parse(bad[i], &tune, &err));
+        g_assert_nonnull(err);
+        g_assert_nonnull(strstr(error_get_pretty(err),
+                                "QEMU_POSTCOPY_TUNE"));
+        error_free(err);
+        /* Left as it was. */
+        g_assert_cmpuint(tune.rcvbuf, ==, 7);
+    }
+}
+
+static void test_lowat_is_one_bdp(void)
+{
+    /* 10 Gbit/s, 157 us: 196,250 bytes. */
+    g_assert_cmpuint(postcopy_queue_lowat(1250000000, 157), ==, 196250);
+    /* 1 Gbit/s, 1 ms: 125,000 bytes. */
+    g_assert_cmpuint(postcopy_queue_lowat(125000000, 1000), ==, 125000);
+}
+
+static void test_lowat_bounds(void)
+{
+    /* Loopback's tiny round trip, or nothing measured yet. */
+    g_assert_cmpuint(postcopy_queue_lowat(3000000000ULL, 10), ==,
+                     POSTCOPY_QUEUE_MIN);
+    g_assert_cmpuint(postcopy_queue_lowat(0, 0), ==, POSTCOPY_QUEUE_MIN);
+    /* A long fat path, and absurd figures that must not overflow. */
+    g_assert_cmpuint(postcopy_queue_lowat(1250000000, 100000), ==,
+                     POSTCOPY_QUEUE_MAX);
+    g_assert_cmpuint(postcopy_queue_lowat(UINT64_MAX, UINT32_MAX), ==,
+                     POSTCOPY_QUEUE_MAX);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/postcopy/queue/tune-defaults", test_tune_defaults);
+    g_test_add_func("/postcopy/queue/tune-items", test_tune_items);
+    g_test_add_func("/postcopy/queue/tune-errors", test_tune_errors);
+    g_test_add_func("/postcopy/queue/lowat-is-one-bdp",
+                    test_lowat_is_one_bdp);
+    g_test_add_func("/postcopy/queue/lowat-bounds", test_lowat_bounds);
+    return g_test_run();
+}
