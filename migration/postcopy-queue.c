@@ -91,7 +91,7 @@ static int queue_source_notify(NotifierWithReturn *notifier,
 
     if (e->type != MIG_EVENT_PRECOPY_DONE ||
         s->state != MIGRATION_STATUS_DEVICE || !migrate_postcopy_ram() ||
-        queue_tune.off) {
+        queue_tune.no_send) {
         return 0;
     }
     fd = queue_tcp_fd(s->to_dst_file);
@@ -115,7 +115,7 @@ void postcopy_queue_bound_incoming(QEMUFile *f)
     int rcvbuf = queue_tune.rcvbuf ? queue_tune.rcvbuf
                                    : POSTCOPY_RCVBUF_DEFAULT;
 
-    if (fd < 0 || queue_tune.off) {
+    if (fd < 0 || queue_tune.no_receive) {
         return;
     }
     /* The kernel doubles it for its own bookkeeping, and stops autotuning. */

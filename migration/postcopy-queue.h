@@ -18,8 +18,11 @@
  * Tuning, for benchmarks (the environment of either QEMU):
  *
  *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
+ *   QEMU_POSTCOPY_TUNE=queue=send|receive   bound that side's queue only
  *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
  *                                           fixed bounds instead of sized
+ *                                           (rcvbuf= turns the receive
+ *                                           bound on)
  *
  * This header's functions are pure: tests/unit drives them.
  */
@@ -33,7 +36,8 @@
 #define POSTCOPY_RCVBUF_DEFAULT (256 * 1024)
 
 typedef struct PostcopyQueueTune {
-    bool off;                   /* queue=off */
+    bool no_send;               /* queue=off or queue=receive */
+    bool no_receive;            /* unless queue=receive or queue=on */
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
 } PostcopyQueueTune;

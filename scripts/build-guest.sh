@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds this repository's own meson project in _build/: the test guest,
 # and the unit tests once a QEMU tree with this module is built (they link
-# its libqemuutil).  Prints pcguest.bin's path.
+# its libqemuutil).  Prints pcguest.bin's path.  For a QEMU version other
+# than the default (PCRAM_QEMU_VERSION) the unit tests link that version's
+# tree, in _build-VERSION/.
 #
 #   scripts/build-guest.sh [ninja targets...]   (default: pcguest.bin)
 set -euo pipefail
@@ -11,7 +13,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 
 out="$PCRAM_ROOT/_build"
-tree="$PCRAM_CACHE/qemu-ours"
+if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
+    out="$PCRAM_ROOT/_build-$QEMU_VERSION"
+fi
+tree=$(qemu_tree ours)
 opts=()
 if [ -f "$tree/build/libqemuutil.a" ]; then
     opts=(-Dqemu_source="$tree" -Dqemu_build="$tree/build")

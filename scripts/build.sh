@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds QEMU 10.0.2 for x86_64 (KVM and TCG) with this project's postcopy
-# RAM module in place of upstream's, or with upstream's module untouched.
+# Builds QEMU for x86_64 (KVM and TCG) with this project's postcopy RAM
+# module in place of upstream's, or with upstream's module untouched.
 #
-#   scripts/build.sh [--upstream | --sanitize | --tsan] [ninja targets...]
+#   scripts/build.sh [--qemu VERSION] [--upstream | --sanitize | --tsan]
+#                    [ninja targets...]
 #
-# Trees: build/qemu-ours/ and build/qemu-upstream/ (git-ignored), each with
+# VERSION: 10.0.2 (the default), 10.0.13 or 10.2.2, each from Debian's
+# source package (scripts/fetch-qemu.sh).  Trees of the default version:
+# build/qemu-ours/ and build/qemu-upstream/ (git-ignored); of the others,
+# build/qemu-VERSION-ours/ and build/qemu-VERSION-upstream/.  Each has
 # its own build/ directory.  --sanitize builds our tree again in
 # build/qemu-ours/build-sanitize/ with AddressSanitizer and
 # UndefinedBehaviorSanitizer, --tsan in build-tsan/ with ThreadSanitizer.  Unpacking and configuring happen once; after an edit to the
@@ -100,23 +104,32 @@ show_progress()
 main()
 {
     local flavour=ours dir=build
-    case "${1:-}" in
-    --upstream) flavour=upstream; shift ;;
-    --sanitize) dir=build-sanitize; shift ;;
-    --tsan) dir=build-tsan; shift ;;
-    esac
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --upstream) flavour=upstream; shift ;;
+        --sanitize) dir=build-sanitize; shift ;;
+        --tsan) dir=build-tsan; shift ;;
+        --qemu)
+            [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
+            select_qemu_version "$2"
+            export PCRAM_QEMU_VERSION=$2
+            shift 2 ;;
+        *) break ;;
+        esac
+    done
     local targets=("$@")
     [ ${#targets[@]} -gt 0 ] || targets=("${DEFAULT_TARGETS[@]}")
 
     "$here/install-deps.sh"
-    local tree="$PCRAM_CACHE/qemu-$flavour"
+    local tree
+    tree=$(qemu_tree "$flavour")
     unpack_tree "$tree"
     if [ "$flavour" = ours ]; then
         "$here/overlay.sh" "$tree"
     fi
     configure_tree "$tree" "$dir"
     link_firmware "$tree/$dir"
-    log "ninja (${flavour}, $dir): ${targets[*]}"
+    log "ninja (QEMU $QEMU_VERSION, ${flavour}, $dir): ${targets[*]}"
     ninja -C "$tree/$dir" "${targets[@]}" 2>&1 | show_progress >&2 ||
         die "build of $flavour ($dir) failed"
     echo "$tree/$dir"

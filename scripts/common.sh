@@ -2,12 +2,64 @@
 
 # shellcheck disable=SC2034
 PCRAM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QEMU_VERSION=10.0.2
-QEMU_DEB_VERSION='1:10.0.2+ds-2+deb13u1~bpo12+1'
-QEMU_TARBALL=qemu_10.0.2+ds.orig.tar.xz
-QEMU_SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
 # Everything downloaded or built lives here (git-ignored).
 PCRAM_CACHE=${PCRAM_CACHE:-$PCRAM_ROOT/build}
+
+# The QEMU versions this module builds into, from Debian's source
+# packages.  The README's two commands use the default; the scripts that
+# take --qemu VERSION pass it on to the others in PCRAM_QEMU_VERSION.
+QEMU_VERSIONS=(10.0.2 10.0.13 10.2.2)
+QEMU_DEFAULT_VERSION=10.0.2
+
+# Sets QEMU_VERSION, QEMU_SUITE (Debian's), QEMU_DEB_VERSION,
+# QEMU_TARBALL and QEMU_SHA256 for version $1.
+select_qemu_version()
+{
+    case "$1" in
+    10.0.2)
+        QEMU_SUITE=bookworm-backports
+        QEMU_DEB_VERSION='1:10.0.2+ds-2+deb13u1~bpo12+1'
+        QEMU_SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1 ;;
+    10.0.13)
+        QEMU_SUITE=trixie
+        QEMU_DEB_VERSION='1:10.0.13+ds-0+deb13u1'
+        QEMU_SHA256=6a0888e806c2ffc0c5f0733e974f9aea55491950d3c47c98669c8b236dde59ae ;;
+    10.2.2)
+        QEMU_SUITE=sid
+        QEMU_DEB_VERSION='1:10.2.2+ds-1'
+        QEMU_SHA256=be05230fe47a6937cd29f28f562932c8125f9c93c2a82c625198f7a4aa601dfb ;;
+    *)
+        die "QEMU '$1' is not one this module builds into" \
+            "(${QEMU_VERSIONS[*]})" ;;
+    esac
+    QEMU_VERSION=$1
+    QEMU_TARBALL=qemu_$1+ds.orig.tar.xz
+}
+
+# The unpacked tree of flavour $1 (ours, upstream) of the selected version.
+# The default version keeps the names it always had.
+qemu_tree()
+{
+    if [ "$QEMU_VERSION" = "$QEMU_DEFAULT_VERSION" ]; then
+        echo "$PCRAM_CACHE/qemu-$1"
+    else
+        echo "$PCRAM_CACHE/qemu-$QEMU_VERSION-$1"
+    fi
+}
+
+# The archive this machine already uses, so no mirror is hard-coded.
+debian_mirror()
+{
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources |
+          awk '{print $2}' | grep -v security | head -n1 || true)
+    if [ -z "$uri" ]; then
+        uri=$(grep -hs '^deb ' /etc/apt/sources.list |
+              awk '{print $2}' | grep -v security | head -n1 || true)
+    fi
+    [ -n "$uri" ] || die "no Debian mirror found in /etc/apt sources"
+    echo "$uri"
+}
 
 log()
 {
@@ -19,6 +71,8 @@ die()
     printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2
     exit 1
 }
+
+select_qemu_version "${PCRAM_QEMU_VERSION:-$QEMU_DEFAULT_VERSION}"
 
 # Runs the tests of QEMU's migration-test whose paths start with $2, one
 # process each under a timeout of $3 seconds (a hang is then one failure

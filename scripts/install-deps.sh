@@ -22,20 +22,6 @@ BASE_PKGS=(
 # Packages that need bookworm-backports (QEMU 10.0 wants meson >= 1.5).
 BACKPORT_PKGS=(meson python3-pycotap qemu-system-data)
 
-# The archive this machine already uses, so no mirror is hard-coded here.
-debian_mirror()
-{
-    local uri
-    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources |
-          awk '{print $2}' | grep -v security | head -n1 || true)
-    if [ -z "$uri" ]; then
-        uri=$(grep -hs '^deb ' /etc/apt/sources.list |
-              awk '{print $2}' | grep -v security | head -n1 || true)
-    fi
-    [ -n "$uri" ] || die "no Debian mirror found in /etc/apt sources"
-    echo "$uri"
-}
-
 all_installed()
 {
     local p

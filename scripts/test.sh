@@ -20,6 +20,10 @@
 #   scripts/test.sh --no-sanitize      steps 1-6
 #   scripts/test.sh --sanitize         step 7 alone
 #   scripts/test.sh --skip-qemu-tests  steps 1-3
+#   scripts/test.sh --qemu VERSION ... any of the above with QEMU VERSION
+#                                      (10.0.2, the default, 10.0.13 or
+#                                      10.2.2) and that version's own
+#                                      postcopy tests
 #   scripts/test.sh --tsan             not in "all": QEMU with this module
 #                                      under ThreadSanitizer, the qtests
 #                                      without a guest CPU (qtest-reads:
@@ -33,6 +37,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 
 PASSED=0
+# Logs and our own build: _build/, or _build-VERSION/ for --qemu VERSION
+OUT=
 # "-sanitize" for the logs of a --sanitize run
 LOG_SUFFIX=
 FAILED=0
@@ -58,7 +64,7 @@ section()
 
 run_unit_tests()
 {
-    local out="$PCRAM_ROOT/_build" tests test rc
+    local out="$OUT" tests test rc
     section "unit tests (meson test)"
     "$here/build-guest.sh" all > /dev/null || {
         record "unit tests: build" 1
@@ -101,7 +107,7 @@ run_checkpatch()
 run_qemu_postcopy_tests()
 {
     local build=$1 line
-    local log="$PCRAM_ROOT/_build/migration-test-postcopy$LOG_SUFFIX.log"
+    local log="$OUT/migration-test-postcopy$LOG_SUFFIX.log"
     section "QEMU migration-test --full: postcopy"
     mkdir -p "$(dirname "$log")"
     : > "$log"
@@ -119,8 +125,8 @@ run_qemu_postcopy_tests()
 run_our_qtests()
 {
     local build=$1 guest=$2
-    local log="$PCRAM_ROOT/_build/postcopy-ram-test$LOG_SUFFIX.log"
-    local tap="$PCRAM_ROOT/_build/postcopy-ram-test$LOG_SUFFIX.tap" line rc
+    local log="$OUT/postcopy-ram-test$LOG_SUFFIX.log"
+    local tap="$OUT/postcopy-ram-test$LOG_SUFFIX.tap" line rc
     local failed_before=$FAILED
     section "qtest: postcopy-ram-test (this project's suite)"
     # shellcheck disable=SC2086 # QTEST_PATHS: "-p PATH" words
@@ -157,7 +163,7 @@ run_our_qtests()
 
 run_faults()
 {
-    local log="$PCRAM_ROOT/_build/faults-quick.log" line summary=
+    local log="$OUT/faults-quick.log" line summary=
     section "fault injection: scripts/faults.sh --quick"
     mkdir -p "$(dirname "$log")"
     : > "$log"
@@ -227,7 +233,7 @@ run_sanitized()
 # against the TSan tree's libraries; its two-thread test is the point.
 run_tsan_placeq()
 {
-    local build=$1 tree bin=$PCRAM_ROOT/_build/tsan/test-postcopy-placeq rc
+    local build=$1 tree bin=$OUT/tsan/test-postcopy-placeq rc
     tree=$(dirname "$build")
     # shellcheck disable=SC2046 # pkg-config's words
     gcc -fsanitize=thread -g -O1 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
@@ -252,7 +258,7 @@ run_tsan_placeq()
 
 run_tsan()
 {
-    local build logdir=$PCRAM_ROOT/_build/tsan rc
+    local build logdir=$OUT/tsan rc
     section "build (TSan)"
     build=$(build_qemu --tsan) || die "the TSan build failed; nothing ran"
     rm -rf "$logdir"
@@ -278,14 +284,25 @@ run_tsan()
 main()
 {
     local mode=all
+    if [ "${1:-}" = --qemu ]; then
+        [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
+        select_qemu_version "$2"
+        export PCRAM_QEMU_VERSION=$2
+        shift 2
+    fi
+    OUT=$PCRAM_ROOT/_build
+    if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
+        OUT=$PCRAM_ROOT/_build-$QEMU_VERSION
+    fi
+    section "QEMU $QEMU_VERSION"
     case "${1:-}" in
     --skip-qemu-tests) mode=skip-qemu ;;
     --no-sanitize) mode=plain ;;
     --sanitize) mode=sanitize ;;
     --tsan) mode=tsan ;;
     "") ;;
-    *) die "usage: test.sh [--no-sanitize | --sanitize | --tsan |" \
-           "--skip-qemu-tests]" ;;
+    *) die "usage: test.sh [--qemu VERSION] [--no-sanitize | --sanitize |" \
+           "--tsan | --skip-qemu-tests]" ;;
     esac
     case $mode in
     all) run_plain ""; run_sanitized ;;

@@ -13,6 +13,14 @@
  * ways; data read at time t is written no earlier than t + DELAY_US.  At
  * most QUEUE_CAP bytes wait per direction, after which reading stops, so
  * TCP flow control still works end to end.  Prints "ready" once listening.
+ *
+ * The relay must add no queue that a real link does not have: what it
+ * holds stands for the bytes in flight on the wire (rate x delay: 125 KB
+ * at 10 Gbit/s and 0.1 ms, 37 KB at 1 Gbit/s and 0.3 ms), so QUEUE_CAP is
+ * 1 MiB and its own sockets' buffers are RELAY_SOCKBUF.  With 32 MiB and
+ * autotuned buffers, a destination slower than the link found up to
+ * 40 MiB waiting in the relay ahead of every page it asked for, a queue
+ * neither end could see or bound.
  * Single-threaded: ppoll() on every socket, the timeout set by the earliest
  * chunk due.
  */
@@ -36,7 +44,8 @@
 #include <unistd.h>
 
 #define CHUNK       (256 * 1024)
-#define QUEUE_CAP   (32 * 1024 * 1024)
+#define QUEUE_CAP   (1024 * 1024)
+#define RELAY_SOCKBUF (256 * 1024)
 #define MAX_CONNS   16
 
 typedef struct Chunk {
@@ -108,6 +117,19 @@ static int tcp_socket(const char *addr, int port, struct sockaddr_in *sa)
         exit(2);
     }
     return socket(AF_INET, SOCK_STREAM, 0);
+}
+
+/*
+ * Before listen() or connect(), so that the window scale fits: bytes from
+ * the source wait in the relay's receive buffer, bytes to the destination
+ * in its send buffer.
+ */
+static void set_relay_buffers(int fd)
+{
+    int size = RELAY_SOCKBUF;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 }
 
 static void pipe_read(Pipe *p)
@@ -195,6 +217,9 @@ static void accept_one(int lfd, const char *taddr, int tport)
         return;
     }
     out = tcp_socket(taddr, tport, &sa);
+    if (out >= 0) {
+        set_relay_buffers(out);
+    }
     if (out < 0 || connect(out, (struct sockaddr *)&sa, sizeof(sa))) {
         perror("delay-relay: connect");
         close(in);
@@ -238,6 +263,7 @@ int main(int argc, char **argv)
     delay_us = parse_number(argv[5]);
     lfd = tcp_socket(argv[1], parse_number(argv[2]), &sa);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    set_relay_buffers(lfd);
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
         listen(lfd, 8)) {
         perror("delay-relay: listen");

@@ -70,7 +70,7 @@ def print_report(r, module):
     g = r['guest']
     lp = g['latency_postcopy_us']
     print()
-    print('Postcopy migration of a running guest (%s module)' % module)
+    print('Postcopy migration of a running guest (%s)' % module)
     print('  guest: %d MiB, %d vCPUs, %s access, %d%% writes, %s memory, %s'
           % (s['ram_mb'], s['vcpus'], s['pattern'], s['writes'],
              s['backend'], s['accel'].upper()))

@@ -12,14 +12,16 @@
 
 static void test_tune_defaults(void)
 {
-    PostcopyQueueTune tune = { .off = true, .lowat = 1 };
+    PostcopyQueueTune tune = { .no_send = true, .lowat = 1 };
 
+    /* The send queue only. */
     g_assert_true(postcopy_queue_tune_parse(NULL, &tune, &error_abort));
-    g_assert_false(tune.off);
+    g_assert_false(tune.no_send);
+    g_assert_true(tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 0);
     g_assert_cmpuint(tune.rcvbuf, ==, 0);
     g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
-    g_assert_false(tune.off);
+    g_assert_false(tune.no_send);
 }
 
 static void test_tune_items(void)
@@ -28,10 +30,19 @@ static void test_tune_items(void)
 
     g_assert_true(postcopy_queue_tune_parse("queue=off", &tune,
                                             &error_abort));
-    g_assert_true(tune.off);
+    g_assert_true(tune.no_send && tune.no_receive);
+    g_assert_true(postcopy_queue_tune_parse("queue=send", &tune,
+                                            &error_abort));
+    g_assert_true(!tune.no_send && tune.no_receive);
+    g_assert_true(postcopy_queue_tune_parse("queue=receive", &tune,
+                                            &error_abort));
+    g_assert_true(tune.no_send && !tune.no_receive);
+    g_assert_true(postcopy_queue_tune_parse("queue=on", &tune,
+                                            &error_abort));
+    g_assert_false(tune.no_send || tune.no_receive);
     g_assert_true(postcopy_queue_tune_parse("lowat=131072,,rcvbuf=1048576",
                                             &tune, &error_abort));
-    g_assert_false(tune.off);
+    g_assert_false(tune.no_send || tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 131072);
     g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
 }
