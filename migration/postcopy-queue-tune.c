@@ -26,17 +26,45 @@ static bool tune_parse_bytes(const char *name, const char *text,
     return true;
 }
 
+/*
+ * queue=auto, the default, bounds the send queue where the path rather
+ * than the receiver limits the sender, and leaves the receive queue alone:
+ * measured, the receive bound cost throughput wherever the destination was
+ * the bottleneck (docs/bench/fault-path.md).
+ */
+static bool tune_parse_queue(const char *value, PostcopyQueueTune *tune)
+{
+    static const struct {
+        const char *name;
+        bool no_send, send_always, no_receive;
+    } modes[] = {
+        { "auto", false, false, true },
+        { "off", true, false, true },
+        { "send", false, true, true },
+        { "receive", true, false, false },
+        { "on", false, true, false },
+    };
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(modes); i++) {
+        if (!strcmp(value, modes[i].name)) {
+            tune->no_send = modes[i].no_send;
+            tune->send_always = modes[i].send_always;
+            tune->no_receive = modes[i].no_receive;
+            return true;
+        }
+    }
+    return false;
+}
+
 bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                                Error **errp)
 {
-    /*
-     * The default bounds the send queue only: measured, the receive
-     * bound did not shorten faults where the link is the bottleneck and
-     * cost throughput where the destination is (docs/bench/fault-path.md).
-     */
-    PostcopyQueueTune parsed = { .no_receive = true };
+    PostcopyQueueTune parsed = { 0 };
     g_auto(GStrv) items = g_strsplit(text ? text : "", ",", -1);
     int i;
+
+    tune_parse_queue("auto", &parsed);
 
     for (i = 0; items[i]; i++) {
         g_auto(GStrv) kv = g_strsplit(items[i], "=", 2);
@@ -44,13 +72,12 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         if (!*items[i]) {
             continue;
         }
-        if (!strcmp(kv[0], "queue") && kv[1] &&
-            (!strcmp(kv[1], "off") || !strcmp(kv[1], "on") ||
-             !strcmp(kv[1], "send") || !strcmp(kv[1], "receive"))) {
-            parsed.no_send = !strcmp(kv[1], "off") ||
-                             !strcmp(kv[1], "receive");
-            parsed.no_receive = !strcmp(kv[1], "off") ||
-                                !strcmp(kv[1], "send");
+        if (!strcmp(kv[0], "queue")) {
+            if (!kv[1] || !tune_parse_queue(kv[1], &parsed)) {
+                error_setg(errp, "QEMU_POSTCOPY_TUNE: queue wants auto, "
+                           "off, send, receive or on");
+                return false;
+            }
         } else if (!strcmp(kv[0], "lowat")) {
             if (!tune_parse_bytes("lowat", kv[1], &parsed.lowat, errp)) {
                 return false;
@@ -62,7 +89,8 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             parsed.no_receive = false;
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
-                       "queue=on|off|send|receive, lowat=BYTES, rcvbuf=BYTES)", items[i]);
+                       "queue=auto|off|send|receive|on, lowat=BYTES, "
+                       "rcvbuf=BYTES)", items[i]);
             return false;
         }
     }
@@ -76,4 +104,10 @@ uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us)
     uint64_t bdp = MIN(rate_bps, 1ULL << 40) * rtt_us / 1000000;
 
     return MIN(MAX(bdp, POSTCOPY_QUEUE_MIN), POSTCOPY_QUEUE_MAX);
+}
+
+bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us)
+{
+    /* Nothing measured: bound, as where the path is the bottleneck. */
+    return !busy_us || rwnd_us <= busy_us / 2;
 }

@@ -56,11 +56,17 @@ typedef struct QueueTcpInfo {
     uint32_t segs_out, segs_in, notsent_bytes, min_rtt;
     uint32_t data_segs_in, data_segs_out;
     uint64_t delivery_rate;             /* bytes per second */
+    /* Linux 4.10: microseconds busy sending, and limited by the window */
+    uint64_t busy_time, rwnd_limited, sndbuf_limited;
 } QueueTcpInfo;
 
 QEMU_BUILD_BUG_ON(offsetof(QueueTcpInfo, delivery_rate) != 160);
+QEMU_BUILD_BUG_ON(offsetof(QueueTcpInfo, rwnd_limited) != 176);
 
-/* The not-sent bound for the path under @fd, as measured so far. */
+/*
+ * The not-sent bound for the path under @fd, as measured so far, or 0
+ * when the send queue is better left alone.
+ */
 static uint32_t queue_source_lowat(int fd)
 {
     QueueTcpInfo info = { 0 };
@@ -73,7 +79,13 @@ static uint32_t queue_source_lowat(int fd)
         len < sizeof(info)) {
         return POSTCOPY_QUEUE_MIN;
     }
-    trace_postcopy_queue_path(info.delivery_rate, info.base.tcpi_rtt);
+    trace_postcopy_queue_path(info.delivery_rate, info.base.tcpi_rtt,
+                              info.busy_time, info.rwnd_limited);
+    if (!queue_tune.send_always &&
+        !postcopy_queue_send_bound_wanted(info.busy_time,
+                                          info.rwnd_limited)) {
+        return 0;
+    }
     return postcopy_queue_lowat(info.delivery_rate, info.base.tcpi_rtt);
 }
 
@@ -99,6 +111,10 @@ static int queue_source_notify(NotifierWithReturn *notifier,
         return 0;
     }
     lowat = queue_source_lowat(fd);
+    if (!lowat) {
+        trace_postcopy_queue_bound("source", "receiver-limited, no bound", 0);
+        return 0;
+    }
     if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                    sizeof(lowat))) {
         warn_report("postcopy: cannot bound the send queue "

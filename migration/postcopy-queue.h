@@ -37,6 +37,7 @@
 
 typedef struct PostcopyQueueTune {
     bool no_send;               /* queue=off or queue=receive */
+    bool send_always;           /* queue=send or on: even receiver-limited */
     bool no_receive;            /* unless queue=receive or queue=on */
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
@@ -48,6 +49,15 @@ typedef struct PostcopyQueueTune {
  */
 bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                                Error **errp);
+
+/*
+ * Whether the send queue is worth bounding, from the main channel's
+ * history: of the @busy_us microseconds it had data to send, @rwnd_us it
+ * waited for the receiver's window.  Where the receiver mostly limited it,
+ * the backlog is in the receiver's buffer, not in the send queue, and a
+ * send bound only throttles (measured: docs/bench/fault-path.md).
+ */
+bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us);
 
 /*
  * The source's not-sent bound for a path measured at @rate_bps bytes per

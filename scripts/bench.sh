@@ -6,6 +6,8 @@
 #   scripts/bench.sh                 the default set: random access, 1 and
 #                                    4 GiB, loopback and 10 Gbit/s, 2 reps
 #   scripts/bench.sh --full          the full matrix (hours)
+#   scripts/bench.sh --qemu 10.2.2 ... both modules built into that QEMU
+#                                    (10.0.2, the default, 10.0.13, 10.2.2)
 #   scripts/bench.sh --reps 3 --sizes 1,2 --links loopback,1gbit ...
 #                                    any part of it: --patterns, --sizes,
 #                                    --vcpus, --links, --preempt (off,on)
@@ -22,14 +24,20 @@ main()
     [ "$(id -u)" = 0 ] ||
         die "run as root: the benchmark creates network namespaces, shapes" \
             "them with tc, and QEMU needs /dev/userfaultfd"
-    local ours upstream guest
+    local ours upstream guest command="scripts/bench.sh${*:+ $*}"
+    if [ "${1:-}" = --qemu ]; then
+        [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
+        select_qemu_version "$2"
+        shift 2
+    fi
+    export PCRAM_QEMU_VERSION=$QEMU_VERSION
     ours=$("$here/build.sh" qemu-system-x86_64)
     upstream=$("$here/build.sh" --upstream qemu-system-x86_64)
     guest=$("$here/build-guest.sh" pcguest.bin delay-relay)
     # The caller's directory stays the current one: a relative --out is
     # relative to it (the default is results/bench in the repository).
     # The report quotes the command as typed, without the paths added here.
-    PCRAM_BENCH_COMMAND="scripts/bench.sh${*:+ $*}" \
+    PCRAM_BENCH_COMMAND=$command \
         PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.bench \
         --ours "$ours/qemu-system-x86_64" \

@@ -4,7 +4,8 @@
 #   2. the unit tests of the module's pure logic (meson test);
 #   3. QEMU's checkpatch.pl over this project's C files;
 #   4. QEMU's own postcopy migration tests (migration-test --full,
-#      /x86_64/migration/postcopy: 11 tests);
+#      /x86_64/migration/postcopy: 11 tests in 10.0; 10.2 also has
+#      /x86_64/migration/multifd+postcopy: 18 in all);
 #   5. this project's qtests (tests/qtest/postcopy-ram-test.c) with the
 #      test guest: byte-exact, access patterns, memory backends, vCPUs,
 #      failures (fault points), refusal;
@@ -117,8 +118,9 @@ run_qemu_postcopy_tests()
         PASS:*) PASSED=$((PASSED + 1)) ;;
         FAIL:*) FAILED=$((FAILED + 1)); FAILURES+=("qtest ${line#FAIL: }") ;;
         esac
-    done < <(run_migration_tests "$build" /x86_64/migration/postcopy/ 300 \
-             "$log")
+    done < <(for prefix in "${QEMU_POSTCOPY_TESTS[@]}"; do
+                 run_migration_tests "$build" "$prefix" 300 "$log"
+             done)
     echo "(full output: $log)"
 }
 
@@ -294,6 +296,12 @@ main()
     if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
         OUT=$PCRAM_ROOT/_build-$QEMU_VERSION
     fi
+    # Each version's own postcopy tests: 11 in 10.0; 10.2 adds multifd with
+    # postcopy, under a path of its own.
+    QEMU_POSTCOPY_TESTS=(/x86_64/migration/postcopy/)
+    case "$QEMU_VERSION" in
+    10.2.*) QEMU_POSTCOPY_TESTS+=(/x86_64/migration/multifd+postcopy/) ;;
+    esac
     section "QEMU $QEMU_VERSION"
     case "${1:-}" in
     --skip-qemu-tests) mode=skip-qemu ;;

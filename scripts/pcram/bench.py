@@ -215,10 +215,12 @@ def postcopy_vs_limit(entry, ours):
 
 
 def markdown(agg, meta):
-    lines = ['Benchmark of %s: %s, %s, %s accel, %d repetitions; '
-             'command: `%s`' % (meta['date'], meta['machine'],
-                                meta['kernel'], meta['accel'], meta['reps'],
-                                meta['command']), '',
+    lines = ['Benchmark of %s: QEMU %s, %s, %s, %s accel, %d repetitions; '
+             'command: `%s`%s' % (meta['date'], meta['qemu'], meta['machine'],
+                                  meta['kernel'], meta['accel'].upper(),
+                                  meta['reps'], meta['command'],
+                                  '; environment: `%s`' % meta['tune']
+                                  if meta['tune'] else ''), '',
              'Each cell: median (min-max) over the repetitions.  '
              'Ratio: ours / upstream of the medians (below 1 is better '
              'for all but the work rate).  Limit: the link measured in '
@@ -455,6 +457,9 @@ def main(argv=None):
                 os.cpu_count(), os.sysconf('SC_PAGE_SIZE') *
                 os.sysconf('SC_PHYS_PAGES') / GiB, platform.machine()),
             'kernel': platform.release(), 'accel': '/'.join(accel),
+            'qemu': os.environ.get('PCRAM_QEMU_VERSION', '?'),
+            'tune': ('QEMU_POSTCOPY_TUNE=' + os.environ['QEMU_POSTCOPY_TUNE']
+                     if os.environ.get('QEMU_POSTCOPY_TUNE') else ''),
             'reps': args.reps, 'command': command_line(argv),
             'seconds': round(time.time() - started)}
     with open(os.path.join(args.out, 'bench.json'), 'w') as f:

@@ -14,9 +14,10 @@ static void test_tune_defaults(void)
 {
     PostcopyQueueTune tune = { .no_send = true, .lowat = 1 };
 
-    /* The send queue only. */
+    /* auto: the send queue, where the path limits the sender. */
     g_assert_true(postcopy_queue_tune_parse(NULL, &tune, &error_abort));
     g_assert_false(tune.no_send);
+    g_assert_false(tune.send_always);
     g_assert_true(tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 0);
     g_assert_cmpuint(tune.rcvbuf, ==, 0);
@@ -33,7 +34,7 @@ static void test_tune_items(void)
     g_assert_true(tune.no_send && tune.no_receive);
     g_assert_true(postcopy_queue_tune_parse("queue=send", &tune,
                                             &error_abort));
-    g_assert_true(!tune.no_send && tune.no_receive);
+    g_assert_true(!tune.no_send && tune.send_always && tune.no_receive);
     g_assert_true(postcopy_queue_tune_parse("queue=receive", &tune,
                                             &error_abort));
     g_assert_true(tune.no_send && !tune.no_receive);
@@ -50,7 +51,7 @@ static void test_tune_items(void)
 static void test_tune_errors(void)
 {
     static const char *const bad[] = {
-        "queue", "queue=maybe", "lowat", "lowat=1", "rcvbuf=lots",
+        "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
@@ -67,6 +68,18 @@ static void test_tune_errors(void)
         /* Left as it was. */
         g_assert_cmpuint(tune.rcvbuf, ==, 7);
     }
+}
+
+static void test_send_bound_wanted(void)
+{
+    /* Nothing measured yet. */
+    g_assert_true(postcopy_queue_send_bound_wanted(0, 0));
+    /* The path limited the sender (1 Gbit/s link). */
+    g_assert_true(postcopy_queue_send_bound_wanted(2000000, 10000));
+    g_assert_true(postcopy_queue_send_bound_wanted(2000000, 1000000));
+    /* The receiver did (a destination short of CPU). */
+    g_assert_false(postcopy_queue_send_bound_wanted(2000000, 1000001));
+    g_assert_false(postcopy_queue_send_bound_wanted(2000000, 1990000));
 }
 
 static void test_lowat_is_one_bdp(void)
@@ -96,6 +109,8 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/queue/tune-defaults", test_tune_defaults);
     g_test_add_func("/postcopy/queue/tune-items", test_tune_items);
     g_test_add_func("/postcopy/queue/tune-errors", test_tune_errors);
+    g_test_add_func("/postcopy/queue/send-bound-wanted",
+                    test_send_bound_wanted);
     g_test_add_func("/postcopy/queue/lowat-is-one-bdp",
                     test_lowat_is_one_bdp);
     g_test_add_func("/postcopy/queue/lowat-bounds", test_lowat_bounds);
