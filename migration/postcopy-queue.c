@@ -48,7 +48,8 @@ static int queue_tcp_fd(QEMUFile *f)
  * glibc's struct tcp_info stops at tcpi_total_retrans; the kernel's goes
  * on (include/uapi/linux/tcp.h, an ABI).  <linux/tcp.h> cannot join
  * <netinet/tcp.h>, which osdep.h brings in, so the tail is spelled here,
- * up to the delivery rate (Linux 4.9).
+ * up to the window-limited time (Linux 4.10); an older kernel answers
+ * shorter, and then the bound is the smallest one.
  */
 typedef struct QueueTcpInfo {
     struct tcp_info base;
