@@ -65,6 +65,19 @@ sanitizer_opts()
     esac
 }
 
+# QEMU 10.2's pc-bios/dtb/meson.build wants its device trees built with dtc
+# or present prebuilt, and the +ds tarball has neither; they serve ppc and
+# microblaze boards, never x86_64, so empty files will do.
+fill_missing_dtbs()
+{
+    local tree=$1 dtb
+    [ -f "$tree/pc-bios/dtb/meson.build" ] || return 0
+    for dtb in $(grep -o "'[a-z0-9_-]*\.dtb'" "$tree/pc-bios/dtb/meson.build" |
+                 tr -d "'"); do
+        [ -f "$tree/pc-bios/dtb/$dtb" ] || : > "$tree/pc-bios/dtb/$dtb"
+    done
+}
+
 configure_tree()
 {
     local tree=$1 dir=$2 extra
@@ -107,8 +120,8 @@ main()
     while [ $# -gt 0 ]; do
         case "$1" in
         --upstream) flavour=upstream; shift ;;
-        --sanitize) dir=build-sanitize; shift ;;
-        --tsan) dir=build-tsan; shift ;;
+        --sanitize) dir="build-sanitize"; shift ;;
+        --tsan) dir="build-tsan"; shift ;;
         --qemu)
             [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
             select_qemu_version "$2"
@@ -124,6 +137,7 @@ main()
     local tree
     tree=$(qemu_tree "$flavour")
     unpack_tree "$tree"
+    fill_missing_dtbs "$tree"
     if [ "$flavour" = ours ]; then
         "$here/overlay.sh" "$tree"
     fi
