@@ -8,23 +8,33 @@
  * Without the preempt channel a page that a fault asked for travels on the
  * main channel behind every byte of background RAM queued ahead of it: in
  * the source's socket send buffer and in the destination's receive buffer,
- * both autotuned by the kernel to megabytes.  With the destination's load
- * thread short of CPU, several megabytes are milliseconds.  During postcopy
- * the module bounds them: TCP_NOTSENT_LOWAT on the source's main channel
- * keeps what is written but not sent to about one bandwidth-delay product
- * of the path, and SO_RCVBUF on the destination's main channel keeps what
- * is received but not read to a few hundred KiB.  Only TCP channels.
+ * both autotuned by the kernel to megabytes.  At a link's rate, several
+ * megabytes are milliseconds.
+ *
+ * Where the path is the bottleneck the backlog sits in the send queue, and
+ * the module bounds it when postcopy starts: TCP_NOTSENT_LOWAT on the
+ * source's main channel keeps what is written but not sent to about one
+ * bandwidth-delay product.  Where the destination is the bottleneck (the
+ * sender mostly waited for the receiver's window during precopy) the
+ * backlog sits in the receive queue instead; a send bound there only
+ * throttles, so none is set.  Bounding the receive queue (SO_RCVBUF on the
+ * destination's main channel) shortened faults there but cost as much
+ * postcopy time and saved no blocktime, so it is off unless asked for.
+ * Only TCP channels.  docs/bench/fault-path.md has the measurements.
  *
  * Tuning, for benchmarks (the environment of either QEMU):
  *
+ *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
  *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
- *   QEMU_POSTCOPY_TUNE=queue=send|receive   bound that side's queue only
+ *   QEMU_POSTCOPY_TUNE=queue=send           bound the send queue always
+ *   QEMU_POSTCOPY_TUNE=queue=receive|on     the receive queue only, or both
  *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
  *                                           fixed bounds instead of sized
  *                                           (rcvbuf= turns the receive
  *                                           bound on)
  *
- * This header's functions are pure: tests/unit drives them.
+ * The functions down to postcopy_queue_lowat() are pure (postcopy-queue-
+ * tune.c): tests/unit drives them.
  */
 #ifndef QEMU_POSTCOPY_QUEUE_H
 #define QEMU_POSTCOPY_QUEUE_H
