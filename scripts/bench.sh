@@ -26,10 +26,10 @@ main()
             "them with tc, and QEMU needs /dev/userfaultfd"
     local ours upstream guest command="scripts/bench.sh${*:+ $*}"
     if [ "${1:-}" = --qemu ]; then
-        [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
-        select_qemu_version "$2"
+        use_qemu_version "${2:-}"
         shift 2
     fi
+    # The report names the version, also the default.
     export PCRAM_QEMU_VERSION=$QEMU_VERSION
     ours=$("$here/build.sh" qemu-system-x86_64)
     upstream=$("$here/build.sh" --upstream qemu-system-x86_64)

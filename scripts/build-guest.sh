@@ -12,10 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
-out="$PCRAM_ROOT/_build"
-if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
-    out="$PCRAM_ROOT/_build-$QEMU_VERSION"
-fi
+out=$(our_build_dir)
 tree=$(qemu_tree ours)
 opts=()
 if [ -f "$tree/build/libqemuutil.a" ]; then

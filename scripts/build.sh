@@ -122,11 +122,7 @@ main()
         --upstream) flavour=upstream; shift ;;
         --sanitize) dir="build-sanitize"; shift ;;
         --tsan) dir="build-tsan"; shift ;;
-        --qemu)
-            [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
-            select_qemu_version "$2"
-            export PCRAM_QEMU_VERSION=$2
-            shift 2 ;;
+        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
         *) break ;;
         esac
     done

@@ -47,6 +47,27 @@ qemu_tree()
     fi
 }
 
+# What --qemu VERSION does in every script that takes it: select the
+# version here and for the scripts this one runs.
+use_qemu_version()
+{
+    [ -n "${1:-}" ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
+    select_qemu_version "$1"
+    export PCRAM_QEMU_VERSION=$1
+}
+
+# This repository's own build directory (guest, unit tests, test logs):
+# _build/, or _build-VERSION/ for a version other than the default, whose
+# unit tests link that version's tree.
+our_build_dir()
+{
+    if [ "$QEMU_VERSION" = "$QEMU_DEFAULT_VERSION" ]; then
+        echo "$PCRAM_ROOT/_build"
+    else
+        echo "$PCRAM_ROOT/_build-$QEMU_VERSION"
+    fi
+}
+
 # The archive this machine already uses, so no mirror is hard-coded.
 debian_mirror()
 {

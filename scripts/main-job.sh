@@ -20,11 +20,7 @@ main()
     while [ $# -gt 0 ]; do
         case "$1" in
         --upstream) build_args+=(--upstream); module=upstream; shift ;;
-        --qemu)
-            [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
-            select_qemu_version "$2"
-            build_args+=(--qemu "$2")
-            shift 2 ;;
+        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
         *) break ;;
         esac
     done
@@ -39,7 +35,7 @@ main()
         die "run as root: QEMU needs /dev/userfaultfd and /dev/kvm"
     local build guest
     build=$("$here/build.sh" "${build_args[@]}" qemu-system-x86_64)
-    guest=$(PCRAM_QEMU_VERSION=$QEMU_VERSION "$here/build-guest.sh")
+    guest=$("$here/build-guest.sh")
     mkdir -p "$PCRAM_ROOT/results"
     cd "$here"
     exec /usr/bin/python3 -m pcram.main_job \

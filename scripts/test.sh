@@ -287,15 +287,10 @@ main()
 {
     local mode=all
     if [ "${1:-}" = --qemu ]; then
-        [ $# -ge 2 ] || die "--qemu wants a version (${QEMU_VERSIONS[*]})"
-        select_qemu_version "$2"
-        export PCRAM_QEMU_VERSION=$2
+        use_qemu_version "${2:-}"
         shift 2
     fi
-    OUT=$PCRAM_ROOT/_build
-    if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
-        OUT=$PCRAM_ROOT/_build-$QEMU_VERSION
-    fi
+    OUT=$(our_build_dir)
     # Each version's own postcopy tests: 11 in 10.0; 10.2 adds multifd with
     # postcopy, under a path of its own.
     QEMU_POSTCOPY_TESTS=(/x86_64/migration/postcopy/)
