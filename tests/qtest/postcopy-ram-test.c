@@ -278,6 +278,20 @@ static void recover(Pair *pair, int round)
 }
 
 /*
+ * The destination listens on a port of its choosing, the source connects
+ * to it; returns once the source's migration is active.
+ */
+static void migrate_until_active(Vm *src, Vm *dst)
+{
+    g_autofree char *uri = NULL;
+
+    migrate_incoming_qmp(dst->qts, "tcp:127.0.0.1:0", NULL, "{}");
+    uri = migrate_get_connect_uri(dst->qts);
+    migrate_qmp(src->qts, dst->qts, uri, NULL, "{}");
+    wait_for_migration_status(src->qts, "active", NULL);
+}
+
+/*
  * Precopy throttled to 32 MB/s for a second, so that most of the guest's
  * RAM is left for postcopy, then the switch.  Failure tests slow
  * postcopy down too, so that it is still running when they break it.
@@ -285,17 +299,13 @@ static void recover(Pair *pair, int round)
 static void migrate_with_postcopy(Pair *pair)
 {
     Vm *src = &pair->src, *dst = &pair->dst;
-    g_autofree char *uri = NULL;
 
     migrate_set_parameter_int(src->qts, "max-bandwidth", 32 * 1000 * 1000);
     if (pair->tc->during_postcopy) {
         migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth",
                                   16 * 1000 * 1000);
     }
-    migrate_incoming_qmp(dst->qts, "tcp:127.0.0.1:0", NULL, "{}");
-    uri = migrate_get_connect_uri(dst->qts);
-    migrate_qmp(src->qts, dst->qts, uri, NULL, "{}");
-    wait_for_migration_status(src->qts, "active", NULL);
+    migrate_until_active(src, dst);
     g_usleep(G_USEC_PER_SEC);
     qtest_qmp_assert_success(src->qts,
                              "{ 'execute': 'migrate-start-postcopy' }");
@@ -504,7 +514,6 @@ static void test_qtest_reads(const void *opaque)
     const char *args = "-machine q35 -m 128M";
     g_autofree char *incoming = g_strdup_printf("%s -incoming defer", args);
     g_autofree char *before = NULL, *after = NULL;
-    g_autofree char *uri = NULL;
     GRand *rand = g_rand_new_with_seed(42);
     const TestCase tc = { .name = "qtest-reads" };
     Pair pair = { .tc = &tc };
@@ -526,10 +535,7 @@ static void test_qtest_reads(const void *opaque)
     migrate_set_parameter_int(src->qts, "max-bandwidth", 8 * 1000 * 1000);
     migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth",
                               8 * 1000 * 1000);
-    migrate_incoming_qmp(dst->qts, "tcp:127.0.0.1:0", NULL, "{}");
-    uri = migrate_get_connect_uri(dst->qts);
-    migrate_qmp(src->qts, dst->qts, uri, NULL, "{}");
-    wait_for_migration_status(src->qts, "active", NULL);
+    migrate_until_active(src, dst);
     qtest_qmp_assert_success(src->qts,
                              "{ 'execute': 'migrate-start-postcopy' }");
     migration_event_wait(dst->qts, "postcopy-active");
