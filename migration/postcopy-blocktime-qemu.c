@@ -8,8 +8,8 @@
  *
  * The accounting itself is pure logic in postcopy-blocktime.c.  Here a
  * fault's thread id becomes a vCPU index (faults of other threads, such
- * as device emulation, are not a vCPU's blocktime), and the totals go to
- * query-migrate on the destination.
+ * as device emulation, are timed apart: they are not a vCPU's blocktime),
+ * and the totals go to query-migrate on the destination.
  */
 
 #include "qemu/osdep.h"
@@ -107,26 +107,36 @@ static uint64_t blocktime_now_ns(void)
     return qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
 }
 
+/* Start @tid's wait on @page: false if it waited on it already. */
+static bool blocktime_start_wait(struct PostcopyBlocktimeContext *ctx,
+                                 uint32_t tid, void *page, uint64_t now)
+{
+    gpointer found = g_hash_table_lookup(ctx->vcpu_by_tid,
+                                         GUINT_TO_POINTER(tid));
+
+    if (!found) {
+        trace_postcopy_blocktime_begin_other(tid, page);
+        return postcopy_blocktime_other_fault(ctx->acct, tid,
+                                              (uintptr_t)page, now);
+    }
+    trace_postcopy_blocktime_begin(GPOINTER_TO_UINT(found) - 1, page);
+    return postcopy_blocktime_fault(ctx->acct, GPOINTER_TO_UINT(found) - 1,
+                                    (uintptr_t)page, now);
+}
+
 void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
                                    uint32_t tid, void *page)
 {
     struct PostcopyBlocktimeContext *ctx = mis->blocktime_ctx;
     uint64_t now;
-    gpointer found;
 
     if (!ctx || !tid) {
         return;
     }
-    found = g_hash_table_lookup(ctx->vcpu_by_tid, GUINT_TO_POINTER(tid));
-    if (!found) {
-        return;
-    }
     now = blocktime_now_ns();
-    if (!postcopy_blocktime_fault(ctx->acct, GPOINTER_TO_UINT(found) - 1,
-                                  (uintptr_t)page, now)) {
+    if (!blocktime_start_wait(ctx, tid, page, now)) {
         return;
     }
-    trace_postcopy_blocktime_begin(GPOINTER_TO_UINT(found) - 1, page);
     /*
      * The page may have been placed between the fault and now; placement
      * saw no waiter then.  Pairs with the barrier in page_placed() below.
@@ -169,6 +179,47 @@ static uint32_t ns_to_ms32(uint64_t ns)
     return MIN(ns / SCALE_MS, UINT32_MAX);
 }
 
+#if POSTCOPY_QEMU_AT_LEAST(10, 1)
+/*
+ * QEMU 10.1 added fault latencies to query-migrate: per vCPU, of other
+ * threads, of all, in nanoseconds, and their spread over
+ * POSTCOPY_BLOCKTIME_BUCKETS buckets.
+ */
+static void fill_latencies(MigrationInfo *info, PostcopyBlocktime *acct,
+                           int nr_listed)
+{
+    uint64_t dist[POSTCOPY_BLOCKTIME_BUCKETS];
+    uint64_t waited, faults, untracked, all_waited, all_faults;
+    uint64List *per_vcpu = NULL, *buckets = NULL;
+    int cpu, i;
+
+    postcopy_blocktime_others(acct, &waited, &faults, &untracked);
+    info->has_postcopy_non_vcpu_latency = true;
+    info->postcopy_non_vcpu_latency = faults ? waited / faults : 0;
+    all_waited = waited;
+    all_faults = faults;
+    for (cpu = nr_listed - 1; cpu >= 0; cpu--) {
+        uint64_t ns = postcopy_blocktime_vcpu_ns(acct, cpu);
+        uint64_t n = postcopy_blocktime_vcpu_faults(acct, cpu);
+
+        QAPI_LIST_PREPEND(per_vcpu, n ? ns / n : 0);
+        all_waited += ns;
+        all_faults += n;
+    }
+    info->has_postcopy_vcpu_latency = true;
+    info->postcopy_vcpu_latency = per_vcpu;
+    info->has_postcopy_latency = true;
+    info->postcopy_latency = all_faults ? all_waited / all_faults : 0;
+
+    postcopy_blocktime_latency_dist(acct, dist);
+    for (i = POSTCOPY_BLOCKTIME_BUCKETS - 1; i >= 0; i--) {
+        QAPI_LIST_PREPEND(buckets, dist[i]);
+    }
+    info->has_postcopy_latency_dist = true;
+    info->postcopy_latency_dist = buckets;
+}
+#endif
+
 void fill_destination_postcopy_migration_info(MigrationInfo *info)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
@@ -195,4 +246,7 @@ void fill_destination_postcopy_migration_info(MigrationInfo *info)
         ns_to_ms32(postcopy_blocktime_total_ns(ctx->acct));
     info->has_postcopy_vcpu_blocktime = true;
     info->postcopy_vcpu_blocktime = per_vcpu;
+#if POSTCOPY_QEMU_AT_LEAST(10, 1)
+    fill_latencies(info, ctx->acct, nr_listed);
+#endif
 }

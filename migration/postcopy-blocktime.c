@@ -7,11 +7,14 @@
  *
  * Pure logic (tests/unit drives it with synthetic clocks).
  *
- * Layout: one record per vCPU, and a small open-addressed table from page
- * address to the chain of vCPUs waiting on that page, linked through the
- * vCPU records.  At most nr_vcpus pages are waited on at once, so a table
- * of at least twice that many slots never fills and stays at most half
- * full; it is allocated once, so neither a fault nor a placement allocates.
+ * Layout: one waiter record per vCPU, then POSTCOPY_BLOCKTIME_OTHERS
+ * records for the faults of other threads (device emulation, the main
+ * loop), taken from a free list; and a small open-addressed table from
+ * page address to the chain of waiters on that page, linked through the
+ * records.  At most as many pages as records are waited on at once, so a
+ * table of at least twice that many slots never fills and stays at most
+ * half full; everything is allocated once, so neither a fault nor a
+ * placement allocates.
  */
 
 #include "qemu/osdep.h"
@@ -21,45 +24,59 @@
 #include "qemu/thread.h"
 #include "postcopy-blocktime.h"
 
-#define NO_VCPU (-1)
+#define NO_WAITER (-1)
 
-typedef struct BlocktimeVcpu {
+typedef struct BlocktimeWaiter {
     bool waiting;
     /* While waiting: the page, and since when */
     uint64_t page;
     uint64_t since_ns;
-    /* Next vCPU waiting on the same page, or NO_VCPU */
+    /* Next waiter on the same page, or NO_WAITER */
     int next;
-    /* Sum of finished waits */
+    /* vCPUs: sum of finished waits, and faults.  Others: the thread id. */
     uint64_t blocked_ns;
-} BlocktimeVcpu;
+    uint64_t faults;
+    uint32_t tid;
+} BlocktimeWaiter;
 
 typedef struct BlocktimeSlot {
     uint64_t page;
-    /* First vCPU of the page's chain; NO_VCPU marks a free slot */
+    /* First waiter of the page's chain; NO_WAITER marks a free slot */
     int first;
 } BlocktimeSlot;
 
 struct PostcopyBlocktime {
-    /* Protects every field below but nr_waiting's lock-free reads */
+    /* Protects every field below but the lock-free reads of the counts */
     QemuMutex lock;
     unsigned int nr_vcpus;
     /* vCPUs waiting now; written under lock, read atomically anywhere */
     unsigned int nr_waiting;
+    /* Other threads waiting now; same rules */
+    unsigned int nr_others_waiting;
     /* Valid while nr_waiting == nr_vcpus */
     uint64_t all_blocked_since_ns;
     uint64_t total_ns;
     uint64_t faults;
     uint64_t longest_ns;
+    /* Finished waits of other threads; faults of theirs not counted */
+    uint64_t others_ns;
+    uint64_t others_faults;
+    uint64_t others_untracked;
+    /* Finished waits of anyone, by the log2 of their microseconds */
+    uint64_t latency_dist[POSTCOPY_BLOCKTIME_BUCKETS];
     unsigned int slot_mask;
     BlocktimeSlot *slots;
-    BlocktimeVcpu *vcpus;
+    /* nr_vcpus vCPUs, then POSTCOPY_BLOCKTIME_OTHERS other threads */
+    BlocktimeWaiter *waiters;
+    /* Free records of other threads, linked through next */
+    int free_others;
 };
 
 PostcopyBlocktime *postcopy_blocktime_new(unsigned int nr_vcpus)
 {
     PostcopyBlocktime *bt = g_new0(PostcopyBlocktime, 1);
-    unsigned int nr_slots = pow2ceil(MAX(2 * nr_vcpus, 4));
+    unsigned int nr_waiters = nr_vcpus + POSTCOPY_BLOCKTIME_OTHERS;
+    unsigned int nr_slots = pow2ceil(2 * nr_waiters);
     unsigned int i;
 
     qemu_mutex_init(&bt->lock);
@@ -67,9 +84,14 @@ PostcopyBlocktime *postcopy_blocktime_new(unsigned int nr_vcpus)
     bt->slot_mask = nr_slots - 1;
     bt->slots = g_new(BlocktimeSlot, nr_slots);
     for (i = 0; i < nr_slots; i++) {
-        bt->slots[i].first = NO_VCPU;
+        bt->slots[i].first = NO_WAITER;
     }
-    bt->vcpus = g_new0(BlocktimeVcpu, nr_vcpus);
+    bt->waiters = g_new0(BlocktimeWaiter, nr_waiters);
+    bt->free_others = NO_WAITER;
+    for (i = nr_waiters; i-- > nr_vcpus;) {
+        bt->waiters[i].next = bt->free_others;
+        bt->free_others = i;
+    }
     return bt;
 }
 
@@ -80,7 +102,7 @@ void postcopy_blocktime_free(PostcopyBlocktime *bt)
     }
     qemu_mutex_destroy(&bt->lock);
     g_free(bt->slots);
-    g_free(bt->vcpus);
+    g_free(bt->waiters);
     g_free(bt);
 }
 
@@ -90,18 +112,16 @@ static unsigned int slot_hash(PostcopyBlocktime *bt, uint64_t page)
     return (page * 0x9e3779b97f4a7c15ULL) >> 40 & bt->slot_mask;
 }
 
-/* The slot holding @page, or the free slot where it would go. */
 static unsigned int slot_find(PostcopyBlocktime *bt, uint64_t page)
 {
     unsigned int i = slot_hash(bt, page);
 
-    while (bt->slots[i].first != NO_VCPU && bt->slots[i].page != page) {
+    while (bt->slots[i].first != NO_WAITER && bt->slots[i].page != page) {
         i = (i + 1) & bt->slot_mask;
     }
     return i;
 }
 
-/* Whether @home lies cyclically in (@hole, @pos]. */
 static bool slot_between(unsigned int hole, unsigned int home,
                          unsigned int pos)
 {
@@ -111,19 +131,15 @@ static bool slot_between(unsigned int hole, unsigned int home,
     return hole < home || home <= pos;
 }
 
-/*
- * Free slot @hole.  Linear probing needs no tombstones if each later entry
- * of the run that could not stay where it is moves back into the hole.
- */
 static void slot_remove(PostcopyBlocktime *bt, unsigned int hole)
 {
     unsigned int pos = hole;
 
     for (;;) {
-        bt->slots[hole].first = NO_VCPU;
+        bt->slots[hole].first = NO_WAITER;
         do {
             pos = (pos + 1) & bt->slot_mask;
-            if (bt->slots[pos].first == NO_VCPU) {
+            if (bt->slots[pos].first == NO_WAITER) {
                 return;
             }
         } while (slot_between(hole, slot_hash(bt, bt->slots[pos].page), pos));
@@ -132,15 +148,36 @@ static void slot_remove(PostcopyBlocktime *bt, unsigned int hole)
     }
 }
 
-/* Ends @v's wait at @now_ns.  Caller holds the lock. */
-static void vcpu_stop_waiting(PostcopyBlocktime *bt, BlocktimeVcpu *v,
-                              uint64_t now_ns)
+static bool is_vcpu(PostcopyBlocktime *bt, int waiter)
 {
+    return waiter < (int)bt->nr_vcpus;
+}
+
+/* Bucket N counts waits of [2^N, 2^(N+1)) us; shorter ones go to 0. */
+static void latency_dist_add(PostcopyBlocktime *bt, uint64_t waited_ns)
+{
+    uint64_t us = waited_ns / 1000;
+    unsigned int bucket = us ? 63 - clz64(us) : 0;
+
+    bt->latency_dist[MIN(bucket, POSTCOPY_BLOCKTIME_BUCKETS - 1)]++;
+}
+
+static void waiter_stop_waiting(PostcopyBlocktime *bt, int w, uint64_t now_ns)
+{
+    BlocktimeWaiter *v = &bt->waiters[w];
     uint64_t waited = now_ns > v->since_ns ? now_ns - v->since_ns : 0;
 
+    v->waiting = false;
+    latency_dist_add(bt, waited);
+    if (!is_vcpu(bt, w)) {
+        bt->others_ns += waited;
+        qatomic_set(&bt->nr_others_waiting, bt->nr_others_waiting - 1);
+        v->next = bt->free_others;
+        bt->free_others = w;
+        return;
+    }
     v->blocked_ns += waited;
     bt->longest_ns = MAX(bt->longest_ns, waited);
-    v->waiting = false;
     if (bt->nr_waiting == bt->nr_vcpus &&
         now_ns > bt->all_blocked_since_ns) {
         bt->total_ns += now_ns - bt->all_blocked_since_ns;
@@ -148,35 +185,46 @@ static void vcpu_stop_waiting(PostcopyBlocktime *bt, BlocktimeVcpu *v,
     qatomic_set(&bt->nr_waiting, bt->nr_waiting - 1);
 }
 
-/*
- * Unlink @cpu from the chain of the page it waits on.  Only when a vCPU
- * faults on a new page before its old one arrived, which a vCPU thread
- * cannot normally do: a chain walk is fine here.
- */
 static void vcpu_abandon_page(PostcopyBlocktime *bt, int cpu, uint64_t now_ns)
 {
-    BlocktimeVcpu *v = &bt->vcpus[cpu];
+    BlocktimeWaiter *v = &bt->waiters[cpu];
     unsigned int slot = slot_find(bt, v->page);
     int *link = &bt->slots[slot].first;
 
     while (*link != cpu) {
-        link = &bt->vcpus[*link].next;
+        link = &bt->waiters[*link].next;
     }
     *link = v->next;
-    if (bt->slots[slot].first == NO_VCPU) {
+    if (bt->slots[slot].first == NO_WAITER) {
         slot_remove(bt, slot);
     }
-    vcpu_stop_waiting(bt, v, now_ns);
+    waiter_stop_waiting(bt, cpu, now_ns);
+}
+
+/* Put waiter @w at the head of @page's chain, waiting since @now_ns. */
+static void waiter_start_waiting(PostcopyBlocktime *bt, int w, uint64_t page,
+                                 uint64_t now_ns)
+{
+    BlocktimeWaiter *v = &bt->waiters[w];
+    unsigned int slot = slot_find(bt, page);
+
+    if (bt->slots[slot].first == NO_WAITER) {
+        bt->slots[slot].page = page;
+    }
+    v->next = bt->slots[slot].first;
+    bt->slots[slot].first = w;
+    v->page = page;
+    v->since_ns = now_ns;
+    v->waiting = true;
 }
 
 bool postcopy_blocktime_fault(PostcopyBlocktime *bt, unsigned int cpu,
                               uint64_t page, uint64_t now_ns)
 {
-    BlocktimeVcpu *v;
-    unsigned int slot;
+    BlocktimeWaiter *v;
 
     g_assert(cpu < bt->nr_vcpus);
-    v = &bt->vcpus[cpu];
+    v = &bt->waiters[cpu];
 
     QEMU_LOCK_GUARD(&bt->lock);
     if (v->waiting) {
@@ -185,16 +233,8 @@ bool postcopy_blocktime_fault(PostcopyBlocktime *bt, unsigned int cpu,
         }
         vcpu_abandon_page(bt, cpu, now_ns);
     }
-
-    slot = slot_find(bt, page);
-    if (bt->slots[slot].first == NO_VCPU) {
-        bt->slots[slot].page = page;
-    }
-    v->next = bt->slots[slot].first;
-    bt->slots[slot].first = cpu;
-    v->page = page;
-    v->since_ns = now_ns;
-    v->waiting = true;
+    waiter_start_waiting(bt, cpu, page, now_ns);
+    v->faults++;
     bt->faults++;
     qatomic_set(&bt->nr_waiting, bt->nr_waiting + 1);
     if (bt->nr_waiting == bt->nr_vcpus) {
@@ -203,24 +243,60 @@ bool postcopy_blocktime_fault(PostcopyBlocktime *bt, unsigned int cpu,
     return true;
 }
 
+/* Whether thread @tid already waits on @page. */
+static bool other_waits_on(PostcopyBlocktime *bt, uint32_t tid, uint64_t page)
+{
+    int w = bt->slots[slot_find(bt, page)].first;
+
+    for (; w != NO_WAITER; w = bt->waiters[w].next) {
+        if (!is_vcpu(bt, w) && bt->waiters[w].tid == tid) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool postcopy_blocktime_other_fault(PostcopyBlocktime *bt, uint32_t tid,
+                                    uint64_t page, uint64_t now_ns)
+{
+    int w;
+
+    QEMU_LOCK_GUARD(&bt->lock);
+    if (other_waits_on(bt, tid, page)) {
+        return false;
+    }
+    w = bt->free_others;
+    if (w == NO_WAITER) {
+        bt->others_untracked++;
+        return false;
+    }
+    bt->free_others = bt->waiters[w].next;
+    bt->waiters[w].tid = tid;
+    waiter_start_waiting(bt, w, page, now_ns);
+    bt->others_faults++;
+    qatomic_set(&bt->nr_others_waiting, bt->nr_others_waiting + 1);
+    return true;
+}
+
 unsigned int postcopy_blocktime_page_arrived(PostcopyBlocktime *bt,
                                              uint64_t page, uint64_t now_ns)
 {
     unsigned int slot, released = 0;
-    int cpu;
+    int w;
 
     QEMU_LOCK_GUARD(&bt->lock);
     slot = slot_find(bt, page);
-    cpu = bt->slots[slot].first;
-    if (cpu == NO_VCPU) {
+    w = bt->slots[slot].first;
+    if (w == NO_WAITER) {
         return 0;
     }
-    while (cpu != NO_VCPU) {
-        BlocktimeVcpu *v = &bt->vcpus[cpu];
+    while (w != NO_WAITER) {
+        /* Stopping puts an other thread's record on the free list. */
+        int next = bt->waiters[w].next;
 
-        vcpu_stop_waiting(bt, v, now_ns);
+        waiter_stop_waiting(bt, w, now_ns);
         released++;
-        cpu = v->next;
+        w = next;
     }
     slot_remove(bt, slot);
     return released;
@@ -228,7 +304,8 @@ unsigned int postcopy_blocktime_page_arrived(PostcopyBlocktime *bt,
 
 bool postcopy_blocktime_has_waiters(PostcopyBlocktime *bt)
 {
-    return qatomic_read(&bt->nr_waiting) != 0;
+    return qatomic_read(&bt->nr_waiting) != 0 ||
+           qatomic_read(&bt->nr_others_waiting) != 0;
 }
 
 unsigned int postcopy_blocktime_nr_vcpus(PostcopyBlocktime *bt)
@@ -246,7 +323,31 @@ uint64_t postcopy_blocktime_vcpu_ns(PostcopyBlocktime *bt, unsigned int cpu)
 {
     g_assert(cpu < bt->nr_vcpus);
     QEMU_LOCK_GUARD(&bt->lock);
-    return bt->vcpus[cpu].blocked_ns;
+    return bt->waiters[cpu].blocked_ns;
+}
+
+uint64_t postcopy_blocktime_vcpu_faults(PostcopyBlocktime *bt,
+                                        unsigned int cpu)
+{
+    g_assert(cpu < bt->nr_vcpus);
+    QEMU_LOCK_GUARD(&bt->lock);
+    return bt->waiters[cpu].faults;
+}
+
+void postcopy_blocktime_others(PostcopyBlocktime *bt, uint64_t *waited_ns,
+                               uint64_t *faults, uint64_t *untracked)
+{
+    QEMU_LOCK_GUARD(&bt->lock);
+    *waited_ns = bt->others_ns;
+    *faults = bt->others_faults;
+    *untracked = bt->others_untracked;
+}
+
+void postcopy_blocktime_latency_dist(PostcopyBlocktime *bt,
+                                     uint64_t dist[POSTCOPY_BLOCKTIME_BUCKETS])
+{
+    QEMU_LOCK_GUARD(&bt->lock);
+    memcpy(dist, bt->latency_dist, sizeof(bt->latency_dist));
 }
 
 uint64_t postcopy_blocktime_faults(PostcopyBlocktime *bt)

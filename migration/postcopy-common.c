@@ -10,6 +10,7 @@
 #include "qemu/osdep.h"
 #include "migration.h"
 #include "postcopy-ram.h"
+#include "postcopy-compat.h"
 #include "trace.h"
 
 void postcopy_thread_create(MigrationIncomingState *mis,
@@ -17,11 +18,10 @@ void postcopy_thread_create(MigrationIncomingState *mis,
                             void *(*fn)(void *), int joinable)
 {
     trace_postcopy_thread_create(name);
-    qemu_sem_init(&mis->thread_sync_sem, 0);
+    postcopy_thread_sync_init(mis);
     qemu_thread_create(thread, name, fn, mis, joinable);
     /* @fn posts once it is registered with RCU and has read its state. */
-    qemu_sem_wait(&mis->thread_sync_sem);
-    qemu_sem_destroy(&mis->thread_sync_sem);
+    postcopy_thread_sync_wait(mis);
 }
 
 bool postcopy_is_paused(MigrationStatus status)

@@ -23,7 +23,7 @@
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
 #include "qemu/userfaultfd.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "migration.h"
 #include "qemu-file.h"
 #include "ram.h"
@@ -123,7 +123,7 @@ static bool fault_thread_give_up(MigrationIncomingState *mis,
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
-                          ram_addr_t offset, uint64_t haddr)
+                          ram_addr_t offset, uint64_t haddr, uint32_t tid)
 {
     size_t pagesize = qemu_ram_pagesize(rb);
     void *aligned = (void *)(uintptr_t)ROUND_DOWN(haddr, pagesize);
@@ -151,7 +151,7 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
     if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL)) {
         return -EIO;
     }
-    return migrate_send_rp_req_pages(mis, rb, offset, haddr);
+    return postcopy_send_page_request(mis, rb, offset, haddr, tid);
 }
 
 static void fault_thread_serve_fault(MigrationIncomingState *mis,
@@ -176,7 +176,7 @@ static void fault_thread_serve_fault(MigrationIncomingState *mis,
     postcopy_blocktime_fault_read(mis, rb, tid,
                                   (void *)(uintptr_t)ROUND_DOWN(haddr,
                                                                 pagesize));
-    while (postcopy_request_page(mis, rb, offset, haddr)) {
+    while (postcopy_request_page(mis, rb, offset, haddr, tid)) {
         /* The return path broke: retry once recovery rebuilt it. */
         if (!fault_thread_pause(mis)) {
             return;
@@ -311,7 +311,7 @@ void *postcopy_fault_thread(void *opaque)
     /* No RAMBlock has been asked for on this return path yet. */
     ft.mis->last_rb = NULL;
     fault_thread_refresh_pollfds(&ft);
-    qemu_sem_post(&ft.mis->thread_sync_sem);
+    postcopy_thread_sync_signal(ft.mis);
 
     while (fault_thread_round(&ft)) {
         /* Each round serves whatever poll reported. */
@@ -337,5 +337,5 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
         /* Placed after the other process faulted: just wake it. */
         return postcopy_wake_shared(pcfd, client_addr, rb);
     }
-    return postcopy_request_page(mis, rb, page, client_addr);
+    return postcopy_request_page(mis, rb, page, client_addr, 0);
 }

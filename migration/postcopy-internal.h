@@ -26,17 +26,31 @@
 
 #include "postcopy-ram.h"
 
+/* postcopy-ram.c, and postcopy-stubs.c on other hosts */
+
+/*
+ * Empty every RAMBlock before precopy, so that only pages received from
+ * the source are ever present.  False with @errp set.
+ */
+bool postcopy_ram_empty_blocks(Error **errp);
+/*
+ * The load is over: place every page still handed over to the placer,
+ * before the migration may be marked completed.  0, or the first
+ * placement that failed (negative errno).  The listen thread.
+ */
+int postcopy_ram_incoming_finish(MigrationIncomingState *mis);
+
 /* postcopy-fault.c */
 
 /* The fault thread's body; @opaque is the MigrationIncomingState. */
 void *postcopy_fault_thread(void *opaque);
 /*
  * Ask for the host page of @rb at @offset (aligned) that @haddr lies in,
- * unless it is already on its way.  0, or negative when the return path
- * is broken.
+ * for thread @tid (0: not known), unless it is already on its way.  0, or
+ * negative when the return path is broken.
  */
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
-                          ram_addr_t offset, uint64_t haddr);
+                          ram_addr_t offset, uint64_t haddr, uint32_t tid);
 
 /* postcopy-placer.c: a second thread placing background pages */
 

@@ -22,7 +22,7 @@
 #include "qemu/userfaultfd.h"
 #include "qapi/error.h"
 #include "exec/target_page.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "migration.h"
 #include "ram.h"
 #include "postcopy-ram.h"

@@ -63,7 +63,7 @@
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
 #include "qapi/error.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "migration.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
@@ -178,7 +178,7 @@ static void *placer_thread(void *opaque)
     PostcopyPlacer *p = opaque;
 
     rcu_register_thread();
-    qemu_sem_post(&p->mis->thread_sync_sem);
+    postcopy_thread_sync_signal(p->mis);
     for (;;) {
         if (placer_has_work(p)) {
             placer_place_slot(p, postcopy_placeq_peek(&p->queue));

@@ -31,6 +31,7 @@
 #include "tls.h"
 #include "yank_functions.h"
 #include "postcopy-ram.h"
+#include "postcopy-compat.h"
 #include "postcopy-internal.h"
 #include "trace.h"
 
@@ -120,7 +121,7 @@ int postcopy_preempt_establish_channel(MigrationState *s)
 void postcopy_preempt_new_channel(MigrationIncomingState *mis, QEMUFile *file)
 {
     /* Its thread blocks in reads, like the main channel's. */
-    qemu_file_set_blocking(file, true);
+    postcopy_file_set_blocking(file, true);
     mis->postcopy_qemufile_dst = file;
     qemu_sem_post(&mis->postcopy_qemufile_dst_done);
     trace_postcopy_preempt_channel_ready("destination");
@@ -151,7 +152,7 @@ void *postcopy_preempt_thread(void *opaque)
 
     rcu_register_thread();
     trace_postcopy_preempt_thread_start();
-    qemu_sem_post(&mis->thread_sync_sem);
+    postcopy_thread_sync_signal(mis);
 
     /* The source connects asynchronously: wait for the channel. */
     qemu_sem_wait(&mis->postcopy_qemufile_dst_done);

@@ -17,7 +17,7 @@
 #include "qemu/userfaultfd.h"
 #include "qapi/error.h"
 #include "exec/target_page.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "migration.h"
 #include "options.h"
 #include "postcopy-ram.h"

@@ -30,7 +30,7 @@
 #include "qemu/userfaultfd.h"
 #include "qapi/error.h"
 #include "exec/target_page.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "system/system.h"
 #include "migration.h"
 #include "options.h"
@@ -50,7 +50,7 @@ void postcopy_infrastructure_init(void)
 
 /* --- Destination: before precopy ------------------------------------------ */
 
-int postcopy_ram_incoming_init(MigrationIncomingState *mis)
+bool postcopy_ram_empty_blocks(Error **errp)
 {
     RAMBlock *rb;
 
@@ -71,13 +71,13 @@ int postcopy_ram_incoming_init(MigrationIncomingState *mis)
          * replaced by the source's copy.
          */
         if (ram_discard_range(name, 0, length)) {
-            error_report("postcopy: could not empty RAMBlock %s "
-                         "(0x" RAM_ADDR_FMT " bytes) before migration",
-                         name, length);
-            return -1;
+            error_setg(errp, "postcopy: could not empty RAMBlock %s "
+                       "(0x" RAM_ADDR_FMT " bytes) before migration",
+                       name, length);
+            return false;
         }
     }
-    return 0;
+    return true;
 }
 
 int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
@@ -305,7 +305,8 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
 /*
  * The placer could not place its last pages and neither could this
  * thread.  QEMU 10.0's listen thread ignores our return value and would
- * mark the migration completed, and once the userfaultfd is gone a vCPU
+ * mark the migration completed (10.2's, ours, asks
+ * postcopy_ram_incoming_finish() first and cannot get here), and once the userfaultfd is gone a vCPU
  * touching such a page would run on zeroes: end the destination instead,
  * as that thread does itself when a postcopy load fails.
  */
@@ -366,6 +367,11 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
     postcopy_temp_pages_free(mis);
     trace_postcopy_incoming_cleanup_done(postcopy_blocktime_total_ms(mis));
     return ret;
+}
+
+int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
+{
+    return postcopy_placer_stop(mis);
 }
 
 void postcopy_fault_thread_notify(MigrationIncomingState *mis)

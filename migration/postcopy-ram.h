@@ -17,6 +17,15 @@
 #include "qapi/qapi-types-migration.h"
 
 /*
+ * QEMU 10.2 changed the contract: the declarations that differ are at the
+ * end of this header, and postcopy-compat.h hides the rest.
+ */
+#define POSTCOPY_QEMU_AT_LEAST(major, minor) \
+    (QEMU_VERSION_MAJOR > (major) || \
+     (QEMU_VERSION_MAJOR == (major) && QEMU_VERSION_MINOR >= (minor)))
+#define POSTCOPY_CONTRACT_10_2 POSTCOPY_QEMU_AT_LEAST(10, 2)
+
+/*
  * Host capability probe.  True when this host (kernel userfaultfd, page
  * sizes of every RAMBlock, registered device notifiers) can receive a
  * postcopy migration; otherwise false with @errp naming what is missing.
@@ -32,14 +41,8 @@ bool postcopy_ram_supported_by_host(MigrationIncomingState *mis,
 int postcopy_ram_incoming_setup(MigrationIncomingState *mis);
 
 /*
- * Destination, before precopy starts: empty every RAMBlock so that only
- * pages received from the source are ever present.  Returns 0 or -1.
- */
-int postcopy_ram_incoming_init(MigrationIncomingState *mis);
-
-/*
  * Destination, at the end of a migration that called
- * postcopy_ram_incoming_init(): stop the module's threads and undo the
+ * postcopy_ram_incoming_setup(): stop the module's threads and undo the
  * userfaultfd registration.  Returns 0 or -1.
  */
 int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis);
@@ -174,5 +177,35 @@ void postcopy_preempt_setup(MigrationState *s);
 int postcopy_preempt_establish_channel(MigrationState *s);
 /* True for the states in which a postcopy migration waits for recovery. */
 bool postcopy_is_paused(MigrationStatus status);
+
+/*
+ * Destination, before precopy starts: empty every RAMBlock so that only
+ * pages received from the source are ever present.  Returns 0, or -1 with
+ * the cause reported (up to 10.1) or in @errp (10.2).
+ */
+#if POSTCOPY_CONTRACT_10_2
+int postcopy_ram_incoming_init(MigrationIncomingState *mis, Error **errp);
+
+/*
+ * Destination, on the LISTEN command (10.2): set up postcopy RAM and
+ * start the listen thread, which loads the rest of the stream while the
+ * main thread loads devices.  0, or -1 with @errp set.
+ */
+int postcopy_incoming_setup(MigrationIncomingState *mis, Error **errp);
+/*
+ * Destination, when the incoming migration is torn down (10.2): join the
+ * listen thread and undo postcopy_incoming_setup().  0 or -1.
+ */
+int postcopy_incoming_cleanup(MigrationIncomingState *mis);
+/*
+ * 10.2's migration.c calls this whenever it sends a page request for a
+ * thread.  The module starts a wait when the fault thread reads the
+ * fault instead, which also covers a fault on a page already asked for.
+ */
+void mark_postcopy_blocktime_begin(uintptr_t addr, uint32_t ptid,
+                                   RAMBlock *rb);
+#else
+int postcopy_ram_incoming_init(MigrationIncomingState *mis);
+#endif
 
 #endif

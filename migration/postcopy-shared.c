@@ -15,7 +15,7 @@
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
 #include "qemu/userfaultfd.h"
-#include "exec/ramblock.h"
+#include "postcopy-compat.h"
 #include "migration.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"

@@ -45,10 +45,15 @@ static G_NORETURN void not_a_destination(const char *what)
     abort();
 }
 
-int postcopy_ram_incoming_init(MigrationIncomingState *mis)
+bool postcopy_ram_empty_blocks(Error **errp)
 {
-    error_report("postcopy: no userfaultfd on this host");
-    return -1;
+    error_setg(errp, "postcopy: no userfaultfd on this host");
+    return false;
+}
+
+int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
+{
+    not_a_destination(__func__);
 }
 
 int postcopy_ram_incoming_setup(MigrationIncomingState *mis)

@@ -165,17 +165,21 @@ run_our_qtests()
 
 run_faults()
 {
-    local log="$OUT/faults-quick.log" line summary=
+    local log="$OUT/faults-quick.log" line summary= failing=
     section "fault injection: scripts/faults.sh --quick"
     mkdir -p "$(dirname "$log")"
     : > "$log"
-    while read -r line; do
+    while IFS= read -r line; do
         echo "$line" >> "$log"
         case "$line" in
-        PASS:*) echo "${line%% (*}"; PASSED=$((PASSED + 1)) ;;
-        FAIL:*) echo "$line"; FAILED=$((FAILED + 1))
+        PASS:*) echo "${line%% (*}"; PASSED=$((PASSED + 1)); failing= ;;
+        FAIL:*) echo "$line"; FAILED=$((FAILED + 1)); failing=1
                 FAILURES+=("${line#FAIL: }") ;;
-        faults:*) echo "$line"; summary=1 ;;
+        faults:*) echo "$line"; summary=1; failing= ;;
+        '') failing= ;;
+        # A failed case's outcome goes on with both QEMUs' last log
+        # lines: show them here too, the log may be gone with the run.
+        *) [ -z "$failing" ] || echo "  | $line" ;;
         esac
     done < <("$here/faults.sh" --quick 2>&1)
     # A harness that died part-way leaves no summary line.

@@ -477,7 +477,11 @@ def run_case(args, fault, phase, preempt, tls):
         outcome, lost, survived = 'FAILED: %s' % e, 0, False
         for vm in (case.src, case.dst):
             if vm is not None:
-                outcome += '\n  %s log:\n%s' % (vm.name, vm.log_tail(8))
+                rc = vm.proc.poll()
+                outcome += '\n  %s log (%s):\n%s' % (
+                    vm.name, 'running' if rc is None else
+                    'killed by signal %d' % -rc if rc < 0 else
+                    'exit status %d' % rc, vm.log_tail(8))
     finally:
         case.close()
         subprocess.run(['rm', '-rf', workdir])

@@ -162,6 +162,92 @@ static void test_random_against_model(void)
     postcopy_blocktime_free(bt);
 }
 
+static void test_other_threads_timed_apart(void)
+{
+    PostcopyBlocktime *bt = postcopy_blocktime_new(1);
+    uint64_t waited, faults, untracked;
+
+    postcopy_blocktime_fault(bt, 0, PAGE(1), 1000);
+    g_assert_true(postcopy_blocktime_other_fault(bt, 77, PAGE(1), 1200));
+    /* The same thread again on the same page (after a signal) */
+    g_assert_false(postcopy_blocktime_other_fault(bt, 77, PAGE(1), 1300));
+    g_assert_true(postcopy_blocktime_other_fault(bt, 78, PAGE(2), 1400));
+    g_assert_cmpuint(postcopy_blocktime_page_arrived(bt, PAGE(1), 2000), ==, 2);
+    /* Only the other thread waits now */
+    g_assert_true(postcopy_blocktime_has_waiters(bt));
+    g_assert_cmpuint(postcopy_blocktime_page_arrived(bt, PAGE(2), 2400), ==, 1);
+    g_assert_false(postcopy_blocktime_has_waiters(bt));
+
+    postcopy_blocktime_others(bt, &waited, &faults, &untracked);
+    g_assert_cmpuint(waited, ==, 800 + 1000);
+    g_assert_cmpuint(faults, ==, 2);
+    g_assert_cmpuint(untracked, ==, 0);
+    /* Other threads' waits are no vCPU's blocktime */
+    g_assert_cmpuint(postcopy_blocktime_vcpu_ns(bt, 0), ==, 1000);
+    g_assert_cmpuint(postcopy_blocktime_faults(bt), ==, 1);
+    g_assert_cmpuint(postcopy_blocktime_total_ns(bt), ==, 1000);
+    postcopy_blocktime_free(bt);
+}
+
+static void test_other_threads_bounded(void)
+{
+    PostcopyBlocktime *bt = postcopy_blocktime_new(2);
+    uint64_t waited, faults, untracked;
+    unsigned int i;
+
+    for (i = 0; i < POSTCOPY_BLOCKTIME_OTHERS; i++) {
+        g_assert_true(postcopy_blocktime_other_fault(bt, 100 + i, PAGE(i),
+                                                     10));
+    }
+    g_assert_false(postcopy_blocktime_other_fault(bt, 999, PAGE(500), 10));
+    /* vCPUs are still timed while every other record is taken */
+    g_assert_true(postcopy_blocktime_fault(bt, 1, PAGE(3), 20));
+    g_assert_cmpuint(postcopy_blocktime_page_arrived(bt, PAGE(3), 30), ==, 2);
+    /* A record freed by an arrival serves the next fault */
+    g_assert_true(postcopy_blocktime_other_fault(bt, 999, PAGE(500), 40));
+    for (i = 0; i < POSTCOPY_BLOCKTIME_OTHERS; i++) {
+        postcopy_blocktime_page_arrived(bt, PAGE(i), 50);
+    }
+    postcopy_blocktime_page_arrived(bt, PAGE(500), 50);
+    g_assert_false(postcopy_blocktime_has_waiters(bt));
+    postcopy_blocktime_others(bt, &waited, &faults, &untracked);
+    g_assert_cmpuint(faults, ==, POSTCOPY_BLOCKTIME_OTHERS + 1);
+    g_assert_cmpuint(untracked, ==, 1);
+    g_assert_cmpuint(waited, ==, 20 + (POSTCOPY_BLOCKTIME_OTHERS - 1) * 40 +
+                     10);
+    postcopy_blocktime_free(bt);
+}
+
+static void test_latency_per_vcpu_and_buckets(void)
+{
+    PostcopyBlocktime *bt = postcopy_blocktime_new(2);
+    uint64_t dist[POSTCOPY_BLOCKTIME_BUCKETS];
+
+    /* 0.5 us -> bucket 0; 1 us -> 0; 3 us -> 1; 1000 us -> 9 */
+    postcopy_blocktime_fault(bt, 0, PAGE(1), 0);
+    postcopy_blocktime_page_arrived(bt, PAGE(1), 500);
+    postcopy_blocktime_fault(bt, 0, PAGE(1), 1000);
+    postcopy_blocktime_page_arrived(bt, PAGE(1), 2000);
+    postcopy_blocktime_fault(bt, 1, PAGE(2), 10000);
+    postcopy_blocktime_page_arrived(bt, PAGE(2), 13000);
+    postcopy_blocktime_other_fault(bt, 5, PAGE(3), 20000);
+    postcopy_blocktime_page_arrived(bt, PAGE(3), 1020000);
+    /* An hour lands in the last bucket */
+    postcopy_blocktime_fault(bt, 1, PAGE(4), 0);
+    postcopy_blocktime_page_arrived(bt, PAGE(4), 3600ULL * 1000000000);
+
+    g_assert_cmpuint(postcopy_blocktime_vcpu_faults(bt, 0), ==, 2);
+    g_assert_cmpuint(postcopy_blocktime_vcpu_faults(bt, 1), ==, 2);
+    g_assert_cmpuint(postcopy_blocktime_vcpu_ns(bt, 0), ==, 1500);
+    postcopy_blocktime_latency_dist(bt, dist);
+    g_assert_cmpuint(dist[0], ==, 2);
+    g_assert_cmpuint(dist[1], ==, 1);
+    g_assert_cmpuint(dist[9], ==, 1);
+    g_assert_cmpuint(dist[POSTCOPY_BLOCKTIME_BUCKETS - 1], ==, 1);
+    g_assert_cmpuint(dist[2] + dist[8] + dist[10], ==, 0);
+    postcopy_blocktime_free(bt);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -176,5 +262,11 @@ int main(int argc, char **argv)
                     test_fault_elsewhere_ends_the_old_wait);
     g_test_add_func("/postcopy/blocktime/random-model",
                     test_random_against_model);
+    g_test_add_func("/postcopy/blocktime/other-threads",
+                    test_other_threads_timed_apart);
+    g_test_add_func("/postcopy/blocktime/other-threads-bounded",
+                    test_other_threads_bounded);
+    g_test_add_func("/postcopy/blocktime/latency",
+                    test_latency_per_vcpu_and_buckets);
     return g_test_run();
 }
