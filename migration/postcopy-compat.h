@@ -18,6 +18,7 @@
 #ifndef QEMU_POSTCOPY_COMPAT_H
 #define QEMU_POSTCOPY_COMPAT_H
 
+#include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "migration.h"
 #include "qemu-file.h"
@@ -75,7 +76,11 @@ static inline void postcopy_thread_sync_wait(MigrationIncomingState *mis)
 static inline void postcopy_file_set_blocking(QEMUFile *f, bool block)
 {
 #if POSTCOPY_CONTRACT_10_2
-    qemu_file_set_blocking(f, block, &error_warn);
+    Error *err = NULL;
+
+    if (!qemu_file_set_blocking(f, block, &err)) {
+        warn_report_err(err);
+    }
 #else
     qemu_file_set_blocking(f, block);
 #endif

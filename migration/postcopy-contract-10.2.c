@@ -148,6 +148,18 @@ static void *postcopy_listen_thread(void *opaque)
     return NULL;
 }
 
+/*
+ * savevm.c reads have_listen_thread to know that the listen thread, not
+ * the main thread, finishes the migration.
+ */
+static void listen_thread_start(MigrationIncomingState *mis)
+{
+    mis->have_listen_thread = true;
+    postcopy_thread_create(mis, &mis->listen_thread,
+                           MIGRATION_THREAD_DST_LISTEN,
+                           postcopy_listen_thread, QEMU_THREAD_JOINABLE);
+}
+
 int postcopy_incoming_setup(MigrationIncomingState *mis, Error **errp)
 {
     /*
@@ -160,21 +172,25 @@ int postcopy_incoming_setup(MigrationIncomingState *mis, Error **errp)
                    "pages on demand (the cause is reported above)");
         return -1;
     }
-    if (postcopy_notify(POSTCOPY_NOTIFY_INBOUND_LISTEN, errp)) {
+    /* vhost-user and other listeners get ready for faults of their own. */
+    if (postcopy_notify(POSTCOPY_NOTIFY_INBOUND_LISTEN, errp) != 0) {
         return -1;
     }
-    mis->have_listen_thread = true;
-    postcopy_thread_create(mis, &mis->listen_thread,
-                           MIGRATION_THREAD_DST_LISTEN,
-                           postcopy_listen_thread, QEMU_THREAD_JOINABLE);
+    listen_thread_start(mis);
     return 0;
 }
 
 int postcopy_incoming_cleanup(MigrationIncomingState *mis)
 {
-    if (mis->have_listen_thread) {
+    bool started = mis->have_listen_thread;
+
+    mis->have_listen_thread = false;
+    if (started) {
+        /* Normally it scheduled our caller and has returned, or will. */
         qemu_thread_join(&mis->listen_thread);
-        mis->have_listen_thread = false;
     }
-    return migrate_postcopy_ram() ? postcopy_ram_incoming_cleanup(mis) : 0;
+    if (!migrate_postcopy_ram()) {
+        return 0;
+    }
+    return postcopy_ram_incoming_cleanup(mis);
 }

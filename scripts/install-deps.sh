@@ -14,7 +14,7 @@ BACKPORTS_LIST=/etc/apt/sources.list.d/pcram-bookworm-backports.list
 BASE_PKGS=(
     build-essential ninja-build pkgconf flex bison bzip2 xz-utils
     python3-venv libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev
-    libgnutls28-dev libtasn1-6-dev
+    libgnutls28-dev libtasn1-6-dev libzstd-dev
     seabios ipxe-qemu
     iproute2 socat
     python3-matplotlib

@@ -15,12 +15,15 @@
  */
 
 #include "qemu/osdep.h"
+#include <math.h>
 #include <poll.h>
 #include <sys/mount.h>
 #include "qemu/cutils.h"
 #include "qemu/units.h"
 #include "libqtest.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qnum.h"
 #include "migration/migration-qmp.h"
 #include "migration/migration-util.h"
 
@@ -343,6 +346,53 @@ static void assert_postcopy_happened(Pair *pair)
     qobject_unref(rsp);
 }
 
+/*
+ * QEMU 10.1+ reports fault latencies on the destination.  The mean
+ * (postcopy-latency) must lie within what the histogram allows: bucket N
+ * holds waits of [2^N, 2^(N+1)) us, bucket 0 also the shorter ones, the
+ * last also the longer ones.  Wrong counts or a wrong bucket fail this.
+ */
+static void assert_latency_consistent(Pair *pair, int vcpus)
+{
+#if QEMU_VERSION_MAJOR > 10 || \
+    (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 1)
+    QDict *rsp = qtest_qmp_assert_success_ref(pair->dst.qts,
+                                              "{ 'execute': 'query-migrate' }");
+    QList *dist = qdict_get_qlist(rsp, "postcopy-latency-dist");
+    QList *per_vcpu = qdict_get_qlist(rsp, "postcopy-vcpu-latency");
+    double low = 0, high = 0, mean;
+    uint64_t faults = 0;
+    const QListEntry *e;
+    int bucket = 0;
+
+    g_assert_nonnull(dist);
+    g_assert_nonnull(per_vcpu);
+    g_assert_true(qdict_haskey(rsp, "postcopy-non-vcpu-latency"));
+    g_assert_cmpint(qlist_size(dist), ==, 24);
+    g_assert_cmpint(qlist_size(per_vcpu), ==, vcpus);
+    QLIST_FOREACH_ENTRY(dist, e) {
+        uint64_t n = qnum_get_uint(qobject_to(QNum, qlist_entry_obj(e)));
+
+        faults += n;
+        low += bucket ? n * 1000.0 * (1ULL << bucket) : 0;
+        high += bucket == 23 ? INFINITY : n * 1000.0 * (2ULL << bucket);
+        bucket++;
+    }
+    mean = qnum_get_uint(qobject_to(QNum, qdict_get(rsp,
+                                                     "postcopy-latency")));
+    g_test_message("postcopy-latency: %.0f ns over %" PRIu64 " faults",
+                   mean, faults);
+    if (faults) {
+        /* The mean is truncated to whole nanoseconds. */
+        g_assert_cmpfloat((mean + 1) * faults, >=, low);
+        g_assert_cmpfloat(mean * faults, <, high);
+    } else {
+        g_assert_cmpfloat(mean, ==, 0);
+    }
+    qobject_unref(rsp);
+#endif
+}
+
 /* SHA-256 of the first @size bytes of guest-physical memory. */
 static char *guest_ram_sha256(Vm *vm, const char *name, uint64_t size)
 {
@@ -406,6 +456,7 @@ static void run_case(const void *opaque)
 
     migrate_with_postcopy(&pair);
     assert_postcopy_happened(&pair);
+    assert_latency_consistent(&pair, tc->maxcpus ? tc->maxcpus : tc->vcpus);
 
     if (tc->paused) {
         after = guest_ram_sha256(&pair.dst, "destination", GUEST_MB * MiB);
@@ -669,6 +720,18 @@ static void test_hugetlbfs(void)
 
 /* --- Refusal ------------------------------------------------------------- */
 
+/* QEMU started from the binary that environment variable @var names. */
+static QTestState *init_with_qemu_from(const char *var, const char *args)
+{
+    /* QEMU 10.2's libqtest replaced qtest_init_with_env() with this. */
+#if QEMU_VERSION_MAJOR > 10 || \
+    (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 2)
+    return qtest_init_ext(var, args, NULL, true);
+#else
+    return qtest_init_with_env(var, args, true);
+#endif
+}
+
 /*
  * QEMU run as an unprivileged user cannot get a userfaultfd when
  * vm.unprivileged_userfaultfd is 0: setting postcopy-ram must fail and say
@@ -697,9 +760,9 @@ static void test_refused_unprivileged(void)
     /* QEMU, as nobody, must be able to connect to libqtest's sockets. */
     old_umask = umask(0);
     /* Only a destination (-incoming) checks the host. */
-    qts = qtest_init_with_env("PCRAM_UNPRIVILEGED_QEMU",
+    qts = init_with_qemu_from("PCRAM_UNPRIVILEGED_QEMU",
                               "-accel tcg -machine q35 -m 64M "
-                              "-incoming defer", true);
+                              "-incoming defer");
     umask(old_umask);
 
     resp = qtest_qmp(qts, "{ 'execute': 'migrate-set-capabilities',"
