@@ -305,10 +305,11 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
 /*
  * The placer could not place its last pages and neither could this
  * thread.  QEMU 10.0's listen thread ignores our return value and would
- * mark the migration completed (10.2's, ours, asks
- * postcopy_ram_incoming_finish() first and cannot get here), and once the userfaultfd is gone a vCPU
- * touching such a page would run on zeroes: end the destination instead,
- * as that thread does itself when a postcopy load fails.
+ * mark the migration completed (10.2's, which is ours, asks
+ * postcopy_ram_incoming_finish() first and cannot get here), and once
+ * the userfaultfd is gone a vCPU touching such a page would run on
+ * zeroes: end the destination instead, as that thread does itself when a
+ * postcopy load fails.
  */
 static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
                                               int err)

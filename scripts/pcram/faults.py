@@ -566,10 +566,10 @@ def main(argv):
     summary = 'faults: %d cases, %d survived, %d pages lost' % (
         len(results), survived, lost)
     accel = 'KVM' if os.access('/dev/kvm', os.R_OK | os.W_OK) else 'TCG'
-    header = ('`%s` on %s, %s, QEMU 10.0.2 with %s module, %s.' % (
+    header = ('`%s` on %s, %s, QEMU %s with %s module, %s.' % (
         os.environ.get('PCRAM_FAULTS_COMMAND', 'faults'),
         time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-        accel, 'this' if args.module == 'ours' else "upstream's",
+        accel, os.environ.get('PCRAM_QEMU_VERSION', '10.0.2'), 'this' if args.module == 'ours' else "upstream's",
         summary))
     print()
     print(header)
