@@ -88,6 +88,18 @@ def print_report(r, module):
         fmt(r['blocktime_ms'], ' ms'),
         ', '.join('%d ms' % v for v in r['vcpu_blocktime_ms'] or []) or
         'n/a'))
+    if r.get('latency_dist') is not None:
+        # query-migrate's own figures (QEMU 10.1+): bucket N counts faults
+        # served in [2^N, 2^(N+1)) us.
+        print('  fault latency         mean %s; per vCPU: %s; other threads '
+              '%s' % (fmt(r['latency_ns'] / 1e6, ' ms', 2),
+                      ', '.join('%.2f ms' % (v / 1e6)
+                                for v in r['vcpu_latency_ns'] or []),
+                      fmt(r['non_vcpu_latency_ns'] / 1e6, ' ms', 2)))
+        print('  fault latency dist    %s' % ', '.join(
+            ('%d below 2 us' % n) if i == 0 else
+            ('%d in [%d, %d) us' % (n, 1 << i, 2 << i))
+            for i, n in enumerate(r['latency_dist']) if n))
     print('  guest worst stall     %s' % fmt(lp['max'] / 1000.0, ' ms', 2))
     print('  worst stalls at       %s (s from migrate-start-postcopy)' %
           ', '.join('%.1f ms at %+.2f s' % (ms, t)

@@ -330,6 +330,11 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
         'pages_background': max(postcopy_pages - requests, 0),
         'blocktime_ms': dst_info.get('postcopy-blocktime'),
         'vcpu_blocktime_ms': dst_info.get('postcopy-vcpu-blocktime'),
+        # QEMU 10.1+ only: fault latencies (ns) and their histogram
+        'latency_ns': dst_info.get('postcopy-latency'),
+        'vcpu_latency_ns': dst_info.get('postcopy-vcpu-latency'),
+        'non_vcpu_latency_ns': dst_info.get('postcopy-non-vcpu-latency'),
+        'latency_dist': dst_info.get('postcopy-latency-dist'),
         'guest': {
             'latency_postcopy_us': lat_post,
             'latency_precopy_us': lat_pre,
