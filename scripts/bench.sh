@@ -42,7 +42,7 @@ main()
         -m pcram.bench \
         --ours "$ours/qemu-system-x86_64" \
         --upstream "$upstream/qemu-system-x86_64" \
-        --guest "$guest" --relay "$PCRAM_ROOT/_build/delay-relay" "$@"
+        --guest "$guest" --relay "$(our_build_dir)/delay-relay" "$@"
 }
 
 main "$@"
