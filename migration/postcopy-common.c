@@ -20,7 +20,7 @@ void postcopy_thread_create(MigrationIncomingState *mis,
     trace_postcopy_thread_create(name);
     postcopy_thread_sync_init(mis);
     qemu_thread_create(thread, name, fn, mis, joinable);
-    /* @fn posts once it is registered with RCU and has read its state. */
+    /* @fn signals once it is registered with RCU and has read its state. */
     postcopy_thread_sync_wait(mis);
 }
 
