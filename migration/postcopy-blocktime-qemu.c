@@ -114,14 +114,22 @@ static bool blocktime_start_wait(struct PostcopyBlocktimeContext *ctx,
     gpointer found = g_hash_table_lookup(ctx->vcpu_by_tid,
                                          GUINT_TO_POINTER(tid));
 
+    unsigned int cpu;
+
     if (!found) {
+        if (!postcopy_blocktime_other_fault(ctx->acct, tid, (uintptr_t)page,
+                                            now)) {
+            return false;
+        }
         trace_postcopy_blocktime_begin_other(tid, page);
-        return postcopy_blocktime_other_fault(ctx->acct, tid,
-                                              (uintptr_t)page, now);
+        return true;
     }
-    trace_postcopy_blocktime_begin(GPOINTER_TO_UINT(found) - 1, page);
-    return postcopy_blocktime_fault(ctx->acct, GPOINTER_TO_UINT(found) - 1,
-                                    (uintptr_t)page, now);
+    cpu = GPOINTER_TO_UINT(found) - 1;
+    if (!postcopy_blocktime_fault(ctx->acct, cpu, (uintptr_t)page, now)) {
+        return false;
+    }
+    trace_postcopy_blocktime_begin(cpu, page);
+    return true;
 }
 
 void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,

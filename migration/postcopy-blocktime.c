@@ -112,6 +112,7 @@ static unsigned int slot_hash(PostcopyBlocktime *bt, uint64_t page)
     return (page * 0x9e3779b97f4a7c15ULL) >> 40 & bt->slot_mask;
 }
 
+/* The slot holding @page, or the free slot where it would go. */
 static unsigned int slot_find(PostcopyBlocktime *bt, uint64_t page)
 {
     unsigned int i = slot_hash(bt, page);
@@ -122,6 +123,7 @@ static unsigned int slot_find(PostcopyBlocktime *bt, uint64_t page)
     return i;
 }
 
+/* Whether @home lies cyclically in (@hole, @pos]. */
 static bool slot_between(unsigned int hole, unsigned int home,
                          unsigned int pos)
 {
@@ -131,6 +133,10 @@ static bool slot_between(unsigned int hole, unsigned int home,
     return hole < home || home <= pos;
 }
 
+/*
+ * Free slot @hole.  Linear probing needs no tombstones if each later entry
+ * of the run that could not stay where it is moves back into the hole.
+ */
 static void slot_remove(PostcopyBlocktime *bt, unsigned int hole)
 {
     unsigned int pos = hole;
@@ -162,6 +168,10 @@ static void latency_dist_add(PostcopyBlocktime *bt, uint64_t waited_ns)
     bt->latency_dist[MIN(bucket, POSTCOPY_BLOCKTIME_BUCKETS - 1)]++;
 }
 
+/*
+ * Ends waiter @w's wait at @now_ns; an other thread's record goes back to
+ * the free list.  Caller holds the lock.
+ */
 static void waiter_stop_waiting(PostcopyBlocktime *bt, int w, uint64_t now_ns)
 {
     BlocktimeWaiter *v = &bt->waiters[w];
@@ -185,6 +195,11 @@ static void waiter_stop_waiting(PostcopyBlocktime *bt, int w, uint64_t now_ns)
     qatomic_set(&bt->nr_waiting, bt->nr_waiting - 1);
 }
 
+/*
+ * Unlink @cpu from the chain of the page it waits on.  Only when a vCPU
+ * faults on a new page before its old one arrived, which a vCPU thread
+ * cannot normally do: a chain walk is fine here.
+ */
 static void vcpu_abandon_page(PostcopyBlocktime *bt, int cpu, uint64_t now_ns)
 {
     BlocktimeWaiter *v = &bt->waiters[cpu];

@@ -44,7 +44,7 @@ void mark_postcopy_blocktime_begin(uintptr_t addr, uint32_t ptid,
  * may go on without them (the guest has all of its RAM and devices);
  * anything else leaves the guest without state it needs.
  */
-static bool listen_load_error_is_fatal(MigrationIncomingState *mis)
+static bool listen_load_error_is_fatal(void)
 {
     return !(postcopy_state_get() == POSTCOPY_INCOMING_RUNNING &&
              !migrate_postcopy_ram() && migrate_dirty_bitmaps());
@@ -95,7 +95,7 @@ static bool listen_thread_load(MigrationIncomingState *mis)
     qemu_file_set_error(mis->from_src_file, ret);
     dirty_bitmap_mig_cancel_incoming();
     error_prepend(&err, "postcopy: the load failed (%d): ", ret);
-    if (!listen_load_error_is_fatal(mis)) {
+    if (!listen_load_error_is_fatal()) {
         error_append_hint(&err, "Everything but dirty bitmaps arrived; the "
                           "bitmaps that did arrive are valid.\n");
         error_report_err(err);

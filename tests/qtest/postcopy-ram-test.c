@@ -27,6 +27,11 @@
 #include "migration/migration-qmp.h"
 #include "migration/migration-util.h"
 
+/* The QEMU tree this test is built in (config-host.h) */
+#define QEMU_AT_LEAST(major, minor) \
+    (QEMU_VERSION_MAJOR > (major) || \
+     (QEMU_VERSION_MAJOR == (major) && QEMU_VERSION_MINOR >= (minor)))
+
 #define GUEST_MB        256
 /*
  * Seconds, times PCRAM_TIMEOUT_SCALE when it is set (a QEMU built with
@@ -354,8 +359,7 @@ static void assert_postcopy_happened(Pair *pair)
  */
 static void assert_latency_consistent(Pair *pair, int vcpus)
 {
-#if QEMU_VERSION_MAJOR > 10 || \
-    (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 1)
+#if QEMU_AT_LEAST(10, 1)
     QDict *rsp = qtest_qmp_assert_success_ref(pair->dst.qts,
                                               "{ 'execute': 'query-migrate' }");
     QList *dist = qdict_get_qlist(rsp, "postcopy-latency-dist");
@@ -724,8 +728,7 @@ static void test_hugetlbfs(void)
 static QTestState *init_with_qemu_from(const char *var, const char *args)
 {
     /* QEMU 10.2's libqtest replaced qtest_init_with_env() with this. */
-#if QEMU_VERSION_MAJOR > 10 || \
-    (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 2)
+#if QEMU_AT_LEAST(10, 2)
     return qtest_init_ext(var, args, NULL, true);
 #else
     return qtest_init_with_env(var, args, true);
