@@ -569,7 +569,8 @@ def main(argv):
     header = ('`%s` on %s, %s, QEMU %s with %s module, %s.' % (
         os.environ.get('PCRAM_FAULTS_COMMAND', 'faults'),
         time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-        accel, os.environ.get('PCRAM_QEMU_VERSION', '10.0.2'), 'this' if args.module == 'ours' else "upstream's",
+        accel, os.environ.get('PCRAM_QEMU_VERSION', '10.0.2'),
+        'this' if args.module == 'ours' else "upstream's",
         summary))
     print()
     print(header)
