@@ -98,7 +98,9 @@ link_firmware()
     mkdir -p "$bundle"
     for f in /usr/share/qemu/* /usr/share/seabios/* /usr/lib/ipxe/qemu/*; do
         [ -e "$f" ] || continue
-        [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
+        # meson's own links stay, even dangling ones (trace-events-all).
+        [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] ||
+            ln -s "$f" "$bundle/"
     done
 }
 

@@ -2,6 +2,10 @@
 # Installs, from Debian's archive, everything this project needs to build
 # QEMU 10.0.2 with its postcopy module and to run its tests and benchmarks.
 # Idempotent: a second run only checks.  Needs root (apt-get).
+#
+#   scripts/install-deps.sh            build and test dependencies
+#   scripts/install-deps.sh --libvirt  those, and libvirt for
+#                                      scripts/libvirt-test.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +26,17 @@ BASE_PKGS=(
 # Packages that need bookworm-backports (QEMU 10.0 wants meson >= 1.5).
 BACKPORT_PKGS=(meson python3-pycotap qemu-system-data)
 
+# libvirt for scripts/libvirt-test.sh: bookworm's 9.0.  bookworm-backports'
+# 11.3 does not serve: its destination libvirtd dies (SIGSEGV) on every
+# `virsh migrate --postcopy-resume`, since qemuMigrationDstPrepareResume()
+# passes a NULL fd that qemuProcessIncomingDefNew() dereferences.  The QEMU
+# driver depends on a Debian QEMU, which the test never runs; bookworm's
+# 7.2 conflicts with backports' qemu-system-data, so it comes from there.
+LIBVIRT_VERSION=9.0.0
+LIBVIRT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+              libvirt0)
+LIBVIRT_BACKPORT_PKGS=(qemu-system-x86 qemu-system-common seabios)
+
 all_installed()
 {
     local p
@@ -39,16 +54,54 @@ ensure_backports_sources()
     log "adding bookworm-backports (deb and deb-src) from $mirror"
     printf 'deb %s bookworm-backports main\ndeb-src %s bookworm-backports main\n' \
         "$mirror" "$mirror" > "$BACKPORTS_LIST"
-    APT_UPDATED=
+}
+
+libvirt_installed()
+{
+    all_installed "${LIBVIRT_PKGS[@]}" &&
+        [ "$(libvirtd --version 2>/dev/null | awk '{print $NF}')" = \
+          "$LIBVIRT_VERSION" ]
+}
+
+install_libvirt()
+{
+    libvirt_installed && return 0
+    local pkgs=() p
+    for p in "${LIBVIRT_PKGS[@]}"; do
+        pkgs+=("$p/bookworm")
+    done
+    for p in "${LIBVIRT_BACKPORT_PKGS[@]}"; do
+        pkgs+=("$p/bookworm-backports")
+    done
+    log "installing libvirt $LIBVIRT_VERSION: ${LIBVIRT_PKGS[*]}"
+    # --allow-downgrades: from backports' 11.3, if a machine has it; the
+    # downgrade drops libvirt-common's files, which libvirt0 then owns.
+    apt-get install -y -qq --no-install-recommends --allow-downgrades \
+        "${pkgs[@]}" >/dev/null
+    apt-get install -y -qq --reinstall libvirt0 >/dev/null
+    libvirt_installed ||
+        die "libvirt $LIBVIRT_VERSION did not install: libvirtd says" \
+            "'$(libvirtd --version 2>&1)'"
 }
 
 main()
 {
     [ "$(id -u)" = 0 ] || die "install-deps needs root for apt-get (run as root)"
+    local libvirt=
+    case "${1:-}" in
+    --libvirt) libvirt=1 ;;
+    '') ;;
+    *) die "install-deps: unknown option $1 (--libvirt)" ;;
+    esac
     ensure_backports_sources
     if all_installed "${BASE_PKGS[@]}" "${BACKPORT_PKGS[@]}" &&
        [ -n "$(apt-cache showsrc qemu 2>/dev/null | head -n1)" ]; then
         log "build dependencies already installed"
+        if [ -n "$libvirt" ]; then
+            export DEBIAN_FRONTEND=noninteractive
+            libvirt_installed || apt-get update -qq
+            install_libvirt
+        fi
         return 0
     fi
     log "apt-get update"
@@ -60,6 +113,7 @@ main()
     apt-get install -y -qq --no-install-recommends -t bookworm-backports \
         "${BACKPORT_PKGS[@]}" >/dev/null
     log "build dependencies installed"
+    [ -z "$libvirt" ] || install_libvirt
 }
 
 main "$@"

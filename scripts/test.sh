@@ -9,7 +9,10 @@
 #   5. this project's qtests (tests/qtest/postcopy-ram-test.c) with the
 #      test guest: byte-exact, access patterns, memory backends, vCPUs,
 #      failures (fault points), refusal;
-#   6. the fault-injection suite's subset (scripts/faults.sh --quick);
+#   6. the fault-injection suite's subset (scripts/faults.sh --quick),
+#      and libvirt's first case (scripts/libvirt-test.sh --cases
+#      after-precopy --no-compare: virsh migrate --postcopy
+#      --postcopy-after-precopy between two libvirt daemons);
 #   7. steps 4 and 5 again on QEMU built with this module under
 #      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
 #      --sanitize): any report aborts the QEMU that made it, and so fails
@@ -189,6 +192,21 @@ run_faults()
     echo "(full output: $log)"
 }
 
+run_libvirt()
+{
+    local log="$OUT/libvirt-test.log" rc
+    section "libvirt: scripts/libvirt-test.sh --cases after-precopy"
+    mkdir -p "$(dirname "$log")"
+    "$here/libvirt-test.sh" --cases after-precopy --no-compare \
+        --json "$OUT/libvirt-test.json" > "$log" 2>&1
+    rc=$?
+    grep -E '^libvirt [0-9]|^  (libvirt|the guest)' "$log"
+    [ $rc -eq 0 ] || sed -n '/FAILED/,$p' "$log" | sed 's/^/  | /'
+    record "libvirt: virsh migrate --live --postcopy --postcopy-after-precopy" \
+        "$rc"
+    echo "(output: $log)"
+}
+
 # Sanitizer reports end the process that made them, with a stack.  Leak
 # checking is off: QEMU's own exit leaks by design and would fail every
 # test, whatever this module does.
@@ -217,6 +235,7 @@ run_plain()
         run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"
         run_faults
+        run_libvirt
     fi
 }
 
