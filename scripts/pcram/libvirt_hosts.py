@@ -17,6 +17,7 @@ and nothing else.
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -101,11 +102,14 @@ class Host:
 
     def start(self, peers, timeout=60):
         self.write_config(peers)
-        mounts = ' '.join('mount --bind %s %s;' % (self.path(key), target)
-                          for key, target in PRIVATE_DIRS.items())
-        mounts += ' mount --bind %s /etc/hosts;' % self.path('hosts')
+        binds = [(self.path(key), target)
+                 for key, target in PRIVATE_DIRS.items()]
+        binds.append((self.path('hosts'), '/etc/hosts'))
         script = 'set -e; hostname %s; %s exec libvirtd --pid-file %s' % (
-            self.name, mounts, self.path('libvirtd.pid'))
+            shlex.quote(self.name),
+            ' '.join('mount --bind %s %s;' % (shlex.quote(a), shlex.quote(b))
+                     for a, b in binds),
+            shlex.quote(self.path('libvirtd.pid')))
         self.log = open(os.path.join(self.dir, 'libvirtd.stderr'), 'w')
         self.proc = subprocess.Popen(
             ['ip', 'netns', 'exec', self.netns, 'unshare', '--mount',

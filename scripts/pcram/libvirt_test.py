@@ -35,6 +35,7 @@ import time
 
 from .guest import GuestConsole, GuestReport
 from .libvirt_hosts import HostError, TwoHosts
+from .migrate import MigrationFailed, wait_verify
 
 DOMAIN = 'pcguest'
 RAM_MB = 1024
@@ -143,8 +144,9 @@ def parse_jobinfo(text):
 class Case:
     """One migration of the test guest, driven with virsh."""
 
-    def __init__(self, hosts, args, name, qemu, module, workdir):
+    def __init__(self, hosts, args, name, qemu, module, workdir, tag):
         self.hosts = hosts
+        self.tag = tag                # names this run's files
         self.src, self.dst = hosts.src, hosts.dst
         self.args = args
         self.name = name
@@ -231,13 +233,17 @@ class Case:
         for host in (self.src, self.dst):
             host.virsh('destroy', DOMAIN, check=False)
             host.virsh('undefine', DOMAIN, check=False)
-            try:
-                os.unlink(host.path('lib', 'qemu', os.path.basename(SERIAL)))
-            except FileNotFoundError:
-                pass
+            # The console's socket, and the domain's log, which libvirt
+            # appends to: what QEMU said is then this case's alone.
+            for path in (self.serial_of(host),
+                         host.path('log', 'qemu', DOMAIN + '.log')):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def start_guest(self):
-        xml = os.path.join(self.workdir, '%s.xml' % self.name)
+        xml = os.path.join(self.workdir, '%s.xml' % self.tag)
         with open(xml, 'w') as f:
             f.write(DOMAIN_XML % {
                 'type': accel_type(), 'name': DOMAIN, 'ram_mb': RAM_MB,
@@ -290,20 +296,10 @@ class Case:
         time.sleep(0.5)
         start = len(console.snapshot())
         console.send('v')
-        answers = {}
-        index = start
-        deadline = time.monotonic() + 120
-        while len(answers) < VCPUS:
-            found = console.wait_for(lambda t: t.startswith('V '),
-                                     max(deadline - time.monotonic(), 0),
-                                     index)
-            if not found:
-                raise CaseFailed('only %d of %d vCPUs answered the memory '
-                                 'check' % (len(answers), VCPUS))
-            index, _, text = found
-            fields = dict(kv.split('=') for kv in text.split()[1:])
-            answers[fields['cpu']] = fields
-            index += 1
+        try:
+            answers = wait_verify(console, VCPUS, start, 120)
+        except MigrationFailed as e:
+            raise CaseFailed(str(e))
         report = GuestReport(self.src_console.snapshot() +
                              console.snapshot())
         checked = sum(int(a['pages']) for a in answers.values())
@@ -316,11 +312,10 @@ class Case:
         self.clean_hosts()
         self.start_guest()
         self.events = {
-            'source': EventLog(self.src, os.path.join(
-                self.workdir, '%s-%s-src.events' % (self.name, self.module))),
-            'destination': EventLog(self.dst, os.path.join(
-                self.workdir, '%s-%s-dst.events' % (self.name, self.module))),
-        }
+            side: EventLog(host, os.path.join(self.workdir, '%s-%s.events' % (
+                self.tag, side)))
+            for side, host in (('source', self.src),
+                               ('destination', self.dst))}
         # Let `virsh event` register before anything happens.
         time.sleep(0.5)
         self.t0 = time.time()
@@ -338,6 +333,9 @@ class Case:
         finally:
             for log in self.events.values():
                 log.stop()
+            for console in (self.src_console, self.dst_console):
+                if console:
+                    console.close()
         self.result['events'] = {
             side: [(round(t - self.t0, 3), s, d)
                    for t, s, d in log.entries()]
@@ -552,7 +550,8 @@ def main(argv=None):
             for i, (name, qemu, module) in enumerate(plan):
                 print('\n[%d/%d] %s (module: %s)' % (i + 1, len(plan), name,
                                                      module), flush=True)
-                case = Case(hosts, args, name, qemu, module, workdir)
+                case = Case(hosts, args, name, qemu, module, workdir,
+                            '%d-%s' % (i + 1, name))
                 try:
                     r = case.run()
                 except (CaseFailed, HostError) as e:

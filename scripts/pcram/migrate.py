@@ -257,8 +257,8 @@ def _migrate(scn, src, dst, progress):
     time.sleep(0.5)
     verify_start = len(dst.console.snapshot())
     dst.console.send('v')
-    verified = _wait_verify(dst, scn.vcpus, verify_start,
-                            60 + scn.ram_mb / 32)
+    verified = wait_verify(dst.console, scn.vcpus, verify_start,
+                           60 + scn.ram_mb / 32)
     dst.console.send('q')
     dst.console.wait_for(lambda t: t == 'END', 30, verify_start)
 
@@ -281,14 +281,16 @@ def _wait_destination(dst, timeout):
         time.sleep(0.02)
 
 
-def _wait_verify(dst, vcpus, start, timeout):
+def wait_verify(console, vcpus, start, timeout):
+    """Each vCPU's answer ('V' line, from index @start of @console on) to
+    the memory check asked for there: {cpu: {pages, bad, ...}}."""
     answers = {}
     deadline = time.monotonic() + timeout
     index = start
     while len(answers) < vcpus:
         left = deadline - time.monotonic()
-        found = dst.console.wait_for(lambda t: t.startswith('V '),
-                                     max(left, 0), index)
+        found = console.wait_for(lambda t: t.startswith('V '),
+                                 max(left, 0), index)
         if not found:
             raise MigrationFailed('only %d of %d vCPUs answered the memory '
                                   'check within %d s' % (len(answers), vcpus,
