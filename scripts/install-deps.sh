@@ -29,13 +29,11 @@ BACKPORT_PKGS=(meson python3-pycotap qemu-system-data)
 # libvirt for scripts/libvirt-test.sh: bookworm's 9.0.  bookworm-backports'
 # 11.3 does not serve: its destination libvirtd dies (SIGSEGV) on every
 # `virsh migrate --postcopy-resume`, since qemuMigrationDstPrepareResume()
-# passes a NULL fd that qemuProcessIncomingDefNew() dereferences.  The QEMU
-# driver depends on a Debian QEMU, which the test never runs; bookworm's
-# 7.2 conflicts with backports' qemu-system-data, so it comes from there.
+# passes a NULL fd that qemuProcessIncomingDefNew() dereferences.  9.0's
+# QEMU driver needs no Debian QEMU: the domain's <emulator> is ours.
 LIBVIRT_VERSION=9.0.0
 LIBVIRT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
               libvirt0)
-LIBVIRT_BACKPORT_PKGS=(qemu-system-x86 qemu-system-common seabios)
 
 all_installed()
 {
@@ -69,9 +67,6 @@ install_libvirt()
     local pkgs=() p
     for p in "${LIBVIRT_PKGS[@]}"; do
         pkgs+=("$p/bookworm")
-    done
-    for p in "${LIBVIRT_BACKPORT_PKGS[@]}"; do
-        pkgs+=("$p/bookworm-backports")
     done
     log "installing libvirt $LIBVIRT_VERSION: ${LIBVIRT_PKGS[*]}"
     # --allow-downgrades: from backports' 11.3, if a machine has it; the
