@@ -31,6 +31,7 @@
 #include "postcopy-internal.h"
 #include "postcopy-queue.h"
 #include "postcopy-inject.h"
+#include "postcopy-prepage.h"
 #include "trace.h"
 
 /* Faults read with one read(2); the rest wait for the next round. */
@@ -49,6 +50,7 @@ typedef struct FaultThread {
     GArray *pollfds;
     GArray *shared;
     unsigned int shared_generation;
+    PostcopyPrepage prepage;
 } FaultThread;
 
 /* (Re)build the poll set when devices registered or dropped shared fds. */
@@ -154,9 +156,43 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
     return postcopy_send_page_request(mis, rb, offset, haddr, tid);
 }
 
-static void fault_thread_serve_fault(MigrationIncomingState *mis,
+/*
+ * After a fault's own request, the pages its walk will want next, if it
+ * walks (postcopy-prepage.h): those not here and not asked for yet, each
+ * a request of its own behind the faulting page's.
+ */
+static void fault_thread_prepage(FaultThread *ft, RAMBlock *rb,
+                                 ram_addr_t offset, size_t pagesize)
+{
+    uint64_t first = 0, page;
+    unsigned int n;
+
+    n = postcopy_prepage_fault(&ft->prepage, rb, offset / pagesize,
+                               qemu_ram_get_used_length(rb) / pagesize,
+                               &first);
+    if (!n) {
+        return;
+    }
+    trace_postcopy_prepage(qemu_ram_get_idstr(rb), first * pagesize, n);
+    for (page = first; page < first + n; page++) {
+        ram_addr_t at = page * pagesize;
+
+        if (ramblock_recv_bitmap_test_byte_offset(rb, at)) {
+            continue;
+        }
+        /* No faulting thread: tid 0.  A broken path waits for the next. */
+        if (postcopy_request_page(ft->mis, rb, at,
+                                  (uintptr_t)qemu_ram_get_host_addr(rb) + at,
+                                  0)) {
+            return;
+        }
+    }
+}
+
+static void fault_thread_serve_fault(FaultThread *ft,
                                      const struct uffd_msg *msg)
 {
+    MigrationIncomingState *mis = ft->mis;
     uint64_t haddr = msg->arg.pagefault.address;
     uint32_t tid = msg->arg.pagefault.feat.ptid;
     ram_addr_t offset;
@@ -182,11 +218,13 @@ static void fault_thread_serve_fault(MigrationIncomingState *mis,
             return;
         }
     }
+    fault_thread_prepage(ft, rb, offset, pagesize);
 }
 
 /* Returns false when the thread must quit. */
-static bool fault_thread_read_faults(MigrationIncomingState *mis)
+static bool fault_thread_read_faults(FaultThread *ft)
 {
+    MigrationIncomingState *mis = ft->mis;
     struct uffd_msg msgs[FAULT_BATCH];
     int i, n;
 
@@ -209,7 +247,7 @@ static bool fault_thread_read_faults(MigrationIncomingState *mis)
                         msgs[i].event);
             continue;
         }
-        fault_thread_serve_fault(mis, &msgs[i]);
+        fault_thread_serve_fault(ft, &msgs[i]);
     }
     return true;
 }
@@ -282,7 +320,7 @@ static bool fault_thread_round(FaultThread *ft)
         return false;
     }
     if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
-        !fault_thread_read_faults(mis)) {
+        !fault_thread_read_faults(ft)) {
         return false;
     }
     for (i = POLL_SHARED_FIRST; i < ft->pollfds->len; i++) {
@@ -311,6 +349,7 @@ void *postcopy_fault_thread(void *opaque)
     /* No RAMBlock has been asked for on this return path yet. */
     ft.mis->last_rb = NULL;
     fault_thread_refresh_pollfds(&ft);
+    postcopy_prepage_init(&ft.prepage, postcopy_queue_prepage());
     postcopy_thread_sync_signal(ft.mis);
 
     while (fault_thread_round(&ft)) {

@@ -9,6 +9,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "postcopy-queue.h"
+#include "postcopy-prepage.h"
 
 static bool tune_parse_bytes(const char *name, const char *text,
                              uint32_t *bytes, Error **errp)
@@ -82,6 +83,16 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             if (!tune_parse_bytes("lowat", kv[1], &parsed.lowat, errp)) {
                 return false;
             }
+        } else if (!strcmp(kv[0], "prepage")) {
+            guint64 pages;
+
+            if (!kv[1] || !g_ascii_string_to_unsigned(
+                    kv[1], 10, 0, POSTCOPY_PREPAGE_MAX_DEPTH, &pages, NULL)) {
+                error_setg(errp, "QEMU_POSTCOPY_TUNE: prepage wants pages "
+                           "from 0 to %d", POSTCOPY_PREPAGE_MAX_DEPTH);
+                return false;
+            }
+            parsed.prepage = pages;
         } else if (!strcmp(kv[0], "rcvbuf")) {
             if (!tune_parse_bytes("rcvbuf", kv[1], &parsed.rcvbuf, errp)) {
                 return false;
@@ -90,7 +101,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
-                       "rcvbuf=BYTES)", items[i]);
+                       "rcvbuf=BYTES, prepage=PAGES)", items[i]);
             return false;
         }
     }

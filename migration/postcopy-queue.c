@@ -144,6 +144,11 @@ void postcopy_queue_bound_incoming(QEMUFile *f)
     trace_postcopy_queue_bound("destination", "rcvbuf", rcvbuf);
 }
 
+unsigned int postcopy_queue_prepage(void)
+{
+    return queue_tune.prepage;
+}
+
 void postcopy_queue_init(void)
 {
     Error *err = NULL;

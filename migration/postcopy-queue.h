@@ -32,6 +32,11 @@
  *                                           fixed bounds instead of sized
  *                                           (rcvbuf= turns the receive
  *                                           bound on)
+ *   QEMU_POSTCOPY_TUNE=prepage=PAGES        the destination asks for up to
+ *                                           PAGES pages ahead of a walking
+ *                                           vCPU's faults (pre-paging,
+ *                                           postcopy-prepage.h); 0, the
+ *                                           default, never
  *
  * The functions down to postcopy_queue_lowat() are pure (postcopy-queue-
  * tune.c): tests/unit drives them.
@@ -51,6 +56,7 @@ typedef struct PostcopyQueueTune {
     bool no_receive;            /* unless queue=receive or queue=on */
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
+    uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
 } PostcopyQueueTune;
 
 /*
@@ -85,5 +91,7 @@ void postcopy_queue_init(void);
  * it is not TCP or the tuning says no.  Any thread.
  */
 void postcopy_queue_bound_incoming(QEMUFile *f);
+/* QEMU_POSTCOPY_TUNE's prepage=, for the fault thread. */
+unsigned int postcopy_queue_prepage(void);
 
 #endif

@@ -46,13 +46,18 @@ static void test_tune_items(void)
     g_assert_false(tune.no_send || tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 131072);
     g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
+    g_assert_cmpuint(tune.prepage, ==, 0);
+    g_assert_true(postcopy_queue_tune_parse("prepage=32", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.prepage, ==, 32);
+    g_assert_false(tune.no_send);
 }
 
 static void test_tune_errors(void)
 {
     static const char *const bad[] = {
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
-        "rcvbuf=999999999", "prepage=on",
+        "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
     unsigned int i;
