@@ -167,6 +167,10 @@ static void fault_thread_prepage(FaultThread *ft, RAMBlock *rb,
     uint64_t first = 0, page;
     unsigned int n;
 
+    /* A huge page already brings megabytes per fault. */
+    if (pagesize != qemu_real_host_page_size()) {
+        return;
+    }
     n = postcopy_prepage_fault(&ft->prepage, rb, offset / pagesize,
                                qemu_ram_get_used_length(rb) / pagesize,
                                &first);

@@ -13,6 +13,9 @@
  * finds them on its way.  Random faults follow on from nothing and ask
  * for nothing more.
  *
+ * Pages of the host's base size only: a huge page already brings
+ * megabytes per fault.
+ *
  * A few walks are followed at once (one per vCPU, say), each a "stream"
  * that remembers its last fault and how far it has asked ahead; a fault
  * that follows no stream replaces the one used least recently.

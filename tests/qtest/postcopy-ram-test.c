@@ -542,7 +542,16 @@ static void qreads_fill(QTestState *qts)
 typedef struct QReadsCase {
     bool preempt;
     bool recover;               /* pause the destination half-way, recover */
+    /*
+     * Pre-paging on the destination (QEMU_POSTCOPY_TUNE=prepage=, see
+     * migration/postcopy-prepage.h), and a walk through pages in order
+     * first, as a vCPU scanning memory makes.
+     */
+    bool prepage;
 } QReadsCase;
+
+#define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
+#define QREADS_WALK_PAGES   512
 
 /* Read @count random pages on the destination; each must hold its byte. */
 static void qreads_check(QTestState *dst, GRand *rand, int count)
@@ -563,11 +572,38 @@ static void qreads_check(QTestState *dst, GRand *rand, int count)
     }
 }
 
+/* Read @count pages in order from @first; each must hold its byte. */
+static void qreads_walk(QTestState *dst, uint64_t first, int count)
+{
+    uint64_t page;
+
+    for (page = first; page < first + count; page++) {
+        g_assert_cmphex(qtest_readq(dst, QREADS_BASE + page * 4096), ==,
+                        0x0101010101010101ULL * qreads_byte(page));
+    }
+}
+
+/* How many lines of the file at @path contain @what. */
+static int count_lines_with(const char *path, const char *what)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i, n = 0;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        n += strstr(lines[i], what) != NULL;
+    }
+    return n;
+}
+
 static void test_qtest_reads(const void *opaque)
 {
     const QReadsCase *qc = opaque;
     const char *args = "-machine q35 -m 128M";
-    g_autofree char *incoming = g_strdup_printf("%s -incoming defer", args);
+    g_autofree char *trace = NULL;
+    g_autofree char *incoming = NULL;
     g_autofree char *before = NULL, *after = NULL;
     GRand *rand = g_rand_new_with_seed(42);
     const TestCase tc = { .name = "qtest-reads" };
@@ -576,7 +612,15 @@ static void test_qtest_reads(const void *opaque)
     QDict *rsp, *ram;
 
     tmpdir_create();
+    trace = g_strdup_printf("%s/destination.trace", tmpdir);
+    incoming = g_strdup_printf("%s -incoming defer%s%s", args,
+                               qc->prepage ? " -trace postcopy_prepage -D " :
+                               "", qc->prepage ? trace : "");
+    if (qc->prepage) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "prepage=16", true);
+    }
     dst->qts = qtest_init(incoming);
+    g_unsetenv("QEMU_POSTCOPY_TUNE");
     src->qts = qtest_init(args);
     qreads_fill(src->qts);
     before = guest_ram_sha256(src, "source", 128 * MiB);
@@ -595,6 +639,9 @@ static void test_qtest_reads(const void *opaque)
                              "{ 'execute': 'migrate-start-postcopy' }");
     migration_event_wait(dst->qts, "postcopy-active");
 
+    if (qc->prepage) {
+        qreads_walk(dst->qts, QREADS_WALK_FIRST, QREADS_WALK_PAGES);
+    }
     qreads_check(dst->qts, rand, 1000);
     if (qc->recover) {
         migrate_pause(dst->qts);
@@ -620,6 +667,14 @@ static void test_qtest_reads(const void *opaque)
     g_rand_free(rand);
     qtest_quit(src->qts);
     qtest_quit(dst->qts);
+    if (qc->prepage) {
+        /* The walk's pages were asked for ahead of its reads. */
+        int ranges = count_lines_with(trace, "postcopy_prepage");
+
+        g_test_message("pre-paged ranges: %d", ranges);
+        g_assert_cmpint(ranges, >, 0);
+        unlink(trace);
+    }
     tmpdir_remove();
 }
 
@@ -627,6 +682,8 @@ static const QReadsCase qreads_plain = { 0 };
 static const QReadsCase qreads_preempt = { .preempt = true };
 static const QReadsCase qreads_preempt_recovery = { .preempt = true,
                                                     .recover = true };
+static const QReadsCase qreads_preempt_prepage = { .preempt = true,
+                                                   .prepage = true };
 
 /* --- Huge pages -------------------------------------------------------- */
 
@@ -828,6 +885,8 @@ int main(int argc, char **argv)
                         test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/preempt", &qreads_preempt,
                         test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-prepage",
+                        &qreads_preempt_prepage, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-recovery",
                         &qreads_preempt_recovery, test_qtest_reads);
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);
