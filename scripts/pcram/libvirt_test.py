@@ -17,8 +17,8 @@ would, with virsh only.  Cases:
                  --postcopy-resume; completion
 
 Every case ends with the guest on the destination checking all of its
-memory.  With --compare-qemu, the first case runs again with that QEMU
-(the other module) and what libvirt saw is listed side by side.  Exits 0
+memory.  With --compare-qemu, each case runs again with that QEMU (the
+other module) and what libvirt saw is listed side by side.  Exits 0
 when every case passed, 1 otherwise, 2 on bad usage.
 """
 
