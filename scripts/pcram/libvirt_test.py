@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -534,6 +535,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    # A timeout's SIGTERM unwinds too: the hosts are removed on the way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     plan = [(c, args.qemu, args.module) for c in args.cases]
     if args.compare_qemu:
         plan += [(c, args.compare_qemu, args.compare_module)
