@@ -11,20 +11,28 @@
 #include "postcopy-queue.h"
 #include "postcopy-prepage.h"
 
+/* @text, a number of @unit from @min to @max, into *@value. */
+static bool tune_parse_uint(const char *name, const char *text,
+                            const char *unit, uint32_t min, uint32_t max,
+                            uint32_t *value, Error **errp)
+{
+    guint64 parsed;
+
+    if (!text || !g_ascii_string_to_unsigned(text, 10, min, max, &parsed,
+                                             NULL)) {
+        error_setg(errp, "QEMU_POSTCOPY_TUNE: %s wants %s from %u to %u",
+                   name, unit, min, max);
+        return false;
+    }
+    *value = parsed;
+    return true;
+}
+
 static bool tune_parse_bytes(const char *name, const char *text,
                              uint32_t *bytes, Error **errp)
 {
-    guint64 value;
-
-    if (!text || !g_ascii_string_to_unsigned(text, 10, POSTCOPY_QUEUE_MIN / 16,
-                                             POSTCOPY_QUEUE_MAX * 4, &value,
-                                             NULL)) {
-        error_setg(errp, "QEMU_POSTCOPY_TUNE: %s wants bytes from %d to %d",
-                   name, POSTCOPY_QUEUE_MIN / 16, POSTCOPY_QUEUE_MAX * 4);
-        return false;
-    }
-    *bytes = value;
-    return true;
+    return tune_parse_uint(name, text, "bytes", POSTCOPY_QUEUE_MIN / 16,
+                           POSTCOPY_QUEUE_MAX * 4, bytes, errp);
 }
 
 /*
@@ -84,15 +92,11 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                 return false;
             }
         } else if (!strcmp(kv[0], "prepage")) {
-            guint64 pages;
-
-            if (!kv[1] || !g_ascii_string_to_unsigned(
-                    kv[1], 10, 0, POSTCOPY_PREPAGE_MAX_DEPTH, &pages, NULL)) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: prepage wants pages "
-                           "from 0 to %d", POSTCOPY_PREPAGE_MAX_DEPTH);
+            if (!tune_parse_uint("prepage", kv[1], "pages", 0,
+                                 POSTCOPY_PREPAGE_MAX_DEPTH, &parsed.prepage,
+                                 errp)) {
                 return false;
             }
-            parsed.prepage = pages;
         } else if (!strcmp(kv[0], "rcvbuf")) {
             if (!tune_parse_bytes("rcvbuf", kv[1], &parsed.rcvbuf, errp)) {
                 return false;
