@@ -553,33 +553,39 @@ typedef struct QReadsCase {
 #define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
 #define QREADS_WALK_PAGES   512
 
-/* Read @count random pages on the destination; each must hold its byte. */
+/* Word @word of @page on the destination must hold the page's byte. */
+static void qreads_read(QTestState *dst, uint64_t page, unsigned int word)
+{
+    uint64_t want = 0x0101010101010101ULL * qreads_byte(page);
+    uint64_t got = qtest_readq(dst, QREADS_BASE + page * 4096 + word * 8);
+
+    if (got != want) {
+        g_test_message("page %" PRIu64 ": read %016" PRIx64 ", wrote %016"
+                       PRIx64, page, got, want);
+        g_assert_not_reached();
+    }
+}
+
+/* Read @count random pages on the destination. */
 static void qreads_check(QTestState *dst, GRand *rand, int count)
 {
     int i;
 
     for (i = 0; i < count; i++) {
+        /* The page first, then the word: the sequence the seed gives. */
         uint64_t page = g_rand_int_range(rand, 0, QREADS_PAGES);
-        uint64_t want = 0x0101010101010101ULL * qreads_byte(page);
-        uint64_t got = qtest_readq(dst, QREADS_BASE + page * 4096 +
-                                   g_rand_int_range(rand, 0, 512) * 8);
 
-        if (got != want) {
-            g_test_message("page %" PRIu64 ": read %016" PRIx64
-                           ", wrote %016" PRIx64, page, got, want);
-            g_assert_not_reached();
-        }
+        qreads_read(dst, page, g_rand_int_range(rand, 0, 512));
     }
 }
 
-/* Read @count pages in order from @first; each must hold its byte. */
+/* Read @count pages in order from @first. */
 static void qreads_walk(QTestState *dst, uint64_t first, int count)
 {
     uint64_t page;
 
     for (page = first; page < first + count; page++) {
-        g_assert_cmphex(qtest_readq(dst, QREADS_BASE + page * 4096), ==,
-                        0x0101010101010101ULL * qreads_byte(page));
+        qreads_read(dst, page, 0);
     }
 }
 
