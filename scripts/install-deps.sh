@@ -35,6 +35,16 @@ LIBVIRT_VERSION=9.0.0
 LIBVIRT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
               libvirt0)
 
+# One `apt-get update` per run, whatever installs after it.
+APT_UPDATED=
+apt_update()
+{
+    [ -z "$APT_UPDATED" ] || return 0
+    log "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+}
+
 all_installed()
 {
     local p
@@ -64,6 +74,7 @@ libvirt_installed()
 install_libvirt()
 {
     libvirt_installed && return 0
+    apt_update
     local pkgs=() p
     for p in "${LIBVIRT_PKGS[@]}"; do
         pkgs+=("$p/bookworm")
@@ -79,6 +90,17 @@ install_libvirt()
             "'$(libvirtd --version 2>&1)'"
 }
 
+install_build_deps()
+{
+    apt_update
+    log "installing ${BASE_PKGS[*]}"
+    apt-get install -y -qq --no-install-recommends "${BASE_PKGS[@]}" >/dev/null
+    log "installing from bookworm-backports: ${BACKPORT_PKGS[*]}"
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+        "${BACKPORT_PKGS[@]}" >/dev/null
+    log "build dependencies installed"
+}
+
 main()
 {
     [ "$(id -u)" = 0 ] || die "install-deps needs root for apt-get (run as root)"
@@ -88,26 +110,14 @@ main()
     '') ;;
     *) die "install-deps: unknown option $1 (--libvirt)" ;;
     esac
+    export DEBIAN_FRONTEND=noninteractive
     ensure_backports_sources
     if all_installed "${BASE_PKGS[@]}" "${BACKPORT_PKGS[@]}" &&
        [ -n "$(apt-cache showsrc qemu 2>/dev/null | head -n1)" ]; then
         log "build dependencies already installed"
-        if [ -n "$libvirt" ]; then
-            export DEBIAN_FRONTEND=noninteractive
-            libvirt_installed || apt-get update -qq
-            install_libvirt
-        fi
-        return 0
+    else
+        install_build_deps
     fi
-    log "apt-get update"
-    apt-get update -qq
-    export DEBIAN_FRONTEND=noninteractive
-    log "installing ${BASE_PKGS[*]}"
-    apt-get install -y -qq --no-install-recommends "${BASE_PKGS[@]}" >/dev/null
-    log "installing from bookworm-backports: ${BACKPORT_PKGS[*]}"
-    apt-get install -y -qq --no-install-recommends -t bookworm-backports \
-        "${BACKPORT_PKGS[@]}" >/dev/null
-    log "build dependencies installed"
     [ -z "$libvirt" ] || install_libvirt
 }
 

@@ -5,11 +5,11 @@
 # Installs libvirt (bookworm's 9.0, see install-deps.sh for why not 11.3),
 # builds both QEMUs and the guest first.  Root only.
 #
-#   scripts/libvirt-test.sh                  every case with our module, and
-#                                            the first again with upstream's,
-#                                            side by side
+#   scripts/libvirt-test.sh                  every case with our module,
+#                                            then with upstream's, side by
+#                                            side
 #   scripts/libvirt-test.sh --upstream       every case with upstream's
-#                                            module, the first with ours
+#                                            module, then with ours
 #   scripts/libvirt-test.sh --qemu 10.2.2 .. another QEMU (10.0.2, the
 #                                            default, 10.0.13, 10.2.2)
 #   scripts/libvirt-test.sh --cases after-precopy --no-compare

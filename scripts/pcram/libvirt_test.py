@@ -177,14 +177,14 @@ class Case:
         r = host.virsh('domjobinfo', DOMAIN, *extra, check=False)
         return parse_jobinfo(r.stdout) if r.returncode == 0 else {}
 
-    def qemu_says(self, host, n=1):
-        """The last lines of the QEMU's own log on @host: libvirt holds the
+    def qemu_says(self, host):
+        """The last line of the QEMU's own log on @host: libvirt holds the
         destination's monitor for the whole incoming job, so a query
         through it would wait for the job's end."""
         said = [m.group(1) for m in map(
             QEMU_LOG_LINE.match, host.tail('log', 'qemu', DOMAIN + '.log',
                                            n=40).splitlines()) if m]
-        return ' / '.join(said[-n:]) or 'nothing yet'
+        return said[-1] if said else 'nothing yet'
 
     def qemu_states(self):
         return 'QEMU logs: source "%s", destination "%s"' % (
@@ -227,6 +227,11 @@ class Case:
         self.note('virsh migrate exited %d%s' % (
             proc.returncode, (': ' + out.strip()) if out.strip() else ''))
         return proc.returncode, out.strip()
+
+    def migrate_to_end(self, proc, what='virsh migrate'):
+        rc, out = self.finish_migrate(proc)
+        if rc != 0:
+            raise CaseFailed('%s failed: %s' % (what, out))
 
     # --- the guest -------------------------------------------------------
 
@@ -337,29 +342,30 @@ class Case:
             for console in (self.src_console, self.dst_console):
                 if console:
                     console.close()
+        events = {side: log.entries() for side, log in self.events.items()}
         self.result['events'] = {
-            side: [(round(t - self.t0, 3), s, d)
-                   for t, s, d in log.entries()]
-            for side, log in self.events.items()}
+            side: [(round(t - self.t0, 3), s, d) for t, s, d in entries]
+            for side, entries in events.items()}
         self.result['steps'] = [(round(t, 3), s) for t, s in self.steps]
-        self.result['guest'] = self.guest_figures(report, t_mono)
+        self.result['guest'] = self.guest_figures(report, t_mono,
+                                                  events['source'])
         self.result['guest'].update(pages_checked=checked, bad_pages=bad,
                                     verdict='clean' if bad == 0 else
                                     'CORRUPT')
         self.result['passed'] = bad == 0
         return self.result
 
-    def guest_figures(self, report, t_mono):
+    def guest_figures(self, report, t_mono, src_events):
         """The guest's own view of postcopy: from the source's `Suspended
-        Post-copy` event to the job's end."""
+        Post-copy` event (of @src_events, EventLog.entries()) to the job's
+        end."""
         offset = self.t0 - t_mono             # wall clock - monotonic
-        src_events = self.events['source'].entries()
         start = next((t for t, s, _ in src_events
                       if 'Post-copy' in s and 'Suspended' in s), None)
         end = next((t for t, s, _ in src_events
                     if s.startswith('job-completed')), None)
         if start is None or end is None:
-            return {'postcopy_window': None}
+            return {'postcopy_window_s': None}
         window = report.window(start - offset, end - offset)
         lat, _ = report.latency(window)
         return {
@@ -372,15 +378,12 @@ class Case:
         }
 
     def case_after_precopy(self):
-        proc = self.start_migrate('--postcopy-after-precopy')
-        rc, out = self.finish_migrate(proc)
-        if rc != 0:
-            raise CaseFailed('virsh migrate failed: %s' % out)
+        self.migrate_to_end(self.start_migrate('--postcopy-after-precopy'))
 
     def case_switch(self):
         proc = self.start_migrate()
-        # Precopy running: the job has begun moving memory, and the first
-        # pass is far from over (libvirt's own iteration events say so).
+        # Precopy running: the job has moved 64 MiB of the guest's 1 GiB,
+        # so its first pass is far from over.
         self.wait_until(lambda: self.processed_mib() > 64, 60,
                         'precopy under way')
         info = self.jobinfo(self.src)
@@ -389,9 +392,7 @@ class Case:
             info.get('Memory remaining', '?')))
         self.src.virsh('migrate-postcopy', DOMAIN)
         self.note('virsh migrate-postcopy')
-        rc, out = self.finish_migrate(proc)
-        if rc != 0:
-            raise CaseFailed('virsh migrate failed: %s' % out)
+        self.migrate_to_end(proc)
 
     def processed_mib(self):
         value = self.jobinfo(self.src).get('Memory processed', '0 MiB')
@@ -438,11 +439,9 @@ class Case:
                         120, 'the destination paused')
         self.note(self.both_states())
         self.note(self.qemu_states())
-        proc = self.start_migrate('--postcopy-resume', *bandwidth)
-        rc, out = self.finish_migrate(proc)
-        if rc != 0:
-            raise CaseFailed('virsh migrate --postcopy-resume failed: %s'
-                             % out)
+        self.migrate_to_end(self.start_migrate('--postcopy-resume',
+                                               *bandwidth),
+                            'virsh migrate --postcopy-resume')
 
 
 # --- the report -------------------------------------------------------------
