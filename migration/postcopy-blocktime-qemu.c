@@ -113,7 +113,6 @@ static bool blocktime_start_wait(struct PostcopyBlocktimeContext *ctx,
 {
     gpointer found = g_hash_table_lookup(ctx->vcpu_by_tid,
                                          GUINT_TO_POINTER(tid));
-
     unsigned int cpu;
 
     if (!found) {
