@@ -105,6 +105,16 @@ int postcopy_preempt_establish_channel(MigrationState *s)
      */
     connect_here = !s->preempt_pre_7_2;
     trace_postcopy_preempt_establish(connect_here);
+    if (connect_here && migrate_has_error(s)) {
+        /*
+         * Paused or failed since this recovery began (migration_connect()
+         * clears the error): open no new channel.  QEMU 10.0's destination
+         * takes a connection that lands while it pauses for a fresh
+         * migration, and aborts (scripts/pcram/channel_race.py).
+         */
+        trace_postcopy_preempt_channel_failed("the migration already failed");
+        return -1;
+    }
     if (connect_here) {
         postcopy_preempt_setup(s);
     }
