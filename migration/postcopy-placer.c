@@ -69,6 +69,7 @@
 #include "postcopy-internal.h"
 #include "postcopy-inject.h"
 #include "postcopy-placeq.h"
+#include "postcopy-queue.h"
 #include "trace.h"
 
 /* 64 pages of 4 KiB: enough to ride out the placer's scheduling hiccups. */
@@ -221,6 +222,10 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
     assert(!placer);
     if (!placer_worth_starting()) {
         trace_postcopy_placer_off("this process may use one CPU only");
+        return true;
+    }
+    if (!postcopy_queue_placer_wanted()) {
+        trace_postcopy_placer_off("QEMU_POSTCOPY_TUNE=placer=off");
         return true;
     }
     p = g_new0(PostcopyPlacer, 1);

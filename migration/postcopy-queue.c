@@ -149,6 +149,11 @@ unsigned int postcopy_queue_prepage(void)
     return queue_tune.prepage;
 }
 
+bool postcopy_queue_placer_wanted(void)
+{
+    return !queue_tune.no_placer;
+}
+
 void postcopy_queue_init(void)
 {
     Error *err = NULL;

@@ -37,6 +37,12 @@
  *                                           vCPU's faults (pre-paging,
  *                                           postcopy-prepage.h); 0, the
  *                                           default, never
+ *   QEMU_POSTCOPY_TUNE=placer=off           the destination places every
+ *                                           page in the thread that read
+ *                                           it, as upstream's module does
+ *                                           (postcopy-placer.c); on, the
+ *                                           default, hands background
+ *                                           pages to the placer thread
  *
  * The functions down to postcopy_queue_lowat() are pure (postcopy-queue-
  * tune.c): tests/unit drives them.
@@ -57,6 +63,7 @@ typedef struct PostcopyQueueTune {
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
     uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
+    bool no_placer;             /* placer=off */
 } PostcopyQueueTune;
 
 /*
@@ -93,5 +100,7 @@ void postcopy_queue_init(void);
 void postcopy_queue_bound_incoming(QEMUFile *f);
 /* QEMU_POSTCOPY_TUNE's prepage=, for the fault thread. */
 unsigned int postcopy_queue_prepage(void);
+/* Whether QEMU_POSTCOPY_TUNE leaves the placer thread on (the default). */
+bool postcopy_queue_placer_wanted(void);
 
 #endif

@@ -203,7 +203,8 @@ def source_paused_before_connect(qemu):
         except CaseFailed as e:
             print('FAILED: %s' % e)
             for vm in (case.src, case.dst):
-                print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
+                if vm is not None:
+                    print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
             return 1
         finally:
             if gdb:
