@@ -25,6 +25,8 @@
  *   move-batch      as move, but BATCH consecutive pages received side by
  *                   side and moved by one UFFDIO_MOVE (the background
  *                   stream is mostly consecutive pages)
+ *   move-populated  as move-batch, with each batch's fresh pages allocated
+ *                   by one MADV_POPULATE_WRITE instead of a fault each
  *   (fill only)     for reference: the fresh pages of move filled, and
  *                   nothing placed; not a way to place a page
  *
@@ -62,10 +64,13 @@ struct uffdio_move {
 #define BATCH 64
 #define RING_SLOTS 64
 
-enum way { COPY, RING_COPY, COPY_DONTWAKE, MOVE, MOVE_BATCH, FILL, WAYS };
+enum way {
+    COPY, RING_COPY, COPY_DONTWAKE, MOVE, MOVE_BATCH, MOVE_POPULATED, FILL,
+    WAYS
+};
 static const char *const way_names[WAYS] = {
     "copy", "ring+copy", "copy-dontwake", "move", "move-batch",
-    "(fill only)",
+    "move-populated", "(fill only)",
 };
 
 static void die(const char *what)
@@ -164,7 +169,8 @@ static double one_round(enum way way, size_t pages, const char *received)
 
     register_missing(fd, area, len);
     memset(ring, 0, RING_SLOTS * PAGE);
-    if (way == MOVE || way == MOVE_BATCH || way == FILL) {
+    if (way == MOVE || way == MOVE_BATCH || way == MOVE_POPULATED ||
+        way == FILL) {
         /*
          * Mapped, not touched: each page is allocated when it is filled.
          * Small pages: moving 4 KiB out of a transparent huge page splits
@@ -202,6 +208,19 @@ static double one_round(enum way way, size_t pages, const char *received)
             place_move(fd, dst, staging + i * PAGE, PAGE);
             break;
         case MOVE_BATCH:
+            memcpy(staging + i * PAGE, received, PAGE);
+            if (i % BATCH == BATCH - 1) {
+                size_t first = (i + 1 - BATCH) * PAGE;
+
+                place_move(fd, area + first, staging + first, BATCH * PAGE);
+            }
+            break;
+        case MOVE_POPULATED:
+            if (i % BATCH == 0 &&
+                madvise(staging + i * PAGE, BATCH * PAGE,
+                        MADV_POPULATE_WRITE)) {
+                die("MADV_POPULATE_WRITE");
+            }
             memcpy(staging + i * PAGE, received, PAGE);
             if (i % BATCH == BATCH - 1) {
                 size_t first = (i + 1 - BATCH) * PAGE;
