@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from .guest import bucket_high_ns
+from .guest import bucket_high_ns, stalled_ms
 from .migrate import (MigrationFailed, Scenario, check_guest_shape,
                       run_scenario)
 from .netlink import Link, LinkError
@@ -48,6 +48,8 @@ FIGURES = [
     ('lat_p50_us', 'guest batch time p50', 'us', True),
     ('lat_p99_us', 'guest batch time p99', 'us', True),
     ('lat_max_ms', 'guest worst stall', 'ms', True),
+    ('guest_stalled_ms', 'guest time in stalled batches (>= 1 ms)', 'ms',
+     True),
     ('ops_per_s', 'guest work rate in postcopy', 'ops/s', False),
     ('ops_per_s_precopy', 'guest work rate before postcopy', 'ops/s',
      False),
@@ -74,6 +76,7 @@ def flatten(result):
         'lat_p50_us': lat['p50'],
         'lat_p99_us': lat['p99'],
         'lat_max_ms': lat['max'] / 1000.0,
+        'guest_stalled_ms': stalled_ms(g['hist_postcopy']),
         'ops_per_s': g['ops_per_s_postcopy'],
         'ops_per_s_precopy': g['ops_per_s_precopy'],
         'clock_cost_ns': g.get('clock_cost_ns'),

@@ -23,6 +23,21 @@ def bucket_high_ns(b):
     return (5 + b % 4) << (b // 4)
 
 
+# A batch this long (or longer) stood stalled; the time the guest normally
+# takes for one is tens of microseconds.
+STALL_NS = 1000000
+
+
+def stalled_ms(hist):
+    """The time the vCPUs spent in stalled batches, all of them together,
+    from a histogram of batch times (each batch at its bucket's middle):
+    the guest's own account of blocktime, which no module keeps, though it
+    also counts a vCPU that waited for a CPU."""
+    ns = sum(count * (bucket_low_ns(int(b)) + bucket_high_ns(int(b))) / 2
+             for b, count in hist.items() if bucket_low_ns(int(b)) >= STALL_NS)
+    return ns / 1e6
+
+
 class Interval:
     """One 'PCG I' report: the guest's work in one interval."""
 
