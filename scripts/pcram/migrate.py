@@ -65,6 +65,8 @@ class Scenario:
         self.dst_port = kw.pop('dst_port', None)
         self.connect_port = kw.pop('connect_port', None)
         self.trace = kw.pop('trace', None)                   # dst events
+        # Where they go; by default the run's directory, removed after it.
+        self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
         self.timeout_s = kw.pop('timeout_s', 900)
         if kw:
@@ -111,7 +113,8 @@ class Vm:
             args += ['-incoming', 'defer']
             if scn.trace:
                 args += ['-trace', 'enable=%s,file=%s' % (
-                    scn.trace, os.path.join(workdir, name + '.trace'))]
+                    scn.trace, scn.trace_file or
+                    os.path.join(workdir, name + '.trace'))]
         netns = scn.dst_netns if incoming else scn.src_netns
         if netns:
             args = ['ip', 'netns', 'exec', netns] + args

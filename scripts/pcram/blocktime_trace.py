@@ -1,0 +1,104 @@
+"""How this module's vCPU waits end, from the destination's trace.
+
+    python3 -m pcram.blocktime_trace QEMU GUEST [--size GIB] [--link LINK]
+                                     [--relay DELAY-RELAY]
+
+Migrates the test guest once over one of the benchmark's links (default
+4 GiB over 10gbit) with QEMU built with this module, tracing the
+destination's postcopy_fault and postcopy_blocktime_end events with
+timestamps.  Per vCPU thread, a wait starts at a fault on a page and ends
+either with that page (postcopy_blocktime_end) or at the thread's next
+fault on another page, the two ways the module's account closes a wait.
+Prints how many waits ended each way and the time each way adds up to,
+next to the module's own vCPU blocktime.
+
+Upstream QEMU 10.0's account keeps one address and one start time per
+vCPU and overwrites both at the vCPU's next fault, so the second kind of
+wait never reaches its total (docs/bench/fault-path.md).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+from .migrate import Scenario, run_scenario
+from .netlink import Link
+
+LINE = re.compile(r'^\d+@(\d+\.\d+):(\S+) (.*)$')
+PAGE_MASK = ~0xfff
+
+
+def waits(lines):
+    """(ended by the page, ms), (ended by another fault, ms), still open."""
+    waiting = {}        # thread -> (page, since)
+    by_page = {}        # page -> threads waiting on it
+    by_page_n = by_page_ms = by_fault_n = by_fault_ms = 0.0
+    for line in lines:
+        m = LINE.match(line.strip())
+        if not m:
+            continue
+        t, event, rest = float(m.group(1)), m.group(2), m.group(3)
+        if event == 'postcopy_fault':
+            tid = re.search(r'tid=(\d+)', rest).group(1)
+            page = int(re.search(r'haddr=0x([0-9a-f]+)', rest).group(1),
+                       16) & PAGE_MASK
+            old = waiting.get(tid)
+            if old and old[0] == page:
+                continue
+            if old:
+                by_fault_n += 1
+                by_fault_ms += (t - old[1]) * 1e3
+                by_page.get(old[0], set()).discard(tid)
+            waiting[tid] = (page, t)
+            by_page.setdefault(page, set()).add(tid)
+        elif event == 'postcopy_blocktime_end':
+            page = int(re.search(r'page=0x([0-9a-f]+)', rest).group(1), 16)
+            for tid in by_page.pop(page, set()):
+                by_page_n += 1
+                by_page_ms += (t - waiting.pop(tid)[1]) * 1e3
+    return (int(by_page_n), by_page_ms), (int(by_fault_n), by_fault_ms), \
+        len(waiting)
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog='blocktime_trace',
+                                description=__doc__.split('\n')[0])
+    p.add_argument('qemu')
+    p.add_argument('guest')
+    p.add_argument('--size', type=int, default=4, help='GiB')
+    p.add_argument('--link', default='10gbit')
+    p.add_argument('--relay', help='tools/delay-relay, built')
+    args = p.parse_args(argv)
+    keep = tempfile.mkdtemp(prefix='pcram-bt-')
+    trace = os.path.join(keep, 'destination.trace')
+    try:
+        with Link(args.link, relay=args.relay) as link:
+            scn = Scenario(qemu=args.qemu, guest=args.guest,
+                           ram_mb=args.size * 1024,
+                           src_netns=link.src_netns,
+                           dst_netns=link.dst_netns,
+                           dst_addr=link.dst_addr, dst_port=link.dst_port,
+                           connect_port=link.connect_port,
+                           trace='postcopy_fault', trace_file=trace,
+                           # Both QEMUs; only the destination has it.
+                           extra_args=['-msg', 'timestamp=on', '-trace',
+                                       'enable=postcopy_blocktime_end'])
+            result = run_scenario(scn)
+        with open(trace) as f:
+            (page_n, page_ms), (fault_n, fault_ms), still = waits(f)
+        print('%d GiB over %s: %d vCPU waits ended with their page '
+              '(%.0f ms), %d with a fault on another page (%.0f ms), %d '
+              'open at the end; the module counted %s ms of vCPU '
+              'blocktime; postcopy %.2f s' % (
+                  args.size, args.link, page_n, page_ms, fault_n, fault_ms,
+                  still, result['vcpu_blocktime_ms'], result['postcopy_s']))
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
