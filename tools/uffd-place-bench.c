@@ -207,20 +207,14 @@ static double one_round(enum way way, size_t pages, const char *received)
             memcpy(staging + i * PAGE, received, PAGE);
             place_move(fd, dst, staging + i * PAGE, PAGE);
             break;
-        case MOVE_BATCH:
-            memcpy(staging + i * PAGE, received, PAGE);
-            if (i % BATCH == BATCH - 1) {
-                size_t first = (i + 1 - BATCH) * PAGE;
-
-                place_move(fd, area + first, staging + first, BATCH * PAGE);
-            }
-            break;
         case MOVE_POPULATED:
             if (i % BATCH == 0 &&
                 madvise(staging + i * PAGE, BATCH * PAGE,
                         MADV_POPULATE_WRITE)) {
                 die("MADV_POPULATE_WRITE");
             }
+            /* fall through */
+        case MOVE_BATCH:
             memcpy(staging + i * PAGE, received, PAGE);
             if (i % BATCH == BATCH - 1) {
                 size_t first = (i + 1 - BATCH) * PAGE;

@@ -35,7 +35,8 @@ def waits(lines):
     """(ended by the page, ms), (ended by another fault, ms), still open."""
     waiting = {}        # thread -> (page, since)
     by_page = {}        # page -> threads waiting on it
-    by_page_n = by_page_ms = by_fault_n = by_fault_ms = 0.0
+    by_page_n = by_fault_n = 0
+    by_page_ms = by_fault_ms = 0.0
     for line in lines:
         m = LINE.match(line.strip())
         if not m:
@@ -59,8 +60,7 @@ def waits(lines):
             for tid in by_page.pop(page, set()):
                 by_page_n += 1
                 by_page_ms += (t - waiting.pop(tid)[1]) * 1e3
-    return (int(by_page_n), by_page_ms), (int(by_fault_n), by_fault_ms), \
-        len(waiting)
+    return (by_page_n, by_page_ms), (by_fault_n, by_fault_ms), len(waiting)
 
 
 def main(argv):

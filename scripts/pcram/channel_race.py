@@ -161,17 +161,21 @@ def attach_with_break(vm, location):
     return gdb
 
 
+def postcopy_under_way(case):
+    """Migrate, switch to postcopy and let it run for half a second."""
+    case.start_migration()
+    case.start_postcopy()
+    case.wait_until(lambda s, d: s == d == 'postcopy-active', 60, 'postcopy')
+    time.sleep(0.5)
+
+
 def source_paused_before_connect(qemu):
     with Namespaces():
         case = Case(Args(qemu), 'pause-src', 'recovery', True, False,
                     tempfile.mkdtemp(prefix='pcram-race-'))
         gdb = None
         try:
-            case.start_migration()
-            case.start_postcopy()
-            case.wait_until(lambda s, d: s == d == 'postcopy-active', 60,
-                            'postcopy')
-            time.sleep(0.5)
+            postcopy_under_way(case)
             case.dst.qmp.cmd('migrate-pause')
             case.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
                             'the first pause')
@@ -222,12 +226,9 @@ def main(argv):
                     tempfile.mkdtemp(prefix='pcram-race-'))
         gdb = None
         try:
-            case.start_migration()
+            postcopy_under_way(case)
+            # start_migration() listened on it; it stays open.
             port = case.port
-            case.start_postcopy()
-            case.wait_until(lambda s, d: s == d == 'postcopy-active', 60,
-                            'postcopy')
-            time.sleep(0.5)
             gdb = attach_with_break(
                 case.dst, 'migrate_set_state if '
                 'new_state == MIGRATION_STATUS_POSTCOPY_PAUSED')
