@@ -7,10 +7,12 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Kernel command line (multiboot), all optional:
- *   pattern=seq|random|hot   access pattern (default random)
+ *   pattern=seq|random|hot|wset
+ *                            access pattern (default random); wset: a
+ *                            working set, every access in the hot set
  *   writes=N                 percent of accesses that write (default 50)
  *   hot=N                    hot set, percent of pages (default 10); it
- *                            takes 90% of the accesses
+ *                            takes 90% of the accesses (hot), all (wset)
  *   interval=N               report interval in ms (default 100)
  *   clock=tsc                time with the TSC even under KVM: the host
  *                            writes kvmclock's page, so a byte-exact
@@ -59,6 +61,7 @@
 #define MAX_BAD_REPORTS 20
 #define LAPIC           0xFEE00000UL
 #define COM1            0x3F8
+#define ARRAY_SIZE(a)   (sizeof(a) / sizeof((a)[0]))
 
 #include "guest.h"
 
@@ -298,8 +301,8 @@ static uint64_t calibrate_tsc_khz(void)
 
 /* --- Configuration -------------------------------------------------------- */
 
-enum { PATTERN_SEQ, PATTERN_RANDOM, PATTERN_HOT };
-static const char *const pattern_names[] = { "seq", "random", "hot" };
+enum { PATTERN_SEQ, PATTERN_RANDOM, PATTERN_HOT, PATTERN_WSET };
+static const char *const pattern_names[] = { "seq", "random", "hot", "wset" };
 
 #define ACCESS_ROUND    256     /* accesses between two looks at commands */
 
@@ -336,7 +339,7 @@ static void parse_cmdline(const char *s)
         unsigned int i;
 
         if (str_starts(s, "pattern=")) {
-            for (i = 0; i < 3; i++) {
+            for (i = 0; i < ARRAY_SIZE(pattern_names); i++) {
                 if (str_starts(s + 8, pattern_names[i])) {
                     cfg.pattern = i;
                 }
@@ -564,8 +567,10 @@ static uint64_t pick_local(Cpu *c)
         c->cursor = c->cursor + 1 < c->nr_local ? c->cursor + 1 : 0;
         return c->cursor;
     case PATTERN_HOT:
+    case PATTERN_WSET:
         hot_pages = c->nr_local * cfg.hot / 100;
-        if (hot_pages && rng_next(c) % 10 != 0) {
+        if (hot_pages &&
+            (cfg.pattern == PATTERN_WSET || rng_next(c) % 10 != 0)) {
             return rng_next(c) % hot_pages;
         }
         /* fall through */

@@ -98,11 +98,14 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                 return false;
             }
         } else if (!strcmp(kv[0], "placer")) {
-            if (!kv[1] || (strcmp(kv[1], "on") && strcmp(kv[1], "off"))) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: placer wants on or off");
+            if (!kv[1] || (strcmp(kv[1], "auto") && strcmp(kv[1], "on") &&
+                           strcmp(kv[1], "off"))) {
+                error_setg(errp, "QEMU_POSTCOPY_TUNE: placer wants auto, on "
+                           "or off");
                 return false;
             }
             parsed.no_placer = !strcmp(kv[1], "off");
+            parsed.placer_always = !strcmp(kv[1], "on");
         } else if (!strcmp(kv[0], "rcvbuf")) {
             if (!tune_parse_bytes("rcvbuf", kv[1], &parsed.rcvbuf, errp)) {
                 return false;
@@ -111,7 +114,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
-                       "rcvbuf=BYTES, prepage=PAGES, placer=on|off)",
+                       "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off)",
                        items[i]);
             return false;
         }

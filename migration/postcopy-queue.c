@@ -154,6 +154,11 @@ bool postcopy_queue_placer_wanted(void)
     return !queue_tune.no_placer;
 }
 
+bool postcopy_queue_placer_always(void)
+{
+    return queue_tune.placer_always;
+}
+
 void postcopy_queue_init(void)
 {
     Error *err = NULL;

@@ -37,12 +37,15 @@
  *                                           vCPU's faults (pre-paging,
  *                                           postcopy-prepage.h); 0, the
  *                                           default, never
- *   QEMU_POSTCOPY_TUNE=placer=off           the destination places every
- *                                           page in the thread that read
- *                                           it, as upstream's module does
- *                                           (postcopy-placer.c); on, the
- *                                           default, hands background
+ *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
+ *                                           destination hands background
  *                                           pages to the placer thread
+ *                                           (postcopy-placer.c) while a
+ *                                           fault waits for a page; on:
+ *                                           always; off: never, every page
+ *                                           is placed by the thread that
+ *                                           read it, as upstream's module
+ *                                           does
  *
  * The functions down to postcopy_queue_lowat() are pure (postcopy-queue-
  * tune.c): tests/unit drives them.
@@ -64,6 +67,7 @@ typedef struct PostcopyQueueTune {
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
     uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
     bool no_placer;             /* placer=off */
+    bool placer_always;         /* placer=on: even while no fault waits */
 } PostcopyQueueTune;
 
 /*
@@ -102,5 +106,7 @@ void postcopy_queue_bound_incoming(QEMUFile *f);
 unsigned int postcopy_queue_prepage(void);
 /* Whether QEMU_POSTCOPY_TUNE leaves the placer thread on (the default). */
 bool postcopy_queue_placer_wanted(void);
+/* Whether it asks for the placer even while no fault waits (placer=on). */
+bool postcopy_queue_placer_always(void);
 
 #endif

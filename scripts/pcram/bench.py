@@ -28,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+PATTERNS = {'seq', 'random', 'hot', 'wset'}
 DEFAULT = {'patterns': ['random'], 'sizes_gib': [1, 4], 'vcpus': [2],
            'links': ['loopback', '10gbit'], 'preempt': [False]}
 FULL = {'patterns': ['seq', 'random', 'hot'], 'sizes_gib': [1, 2, 4, 8],
@@ -397,7 +398,8 @@ def parse_args(argv):
     p.add_argument('--accel', choices=('auto', 'kvm', 'tcg'), default='auto')
     p.add_argument('--sizes', help='comma-separated GiB, overrides')
     p.add_argument('--links', help='comma-separated links, overrides')
-    p.add_argument('--patterns', help='comma-separated seq, random, hot; '
+    p.add_argument('--patterns', help='comma-separated seq, random, hot, '
+                   'wset; '
                    'overrides')
     p.add_argument('--vcpus', help='comma-separated vCPU counts, overrides')
     p.add_argument('--preempt', help='comma-separated off, on; overrides')
@@ -425,8 +427,9 @@ def main(argv=None):
         matrix['links'] = args.links.split(',')
     if args.patterns:
         matrix['patterns'] = args.patterns.split(',')
-        if not set(matrix['patterns']) <= {'seq', 'random', 'hot'}:
-            print('bench: --patterns takes seq, random, hot', file=sys.stderr)
+        if not set(matrix['patterns']) <= PATTERNS:
+            print('bench: --patterns takes %s' % ', '.join(sorted(PATTERNS)),
+                  file=sys.stderr)
             return 2
     if args.vcpus:
         matrix['vcpus'] = [int(x) for x in args.vcpus.split(',')]

@@ -28,12 +28,12 @@ def parse_args(argv):
                    help='label of the module built into --qemu')
     p.add_argument('--ram-mb', type=int, default=1024)
     p.add_argument('--vcpus', type=int, default=2)
-    p.add_argument('--pattern', choices=('seq', 'random', 'hot'),
+    p.add_argument('--pattern', choices=('seq', 'random', 'hot', 'wset'),
                    default='random')
     p.add_argument('--writes', type=int, default=50,
                    help='percent of accesses that write')
     p.add_argument('--hot', type=int, default=10,
-                   help='hot set, percent of pages (pattern hot)')
+                   help='hot set, percent of pages (patterns hot, wset)')
     p.add_argument('--precopy-s', type=float, default=2.0,
                    help='seconds of precopy before migrate-start-postcopy')
     p.add_argument('--preempt', action='store_true',

@@ -118,6 +118,7 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
     Vm vm = { .pending = g_string_new("") };
     /* The source boots after its vCPU is plugged; see below. */
     bool stopped = incoming ? tc->paused : tc->maxcpus;
+    bool placer_on = false;
 
     /*
      * At postcopy's RUN the destination starts the guest unless QEMU was
@@ -138,9 +139,21 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
                            stopped ? "-S" : "");
     if (incoming && tc->inject) {
         g_setenv("QEMU_POSTCOPY_INJECT", tc->inject, true);
+        /*
+         * By default the placer gets pages only while a fault waits; a
+         * paused guest never faults.  Faults aimed at the placer need it
+         * to get every page it can.
+         */
+        placer_on = strstr(tc->inject, "placer") != NULL;
+        if (placer_on) {
+            g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
+        }
     }
     vm.qts = qtest_init_with_serial(args, &vm.serial_fd);
     g_unsetenv("QEMU_POSTCOPY_INJECT");
+    if (placer_on) {
+        g_unsetenv("QEMU_POSTCOPY_TUNE");
+    }
     if (tc->maxcpus) {
         /*
          * Its cpu_index is at or above -smp's count, the case the

@@ -22,6 +22,7 @@ static void test_tune_defaults(void)
     g_assert_cmpuint(tune.lowat, ==, 0);
     g_assert_cmpuint(tune.rcvbuf, ==, 0);
     g_assert_false(tune.no_placer);
+    g_assert_false(tune.placer_always);
     g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
     g_assert_false(tune.no_send);
 }
@@ -56,9 +57,14 @@ static void test_tune_items(void)
     g_assert_true(postcopy_queue_tune_parse("placer=off", &tune,
                                             &error_abort));
     g_assert_true(tune.no_placer);
+    g_assert_false(tune.placer_always);
     g_assert_true(postcopy_queue_tune_parse("placer=on", &tune,
                                             &error_abort));
     g_assert_false(tune.no_placer);
+    g_assert_true(tune.placer_always);
+    g_assert_true(postcopy_queue_tune_parse("placer=auto", &tune,
+                                            &error_abort));
+    g_assert_false(tune.no_placer || tune.placer_always);
 }
 
 static void test_tune_errors(void)
@@ -66,7 +72,7 @@ static void test_tune_errors(void)
     static const char *const bad[] = {
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
-        "placer", "placer=", "placer=auto",
+        "placer", "placer=", "placer=always",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
     unsigned int i;
