@@ -22,7 +22,8 @@
  * which is spare while the vCPUs wait, but which a guest whose working
  * set is already in would have used: with the placer always on, such a
  * guest did 0.65x the work of upstream's module in postcopy here, and
- * with it off 1.05x (docs/bench/fault-path.md).
+ * with it off 1.05x.  The price is a longer postcopy phase while the
+ * vCPUs run (docs/bench/fault-path.md).
  * When every slot is taken, the load thread places the page itself, so
  * both threads place pages in parallel and neither ever waits for the
  * other.  Not handed over (placed at once by the thread that got them):
