@@ -61,6 +61,12 @@ typedef struct TestCase {
      */
     const char *inject;
     void (*during_postcopy)(struct Pair *pair);
+    /*
+     * QEMU_POSTCOPY_TUNE=placer=on on the destination: the placer gets
+     * every page it can, not only while a fault waits (the default), for
+     * the failure tests aimed at it.
+     */
+    bool placer_on;
     /* -smp maxcpus, and one vCPU hot-plugged on both sides before boot */
     int maxcpus;
 } TestCase;
@@ -118,7 +124,6 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
     Vm vm = { .pending = g_string_new("") };
     /* The source boots after its vCPU is plugged; see below. */
     bool stopped = incoming ? tc->paused : tc->maxcpus;
-    bool placer_on = false;
 
     /*
      * At postcopy's RUN the destination starts the guest unless QEMU was
@@ -139,19 +144,13 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
                            stopped ? "-S" : "");
     if (incoming && tc->inject) {
         g_setenv("QEMU_POSTCOPY_INJECT", tc->inject, true);
-        /*
-         * By default the placer gets pages only while a fault waits; a
-         * paused guest never faults.  Faults aimed at the placer need it
-         * to get every page it can.
-         */
-        placer_on = strstr(tc->inject, "placer") != NULL;
-        if (placer_on) {
-            g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
-        }
+    }
+    if (incoming && tc->placer_on) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
     }
     vm.qts = qtest_init_with_serial(args, &vm.serial_fd);
     g_unsetenv("QEMU_POSTCOPY_INJECT");
-    if (placer_on) {
+    if (incoming && tc->placer_on) {
         g_unsetenv("QEMU_POSTCOPY_TUNE");
     }
     if (tc->maxcpus) {
@@ -875,15 +874,16 @@ static const TestCase cases[] = {
       .maxcpus = 2 },
     /* Finding 1 of issue 9: the placer's last pages fail at cleanup. */
     { .name = "failure/placer-last-pages", .pattern = "random", .vcpus = 1,
-      .paused = true, .inject = "placer-hold,placer-fail" },
+      .paused = true, .inject = "placer-hold,placer-fail",
+      .placer_on = true },
     /* Finding 2: a placement error must not outlive its recovery. */
     { .name = "failure/placement-then-recovery", .pattern = "random",
       .vcpus = 2, .inject = "install-fail=2000:2",
-      .during_postcopy = pause_then_recover },
+      .during_postcopy = pause_then_recover, .placer_on = true },
     /* Finding 3: nothing left in the placer's ring across a recovery. */
     { .name = "failure/ring-across-recovery", .pattern = "random",
       .vcpus = 2, .inject = "request-fail=1,placer-hold",
-      .during_postcopy = fault_thread_first_then_pause },
+      .during_postcopy = fault_thread_first_then_pause, .placer_on = true },
     /* Finding 5: a userfaultfd that cannot be read pauses the migration. */
     { .name = "failure/uffd-read", .pattern = "random", .vcpus = 2,
       .inject = "uffd-read-fail=1", .during_postcopy = pause_then_recover },
