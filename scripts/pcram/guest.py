@@ -28,6 +28,10 @@ def bucket_high_ns(b):
 STALL_NS = 1000000
 
 
+# The access patterns the test guest knows (guest/guest.c, pattern=).
+PATTERNS = ('seq', 'random', 'hot', 'wset')
+
+
 def stalled_ms(hist):
     """The time the vCPUs spent in stalled batches, all of them together,
     from a histogram of batch times (each batch at its bucket's middle):

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from .guest import PATTERNS
 from .migrate import (MigrationFailed, Scenario, check_guest_shape,
                       run_scenario)
 
@@ -28,7 +29,7 @@ def parse_args(argv):
                    help='label of the module built into --qemu')
     p.add_argument('--ram-mb', type=int, default=1024)
     p.add_argument('--vcpus', type=int, default=2)
-    p.add_argument('--pattern', choices=('seq', 'random', 'hot', 'wset'),
+    p.add_argument('--pattern', choices=PATTERNS,
                    default='random')
     p.add_argument('--writes', type=int, default=50,
                    help='percent of accesses that write')
