@@ -66,6 +66,32 @@ static bool tune_parse_queue(const char *value, PostcopyQueueTune *tune)
     return false;
 }
 
+/* pace=auto|off|PERCENT */
+static bool tune_parse_pace(const char *value, PostcopyQueueTune *tune,
+                            Error **errp)
+{
+    if (!g_strcmp0(value, "auto")) {
+        tune->pace_percent = POSTCOPY_PACE_PERCENT;
+        tune->pace_forced = false;
+        return true;
+    }
+    if (!g_strcmp0(value, "off")) {
+        tune->pace_percent = 0;
+        return true;
+    }
+    if (!value || !g_ascii_isdigit(*value)) {
+        error_setg(errp, "QEMU_POSTCOPY_TUNE: pace wants auto, off or a "
+                   "percent from 1 to 100");
+        return false;
+    }
+    if (!tune_parse_uint("pace", value, "percent", 1, 100,
+                         &tune->pace_percent, errp)) {
+        return false;
+    }
+    tune->pace_forced = true;
+    return true;
+}
+
 bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                                Error **errp)
 {
@@ -74,6 +100,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
     int i;
 
     tune_parse_queue("auto", &parsed);
+    tune_parse_pace("auto", &parsed, &error_abort);
 
     for (i = 0; items[i]; i++) {
         g_auto(GStrv) kv = g_strsplit(items[i], "=", 2);
@@ -106,6 +133,10 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             }
             parsed.no_placer = !strcmp(kv[1], "off");
             parsed.placer_always = !strcmp(kv[1], "on");
+        } else if (!strcmp(kv[0], "pace")) {
+            if (!tune_parse_pace(kv[1], &parsed, errp)) {
+                return false;
+            }
         } else if (!strcmp(kv[0], "rcvbuf")) {
             if (!tune_parse_bytes("rcvbuf", kv[1], &parsed.rcvbuf, errp)) {
                 return false;
@@ -114,7 +145,8 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
-                       "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off)",
+                       "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
+                       "pace=auto|off|PERCENT)",
                        items[i]);
             return false;
         }
@@ -135,4 +167,18 @@ bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us)
 {
     /* Nothing measured: bound, as where the path is the bottleneck. */
     return !busy_us || rwnd_us <= busy_us / 2;
+}
+
+uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
+                                  uint64_t elapsed_us, unsigned int percent)
+{
+    uint64_t busy_ms = busy_us / 1000;
+
+    if (!percent || busy_us < POSTCOPY_PACE_MIN_BUSY_US ||
+        busy_us < elapsed_us / 4 * 3) {
+        return 0;
+    }
+    /* Exact below 2^54 bytes acked, and 2^64 is beyond any migration. */
+    bytes_acked = MIN(bytes_acked, 1ULL << 54);
+    return bytes_acked * 1000 / busy_ms * percent / 100;
 }

@@ -10,6 +10,7 @@
 #include "qemu/osdep.h"
 #include <netinet/tcp.h>
 #include "qemu/error-report.h"
+#include "qemu/timer.h"
 #include "qapi/error.h"
 #include "io/channel-socket.h"
 #include "io/channel-tls.h"
@@ -64,30 +65,63 @@ typedef struct QueueTcpInfo {
 QEMU_BUILD_BUG_ON(offsetof(QueueTcpInfo, delivery_rate) != 160);
 QEMU_BUILD_BUG_ON(offsetof(QueueTcpInfo, rwnd_limited) != 176);
 
-/*
- * The not-sent bound for the path under @fd, as measured so far, or 0
- * when the send queue is better left alone.
- */
-static uint32_t queue_source_lowat(int fd)
+/* The main channel's measurements so far; false if the kernel has none. */
+static bool queue_read_path(int fd, QueueTcpInfo *info)
 {
-    QueueTcpInfo info = { 0 };
-    socklen_t len = sizeof(info);
+    socklen_t len = sizeof(*info);
 
-    if (queue_tune.lowat) {
-        return queue_tune.lowat;
+    memset(info, 0, sizeof(*info));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &len) ||
+        len < sizeof(*info)) {
+        return false;
     }
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) ||
-        len < sizeof(info)) {
-        return POSTCOPY_QUEUE_MIN;
+    trace_postcopy_queue_path(info->delivery_rate, info->base.tcpi_rtt,
+                              info->busy_time, info->rwnd_limited);
+    return true;
+}
+
+/* Bound what is written to @fd but not sent to @lowat bytes. */
+static void queue_bound_send(int fd, uint32_t lowat)
+{
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
+                   sizeof(lowat))) {
+        warn_report("postcopy: cannot bound the send queue "
+                    "(TCP_NOTSENT_LOWAT): %s", strerror(errno));
+        return;
     }
-    trace_postcopy_queue_path(info.delivery_rate, info.base.tcpi_rtt,
-                              info.busy_time, info.rwnd_limited);
-    if (!queue_tune.send_always &&
-        !postcopy_queue_send_bound_wanted(info.busy_time,
-                                          info.rwnd_limited)) {
-        return 0;
+    trace_postcopy_queue_bound("source", "notsent-lowat", lowat);
+}
+
+/*
+ * Pace @fd a little below what the path gave it, if the sender kept it
+ * busy since the migration began (postcopy_queue_pace_rate()).
+ */
+static void queue_pace_send(int fd, const QueueTcpInfo *info,
+                            MigrationState *s)
+{
+    int64_t elapsed_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
+                         s->start_time;
+    uint64_t rate;
+    /* The 32-bit form: every kernel takes it; 4 GB/s needs no pacing. */
+    uint32_t rate32;
+
+    if (!queue_tune.pace_percent ||
+        (!queue_tune.pace_forced && !migrate_postcopy_preempt())) {
+        return;
     }
-    return postcopy_queue_lowat(info.delivery_rate, info.base.tcpi_rtt);
+    rate = postcopy_queue_pace_rate(info->bytes_acked, info->busy_time,
+                                    MAX(elapsed_ms, 0) * 1000,
+                                    queue_tune.pace_percent);
+    trace_postcopy_queue_pace(rate, info->busy_time, MAX(elapsed_ms, 0));
+    if (!rate || rate >= UINT32_MAX) {
+        return;
+    }
+    rate32 = rate;
+    if (setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &rate32,
+                   sizeof(rate32))) {
+        warn_report("postcopy: cannot pace the main channel "
+                    "(SO_MAX_PACING_RATE): %s", strerror(errno));
+    }
 }
 
 /*
@@ -99,7 +133,8 @@ static int queue_source_notify(NotifierWithReturn *notifier,
                                MigrationEvent *e, Error **errp)
 {
     MigrationState *s = migrate_get_current();
-    uint32_t lowat;
+    QueueTcpInfo info;
+    bool path_limited;
     int fd;
 
     if (e->type != MIG_EVENT_PRECOPY_DONE ||
@@ -111,18 +146,26 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     if (fd < 0) {
         return 0;
     }
-    lowat = queue_source_lowat(fd);
-    if (!lowat) {
+    if (!queue_read_path(fd, &info)) {
+        /* An old kernel: the smallest bound, and no pacing. */
+        queue_bound_send(fd, queue_tune.lowat ? queue_tune.lowat
+                                              : POSTCOPY_QUEUE_MIN);
+        return 0;
+    }
+    path_limited = postcopy_queue_send_bound_wanted(info.busy_time,
+                                                    info.rwnd_limited);
+    if (queue_tune.lowat) {
+        queue_bound_send(fd, queue_tune.lowat);
+    } else if (path_limited || queue_tune.send_always) {
+        queue_bound_send(fd, postcopy_queue_lowat(info.delivery_rate,
+                                                  info.base.tcpi_rtt));
+    } else {
         trace_postcopy_queue_bound("source", "receiver-limited, no bound", 0);
-        return 0;
     }
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
-                   sizeof(lowat))) {
-        warn_report("postcopy: cannot bound the send queue "
-                    "(TCP_NOTSENT_LOWAT): %s", strerror(errno));
-        return 0;
+    /* The rate of a receiver-limited sender is the receiver's. */
+    if (path_limited || queue_tune.pace_forced) {
+        queue_pace_send(fd, &info, s);
     }
-    trace_postcopy_queue_bound("source", "notsent-lowat", lowat);
     return 0;
 }
 

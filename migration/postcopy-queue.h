@@ -22,10 +22,22 @@
  * postcopy time and saved no blocktime, so it is off unless asked for.
  * Only TCP channels.  docs/bench/fault-path.md has the measurements.
  *
+ * With the preempt channel a requested page skips the main channel's
+ * queues in the sockets, but not the one at the path's bottleneck, which
+ * both channels share: there the main channel keeps up to a window of
+ * background pages in flight ahead of it.  So where the path is the
+ * bottleneck the source also paces the main channel (SO_MAX_PACING_RATE)
+ * a little below the rate the path gave it during precopy, which leaves
+ * that queue nearly empty at the price of the same small share of
+ * throughput.  Only where the sender had data to send most of the time
+ * since the migration began: otherwise its rate says more about its own
+ * CPU than about the path, and pacing at it would throttle.
+ *
  * Tuning, for benchmarks (the environment of either QEMU):
  *
  *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
  *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
+ *                                           (and the source's pacing)
  *   QEMU_POSTCOPY_TUNE=queue=send           bound the send queue always
  *   QEMU_POSTCOPY_TUNE=queue=receive|on     the receive queue only, or both
  *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
@@ -37,6 +49,17 @@
  *                                           vCPU's faults (pre-paging,
  *                                           postcopy-prepage.h); 0, the
  *                                           default, never
+ *   QEMU_POSTCOPY_TUNE=pace=auto|off|PERCENT
+ *                                           auto, the default: with the
+ *                                           preempt channel, pace the main
+ *                                           channel at
+ *                                           POSTCOPY_PACE_PERCENT of the
+ *                                           path's rate, where the path is
+ *                                           the bottleneck (as above);
+ *                                           PERCENT: at that share, with
+ *                                           or without preempt, even where
+ *                                           the receiver seemed to limit
+ *                                           the sender; off: never
  *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
  *                                           destination hands background
  *                                           pages to the placer thread
@@ -47,7 +70,7 @@
  *                                           read it, as upstream's module
  *                                           does
  *
- * The functions down to postcopy_queue_lowat() are pure (postcopy-queue-
+ * The functions down to postcopy_queue_pace_rate() are pure (postcopy-queue-
  * tune.c): tests/unit drives them.
  */
 #ifndef QEMU_POSTCOPY_QUEUE_H
@@ -58,6 +81,14 @@
 #define POSTCOPY_QUEUE_MAX      (4 * 1024 * 1024)
 /* The destination's receive buffer when nothing else is asked for. */
 #define POSTCOPY_RCVBUF_DEFAULT (256 * 1024)
+/*
+ * pace=auto's share of the path's rate, in percent: the lowest fault
+ * service on the emulated 1 Gbit/s link with the postcopy time unchanged
+ * (docs/bench/fault-path.md, "Pacing the main channel").
+ */
+#define POSTCOPY_PACE_PERCENT   97
+/* Less precopy than this measures no rate worth pacing at. */
+#define POSTCOPY_PACE_MIN_BUSY_US 100000
 
 typedef struct PostcopyQueueTune {
     bool no_send;               /* queue=off or queue=receive */
@@ -68,6 +99,10 @@ typedef struct PostcopyQueueTune {
     uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
     bool no_placer;             /* placer=off */
     bool placer_always;         /* placer=on: even while no fault waits */
+    /* pace=: percent of the path's rate; 0 never */
+    uint32_t pace_percent;
+    /* pace=PERCENT: with or without preempt, whoever seemed to limit */
+    bool pace_forced;
 } PostcopyQueueTune;
 
 /*
@@ -92,6 +127,17 @@ bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us);
  * product, kept within POSTCOPY_QUEUE_MIN and POSTCOPY_QUEUE_MAX.
  */
 uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us);
+
+/*
+ * The rate to pace the source's main channel at, in bytes per second, or
+ * 0 for none: @percent of what it delivered while busy (@bytes_acked over
+ * @busy_us), if it was busy at least three quarters of the @elapsed_us
+ * since the migration began and at least POSTCOPY_PACE_MIN_BUSY_US.
+ * pace=auto has the caller find the path to be the bottleneck first
+ * (postcopy_queue_send_bound_wanted()).
+ */
+uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
+                                  uint64_t elapsed_us, unsigned int percent);
 
 /* Set both sides' bounds (postcopy-queue.c). */
 

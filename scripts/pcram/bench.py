@@ -83,6 +83,7 @@ def flatten(result):
         'batch': g.get('batch', 1),
         'verdict': g['verdict'],
         'hist': g['hist_postcopy'],
+        'source_queue': result.get('source_queue'),
     }
 
 
@@ -115,7 +116,7 @@ def run_matrix(args, matrix, log):
     for s in scenarios(matrix):
         by_link.setdefault(s['link'], []).append(s)
     for link_name, group in by_link.items():
-        with Link(link_name, relay=args.relay) as link:
+        with Link(link_name, relay=args.relay, tcp_cc=args.tcp_cc) as link:
             limit = link.measure()
             limit['description'] = link.describe()
             log('link %s (%s): %.0f MB/s, round trip %.3f ms' % (
@@ -217,13 +218,24 @@ def postcopy_vs_limit(entry, ours):
     return text
 
 
+def tcp_congestion_control():
+    """The host's TCP congestion control, which the benchmark's namespaces
+    inherit: it decides how much of a window waits at a link's queue."""
+    try:
+        with open('/proc/sys/net/ipv4/tcp_congestion_control') as f:
+            return f.read().strip()
+    except OSError:
+        return '?'
+
+
 def markdown(agg, meta):
-    lines = ['Benchmark of %s: QEMU %s, %s, %s, %s accel, %d repetitions; '
-             'command: `%s`%s' % (meta['date'], meta['qemu'], meta['machine'],
-                                  meta['kernel'], meta['accel'].upper(),
-                                  meta['reps'], meta['command'],
-                                  '; environment: `%s`' % meta['tune']
-                                  if meta['tune'] else ''), '',
+    lines = ['Benchmark of %s: QEMU %s, %s, %s, TCP %s, %s accel, '
+             '%d repetitions; command: `%s`%s' % (
+                 meta['date'], meta['qemu'], meta['machine'],
+                 meta['kernel'], meta.get('tcp_cc', '?'),
+                 meta['accel'].upper(), meta['reps'], meta['command'],
+                 '; environment: `%s`' % meta['tune']
+                 if meta['tune'] else ''), '',
              'Each cell: median (min-max) over the repetitions.  '
              'Ratio: ours / upstream of the medians (below 1 is better '
              'for all but the work rate).  Limit: the link measured in '
@@ -260,6 +272,10 @@ def markdown(agg, meta):
             lines.append('| %s%s | %s | %s | %s | %s |' % (
                 label, ' (%s)' % unit if unit else '', fmt_summary(o),
                 fmt_summary(u), ratio, vs))
+        queue_line = source_queue_statement(
+            entry['modules'].get('ours', {}).get('runs', []))
+        if queue_line:
+            lines += ['', queue_line]
         for name, m in entry['modules'].items():
             bad = [v for v in m['verdicts'] if v != 'clean']
             if bad or m['errors']:
@@ -270,6 +286,24 @@ def markdown(agg, meta):
         lines.append('')
     lines += scale_statement(agg)
     return '\n'.join(lines) + '\n'
+
+
+def source_queue_statement(runs):
+    """What our source did to its main channel when postcopy started, over
+    @runs (postcopy-queue.c's trace): how often it bounded the send queue
+    and paced the channel, and at what rate."""
+    actions = [r['source_queue'] for r in runs if r.get('source_queue')]
+    if not actions or all(a['lowat'] is None for a in actions):
+        return ''
+    bounded = [a for a in actions if a['lowat']]
+    paced = [a['pace_Bps'] for a in actions if a['pace_Bps']]
+    text = ('ours, main channel at the switch: send queue bounded in %d of '
+            '%d runs, paced in %d' % (len(bounded), len(actions),
+                                      len(paced)))
+    if paced:
+        text += ' (at %s MB/s)' % ', '.join('%.0f' % (p / 1e6)
+                                            for p in paced)
+    return text + '.'
 
 
 def growth_word(ratio, size_ratio):
@@ -403,6 +437,9 @@ def parse_args(argv):
     p.add_argument('--vcpus', help='comma-separated vCPU counts, overrides')
     p.add_argument('--preempt', help='comma-separated off, on; overrides')
     p.add_argument('--relay', help='tools/delay-relay, built')
+    p.add_argument('--tcp-cc', help='TCP congestion control in the '
+                   'emulated links\' namespaces (default: the host\'s; '
+                   'loopback always has the host\'s)')
     p.add_argument('--out', default=os.path.join(REPO, 'results', 'bench'))
     return p.parse_args(argv)
 
@@ -444,6 +481,18 @@ def main(argv=None):
             if bad_shape:
                 print('bench: %s' % bad_shape, file=sys.stderr)
                 return 2
+    if args.tcp_cc:
+        try:
+            with open('/proc/sys/net/ipv4/'
+                      'tcp_available_congestion_control') as f:
+                available = f.read().split()
+        except OSError:
+            available = []
+        if args.tcp_cc not in available:
+            print('bench: --tcp-cc %s: this kernel has %s' % (
+                args.tcp_cc, ', '.join(available) or 'no list'),
+                file=sys.stderr)
+            return 2
     os.makedirs(args.out, exist_ok=True)
 
     def log(msg):
@@ -462,6 +511,7 @@ def main(argv=None):
                 os.cpu_count(), os.sysconf('SC_PAGE_SIZE') *
                 os.sysconf('SC_PHYS_PAGES') / GiB, platform.machine()),
             'kernel': platform.release(), 'accel': '/'.join(accel),
+            'tcp_cc': tcp_congestion_control(),
             'qemu': os.environ.get('PCRAM_QEMU_VERSION', '?'),
             'tune': ('QEMU_POSTCOPY_TUNE=' + os.environ['QEMU_POSTCOPY_TUNE']
                      if os.environ.get('QEMU_POSTCOPY_TUNE') else ''),

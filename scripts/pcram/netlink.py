@@ -61,11 +61,15 @@ def create_veth_namespaces(src, dst):
 class Link:
     """A link by name (see SHAPES); a context manager."""
 
-    def __init__(self, name, relay=None):
+    def __init__(self, name, relay=None, tcp_cc=None):
         if name not in SHAPES:
             raise LinkError('unknown link %s (known: %s)' % (
                 name, ', '.join(SHAPES)))
         self.name = name
+        # The namespaces' TCP congestion control (None: the host's, which
+        # new namespaces inherit).  Loopback runs in the host's namespace
+        # and always has the host's.
+        self.tcp_cc = tcp_cc
         self.shape = SHAPES[name]
         self.relay_path = relay
         self.relay = None
@@ -104,8 +108,9 @@ class Link:
             return 'loopback'
         rate, _, delay_ms = self.shape
         return ('veth between namespaces, tbf rate %s, round trip %g ms '
-                '(delay-relay holding %d us each way)' % (
-                    rate, 2 * delay_ms, self.hold_us))
+                '(delay-relay holding %d us each way)%s' % (
+                    rate, 2 * delay_ms, self.hold_us,
+                    ', TCP %s' % self.tcp_cc if self.tcp_cc else ''))
 
     def __enter__(self):
         if self.namespaced:
@@ -170,6 +175,9 @@ class Link:
         create_veth_namespaces((SRC_NS, SRC_DEV, SRC_ADDR),
                                (DST_NS, DST_DEV, DST_ADDR))
         for ns, dev in ((SRC_NS, SRC_DEV), (DST_NS, DST_DEV)):
+            if self.tcp_cc:
+                run('ip', 'netns', 'exec', ns, 'sysctl', '-qw',
+                    'net.ipv4.tcp_congestion_control=' + self.tcp_cc)
             # The rate on each egress; the relay adds the delay.
             run('ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', dev,
                 'root', 'tbf', 'rate', rate, 'burst', burst,

@@ -51,8 +51,9 @@ class QMP:
         line, self.buf = self.buf.split(b'\n', 1)
         return json.loads(line)
 
-    def cmd(self, name, **args):
-        msg = {'execute': name}
+    def cmd(self, command, /, **args):
+        """Run @command; its arguments may include one called 'name'."""
+        msg = {'execute': command}
         if args:
             msg['arguments'] = args
         self.sock.sendall(json.dumps(msg).encode() + b'\n')
@@ -62,7 +63,8 @@ class QMP:
                 self.events.append(resp)
                 continue
             if 'error' in resp:
-                raise QMPError('%s: %s' % (name, resp['error'].get('desc')))
+                raise QMPError('%s: %s' % (command,
+                                           resp['error'].get('desc')))
             return resp.get('return')
 
     def close(self):

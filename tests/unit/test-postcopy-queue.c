@@ -23,6 +23,9 @@ static void test_tune_defaults(void)
     g_assert_cmpuint(tune.rcvbuf, ==, 0);
     g_assert_false(tune.no_placer);
     g_assert_false(tune.placer_always);
+    /* Pacing: with the preempt channel only. */
+    g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
+    g_assert_false(tune.pace_forced);
     g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
     g_assert_false(tune.no_send);
 }
@@ -65,6 +68,17 @@ static void test_tune_items(void)
     g_assert_true(postcopy_queue_tune_parse("placer=auto", &tune,
                                             &error_abort));
     g_assert_false(tune.no_placer || tune.placer_always);
+    g_assert_true(postcopy_queue_tune_parse("pace=off", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.pace_percent, ==, 0);
+    g_assert_true(postcopy_queue_tune_parse("pace=90", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.pace_percent, ==, 90);
+    g_assert_true(tune.pace_forced);
+    g_assert_true(postcopy_queue_tune_parse("pace=auto", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
+    g_assert_false(tune.pace_forced);
 }
 
 static void test_tune_errors(void)
@@ -72,7 +86,8 @@ static void test_tune_errors(void)
     static const char *const bad[] = {
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
-        "placer", "placer=", "placer=always",
+        "placer", "placer=", "placer=always", "pace", "pace=", "pace=0",
+        "pace=101", "pace=on", "pace=-5",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
     unsigned int i;
@@ -123,6 +138,47 @@ static void test_lowat_bounds(void)
                      POSTCOPY_QUEUE_MAX);
 }
 
+static void test_pace_rate(void)
+{
+    /* 1 Gbit/s link, busy all of 2 s of precopy: 97% of 120 MB/s. */
+    g_assert_cmpuint(postcopy_queue_pace_rate(240000000, 2000000, 2000000,
+                                              97), ==, 116400000);
+    /* Busy three quarters of the time: still the path's rate. */
+    g_assert_cmpuint(postcopy_queue_pace_rate(180000000, 1500000, 2000000,
+                                              100), ==, 120000000);
+}
+
+static void test_pace_rate_none(void)
+{
+    /* Asked for none. */
+    g_assert_cmpuint(postcopy_queue_pace_rate(240000000, 2000000, 2000000,
+                                              0), ==, 0);
+    /*
+     * A sender busy 300 ms of 2 s (loopback beside a busy source guest):
+     * its rate is its own CPU's, not the path's.
+     */
+    g_assert_cmpuint(postcopy_queue_pace_rate(280000000, 300000, 2000000,
+                                              97), ==, 0);
+    g_assert_cmpuint(postcopy_queue_pace_rate(180000000, 1499000, 2000000,
+                                              97), ==, 0);
+    /* Too little measured. */
+    g_assert_cmpuint(postcopy_queue_pace_rate(1000000, 99000, 99000, 97),
+                     ==, 0);
+}
+
+static void test_pace_rate_large(void)
+{
+    /* Hours of precopy at 100 Gbit/s: no overflow. */
+    uint64_t busy_us = 10ULL * 3600 * 1000000;
+    uint64_t acked = 12500000000ULL / 1000000 * busy_us;
+
+    g_assert_cmpuint(postcopy_queue_pace_rate(acked, busy_us, busy_us, 100),
+                     ==, 12500000000ULL);
+    g_assert_cmpuint(postcopy_queue_pace_rate(UINT64_MAX, 100000, 100000,
+                                              100), ==,
+                     (1ULL << 54) * 1000 / 100);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -134,5 +190,8 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/queue/lowat-is-one-bdp",
                     test_lowat_is_one_bdp);
     g_test_add_func("/postcopy/queue/lowat-bounds", test_lowat_bounds);
+    g_test_add_func("/postcopy/queue/pace-rate", test_pace_rate);
+    g_test_add_func("/postcopy/queue/pace-rate-none", test_pace_rate_none);
+    g_test_add_func("/postcopy/queue/pace-rate-large", test_pace_rate_large);
     return g_test_run();
 }
