@@ -4,7 +4,8 @@ run_scenario() starts a source and a destination QEMU on this machine (or
 in two network namespaces), boots the test guest on the source, migrates
 it with precopy for a while and then postcopy, asks the guest on the
 destination to verify all of its memory, and returns what happened as a
-dict (see RESULT_FIELDS in docs/devel/migration/postcopy.rst).
+dict: the fields _result() fills, and 'source_queue', what our module did
+to the source's main channel (source_queue_actions()).
 """
 
 import os
