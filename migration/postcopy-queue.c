@@ -99,8 +99,8 @@ static void queue_bound_send(int fd, uint32_t lowat)
 static void queue_pace_send(int fd, const QueueTcpInfo *info,
                             MigrationState *s)
 {
-    int64_t elapsed_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
-                         s->start_time;
+    int64_t elapsed_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
+                             s->start_time, 0);
     uint64_t rate;
     /* The 32-bit form: every kernel takes it; 4 GB/s needs no pacing. */
     uint32_t rate32;
@@ -110,9 +110,9 @@ static void queue_pace_send(int fd, const QueueTcpInfo *info,
         return;
     }
     rate = postcopy_queue_pace_rate(info->bytes_acked, info->busy_time,
-                                    MAX(elapsed_ms, 0) * 1000,
+                                    elapsed_ms * 1000,
                                     queue_tune.pace_percent);
-    trace_postcopy_queue_pace(rate, info->busy_time, MAX(elapsed_ms, 0));
+    trace_postcopy_queue_pace(rate, info->busy_time, elapsed_ms);
     if (!rate || rate >= UINT32_MAX) {
         return;
     }

@@ -218,14 +218,19 @@ def postcopy_vs_limit(entry, ours):
     return text
 
 
+def tcp_sysctl(name):
+    """net.ipv4.tcp_NAME of this host's namespace, or '' if unreadable."""
+    try:
+        with open('/proc/sys/net/ipv4/tcp_' + name) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
 def tcp_congestion_control():
     """The host's TCP congestion control, which the benchmark's namespaces
     inherit: it decides how much of a window waits at a link's queue."""
-    try:
-        with open('/proc/sys/net/ipv4/tcp_congestion_control') as f:
-            return f.read().strip()
-    except OSError:
-        return '?'
+    return tcp_sysctl('congestion_control') or '?'
 
 
 def markdown(agg, meta):
@@ -482,12 +487,7 @@ def main(argv=None):
                 print('bench: %s' % bad_shape, file=sys.stderr)
                 return 2
     if args.tcp_cc:
-        try:
-            with open('/proc/sys/net/ipv4/'
-                      'tcp_available_congestion_control') as f:
-                available = f.read().split()
-        except OSError:
-            available = []
+        available = tcp_sysctl('available_congestion_control').split()
         if args.tcp_cc not in available:
             print('bench: --tcp-cc %s: this kernel has %s' % (
                 args.tcp_cc, ', '.join(available) or 'no list'),
