@@ -133,6 +133,15 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             }
             parsed.no_placer = !strcmp(kv[1], "off");
             parsed.placer_always = !strcmp(kv[1], "on");
+        } else if (!strcmp(kv[0], "recheck")) {
+            if (!kv[1] || (strcmp(kv[1], "auto") && strcmp(kv[1], "off") &&
+                           strcmp(kv[1], "only"))) {
+                error_setg(errp, "QEMU_POSTCOPY_TUNE: recheck wants auto, "
+                           "off or only");
+                return false;
+            }
+            parsed.no_recheck = !strcmp(kv[1], "off");
+            parsed.recheck_only = !strcmp(kv[1], "only");
         } else if (!strcmp(kv[0], "pace")) {
             if (!tune_parse_pace(kv[1], &parsed, errp)) {
                 return false;
@@ -146,7 +155,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
                        "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
-                       "pace=auto|off|PERCENT)",
+                       "pace=auto|off|PERCENT, recheck=auto|off|only)",
                        items[i]);
             return false;
         }
@@ -181,4 +190,35 @@ uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
     /* Exact below 2^54 bytes acked, and 2^64 is beyond any migration. */
     bytes_acked = MIN(bytes_acked, 1ULL << 54);
     return bytes_acked * 1000 / busy_ms * percent / 100;
+}
+
+/* Within POSTCOPY_RECHECK_AGREE_PERCENT of each other. */
+static bool queue_rates_agree(uint64_t a_bps, uint64_t b_bps)
+{
+    uint64_t low = MIN(a_bps, b_bps), high = MAX(a_bps, b_bps);
+
+    /* Both below 2^54 (postcopy_queue_pace_rate()): no overflow. */
+    return (high - low) * 100 <= high * POSTCOPY_RECHECK_AGREE_PERCENT;
+}
+
+PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
+                                            uint64_t rwnd_us,
+                                            uint64_t bytes_acked,
+                                            uint64_t interval_us,
+                                            uint64_t precopy_rate_bps,
+                                            unsigned int percent)
+{
+    PostcopyQueueRecheck verdict = { 0 };
+    uint64_t rate = postcopy_queue_pace_rate(bytes_acked, busy_us,
+                                             interval_us, 100);
+
+    /* pace_rate() also wants the sender busy most of the interval. */
+    if (!rate || !precopy_rate_bps ||
+        !postcopy_queue_send_bound_wanted(busy_us, rwnd_us) ||
+        !queue_rates_agree(precopy_rate_bps, rate)) {
+        return verdict;
+    }
+    verdict.bound = true;
+    verdict.pace_bps = precopy_rate_bps * percent / 100;
+    return verdict;
 }

@@ -81,47 +81,127 @@ static bool queue_read_path(int fd, QueueTcpInfo *info)
 }
 
 /* Bound what is written to @fd but not sent to @lowat bytes. */
-static void queue_bound_send(int fd, uint32_t lowat)
+static bool queue_bound_send(int fd, uint32_t lowat)
 {
     if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                    sizeof(lowat))) {
         warn_report("postcopy: cannot bound the send queue "
                     "(TCP_NOTSENT_LOWAT): %s", strerror(errno));
-        return;
+        return false;
     }
     trace_postcopy_queue_bound("source", "notsent-lowat", lowat);
+    return true;
 }
 
-/*
- * Pace @fd a little below what the path gave it, if the sender kept it
- * busy since the migration began (postcopy_queue_pace_rate()).
- */
-static void queue_pace_send(int fd, const QueueTcpInfo *info,
-                            MigrationState *s)
+/* Whether pace= wants the main channel paced where the path limits it. */
+static bool queue_pace_wanted(void)
 {
-    int64_t elapsed_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
-                             s->start_time, 0);
-    uint64_t rate;
+    return queue_tune.pace_percent &&
+           (queue_tune.pace_forced || migrate_postcopy_preempt());
+}
+
+/* Pace @fd at @rate bytes per second; false if not (0: none asked). */
+static bool queue_pace(int fd, uint64_t rate)
+{
     /* The 32-bit form: every kernel takes it; 4 GB/s needs no pacing. */
     uint32_t rate32;
 
-    if (!queue_tune.pace_percent ||
-        (!queue_tune.pace_forced && !migrate_postcopy_preempt())) {
-        return;
-    }
-    rate = postcopy_queue_pace_rate(info->bytes_acked, info->busy_time,
-                                    elapsed_ms * 1000,
-                                    queue_tune.pace_percent);
-    trace_postcopy_queue_pace(rate, info->busy_time, elapsed_ms);
     if (!rate || rate >= UINT32_MAX) {
-        return;
+        return false;
     }
     rate32 = rate;
     if (setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &rate32,
                    sizeof(rate32))) {
         warn_report("postcopy: cannot pace the main channel "
                     "(SO_MAX_PACING_RATE): %s", strerror(errno));
+        return false;
     }
+    return true;
+}
+
+/*
+ * The second look at the main channel, POSTCOPY_RECHECK_MS into postcopy
+ * (postcopy_queue_recheck()).  During precopy the source's vCPUs compete
+ * with the migration for a small host's CPU, and the receiver's window can
+ * seem to limit a sender that, once they stop, the path limits: on the
+ * emulated 1 Gbit/s link the window held the sender back 30-66% of its
+ * busy time in precopy and 0-25% in the first half second of postcopy
+ * (docs/bench/fault-path.md, "A second look").
+ *
+ * queue_source_notify() arms it and queue_recheck_run() reads it; the
+ * first runs under the BQL (postcopy_start() holds it for the notifiers)
+ * and the second in the main loop, which holds it too: nothing else
+ * orders them.
+ */
+typedef struct QueueRecheck {
+    QEMUTimer *timer;           /* created on first use, then kept */
+    int fd;                     /* the main channel's socket at the switch */
+    QueueTcpInfo at_switch;
+    int64_t at_switch_ms;       /* QEMU_CLOCK_REALTIME */
+    uint64_t precopy_rate;      /* B/s, 0: none worth pacing at */
+    bool bounded, paced;        /* what the switch did */
+} QueueRecheck;
+
+static QueueRecheck recheck;
+
+static void queue_recheck_run(void *opaque)
+{
+    MigrationState *s = migrate_get_current();
+    const QueueTcpInfo *then = &recheck.at_switch;
+    int64_t interval_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
+                              recheck.at_switch_ms, 1);
+    uint64_t busy, rwnd, acked;
+    PostcopyQueueRecheck verdict;
+    QueueTcpInfo now;
+
+    /* Postcopy's pause and the cleanup swap the channel under this lock. */
+    QEMU_LOCK_GUARD(&s->qemu_file_lock);
+    if (s->state != MIGRATION_STATUS_POSTCOPY_ACTIVE ||
+        queue_tcp_fd(s->to_dst_file) != recheck.fd ||
+        !queue_read_path(recheck.fd, &now) ||
+        now.busy_time < then->busy_time ||
+        now.rwnd_limited < then->rwnd_limited ||
+        now.bytes_acked < then->bytes_acked) {
+        /* Over, paused, or another connection since: nothing to compare. */
+        return;
+    }
+    busy = now.busy_time - then->busy_time;
+    rwnd = now.rwnd_limited - then->rwnd_limited;
+    acked = now.bytes_acked - then->bytes_acked;
+    verdict = postcopy_queue_recheck(
+        busy, rwnd, acked, interval_ms * 1000, recheck.precopy_rate,
+        queue_pace_wanted() && !recheck.paced ? queue_tune.pace_percent : 0);
+    trace_postcopy_queue_recheck(busy, rwnd,
+                                 postcopy_queue_pace_rate(acked, busy,
+                                                          interval_ms * 1000,
+                                                          100),
+                                 recheck.precopy_rate, interval_ms,
+                                 verdict.bound, verdict.pace_bps);
+    if (verdict.bound && !recheck.bounded) {
+        queue_bound_send(recheck.fd,
+                         postcopy_queue_lowat(now.delivery_rate,
+                                              now.base.tcpi_rtt));
+    }
+    if (queue_pace(recheck.fd, verdict.pace_bps)) {
+        trace_postcopy_queue_pace(verdict.pace_bps, busy, interval_ms);
+    }
+}
+
+static void queue_recheck_arm(int fd, const QueueTcpInfo *info,
+                              uint64_t precopy_rate, bool bounded,
+                              bool paced)
+{
+    if (!recheck.timer) {
+        recheck.timer = timer_new_ms(QEMU_CLOCK_REALTIME, queue_recheck_run,
+                                     NULL);
+    }
+    recheck.fd = fd;
+    recheck.at_switch = *info;
+    recheck.at_switch_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    recheck.precopy_rate = precopy_rate;
+    recheck.bounded = bounded;
+    recheck.paced = paced;
+    timer_mod(recheck.timer, recheck.at_switch_ms + POSTCOPY_RECHECK_MS);
 }
 
 /*
@@ -133,8 +213,11 @@ static int queue_source_notify(NotifierWithReturn *notifier,
                                MigrationEvent *e, Error **errp)
 {
     MigrationState *s = migrate_get_current();
+    int64_t elapsed_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
+                             s->start_time, 0);
+    bool path_limited, bounded = false, paced = false;
+    uint64_t precopy_rate, pace_rate;
     QueueTcpInfo info;
-    bool path_limited;
     int fd;
 
     if (e->type != MIG_EVENT_PRECOPY_DONE ||
@@ -152,19 +235,32 @@ static int queue_source_notify(NotifierWithReturn *notifier,
                                               : POSTCOPY_QUEUE_MIN);
         return 0;
     }
-    path_limited = postcopy_queue_send_bound_wanted(info.busy_time,
+    path_limited = !queue_tune.recheck_only &&
+                   postcopy_queue_send_bound_wanted(info.busy_time,
                                                     info.rwnd_limited);
     if (queue_tune.lowat) {
-        queue_bound_send(fd, queue_tune.lowat);
+        bounded = queue_bound_send(fd, queue_tune.lowat);
     } else if (path_limited || queue_tune.send_always) {
-        queue_bound_send(fd, postcopy_queue_lowat(info.delivery_rate,
-                                                  info.base.tcpi_rtt));
+        bounded = queue_bound_send(fd,
+                                   postcopy_queue_lowat(info.delivery_rate,
+                                                        info.base.tcpi_rtt));
     } else {
-        trace_postcopy_queue_bound("source", "receiver-limited, no bound", 0);
+        trace_postcopy_queue_bound("source", queue_tune.recheck_only ?
+                                   "left to the second look, no bound" :
+                                   "receiver-limited, no bound", 0);
     }
+    precopy_rate = postcopy_queue_pace_rate(info.bytes_acked, info.busy_time,
+                                            elapsed_ms * 1000, 100);
     /* The rate of a receiver-limited sender is the receiver's. */
-    if (path_limited || queue_tune.pace_forced) {
-        queue_pace_send(fd, &info, s);
+    if (queue_pace_wanted() && (path_limited || queue_tune.pace_forced)) {
+        pace_rate = precopy_rate * queue_tune.pace_percent / 100;
+        trace_postcopy_queue_pace(pace_rate, info.busy_time, elapsed_ms);
+        paced = queue_pace(fd, pace_rate);
+    }
+    if (!queue_tune.no_recheck &&
+        ((!bounded && !queue_tune.lowat) ||
+         (queue_pace_wanted() && !paced && precopy_rate))) {
+        queue_recheck_arm(fd, &info, precopy_rate, bounded, paced);
     }
     return 0;
 }

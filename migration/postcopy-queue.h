@@ -33,6 +33,14 @@
  * since the migration began: otherwise its rate says more about its own
  * CPU than about the path, and pacing at it would throttle.
  *
+ * During precopy the source's vCPUs share a small host's CPU with the
+ * migration, and the receiver can seem to be the bottleneck where, once
+ * they stop, the path is.  So where the switch left the send queue
+ * unbounded, or the main channel unpaced though pacing was wanted, the
+ * source looks again POSTCOPY_RECHECK_MS into postcopy, at what TCP_INFO
+ * measured since the switch (postcopy_queue_recheck()), and adds both
+ * where the path now limits the sender at the rate precopy measured.
+ *
  * Tuning, for benchmarks (the environment of either QEMU):
  *
  *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
@@ -60,6 +68,15 @@
  *                                           or without preempt, even where
  *                                           the receiver seemed to limit
  *                                           the sender; off: never
+ *   QEMU_POSTCOPY_TUNE=recheck=auto|off|only
+ *                                           auto, the default: the source
+ *                                           looks again into postcopy
+ *                                           where the switch left the
+ *                                           send bound or pacing unset
+ *                                           (as above); off: never;
+ *                                           only: the switch sets neither
+ *                                           (unless fixed or forced) and
+ *                                           the second look decides
  *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
  *                                           destination hands background
  *                                           pages to the placer thread
@@ -89,6 +106,13 @@
 #define POSTCOPY_PACE_PERCENT   97
 /* Less precopy than this measures no rate worth pacing at. */
 #define POSTCOPY_PACE_MIN_BUSY_US 100000
+/*
+ * How long into postcopy the source takes its second look at the main
+ * channel, and how close its rate then must be to precopy's to pace it
+ * (postcopy_queue_recheck()).
+ */
+#define POSTCOPY_RECHECK_MS     500
+#define POSTCOPY_RECHECK_AGREE_PERCENT 10
 
 typedef struct PostcopyQueueTune {
     bool no_send;               /* queue=off or queue=receive */
@@ -103,6 +127,8 @@ typedef struct PostcopyQueueTune {
     uint32_t pace_percent;
     /* pace=PERCENT: with or without preempt, whoever seemed to limit */
     bool pace_forced;
+    bool no_recheck;            /* recheck=off: the switch decides alone */
+    bool recheck_only;          /* recheck=only: the second look alone */
 } PostcopyQueueTune;
 
 /*
@@ -138,6 +164,36 @@ uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us);
  */
 uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
                                   uint64_t elapsed_us, unsigned int percent);
+
+/*
+ * The second look, POSTCOPY_RECHECK_MS into postcopy, where the switch
+ * left the send queue unbounded or the main channel unpaced: what to add.
+ */
+typedef struct PostcopyQueueRecheck {
+    bool bound;                 /* bound the send queue */
+    uint64_t pace_bps;          /* pace the main channel at this; 0: not */
+} PostcopyQueueRecheck;
+
+/*
+ * Over the @interval_us since the switch, the main channel was busy
+ * @busy_us, @rwnd_us of them waiting for the receiver's window, and
+ * @bytes_acked were acknowledged.  The path is the bottleneck, and the
+ * send queue worth bounding, if the receiver limited the sender at most
+ * half that time (postcopy_queue_send_bound_wanted()) and the sender's
+ * rate agrees within POSTCOPY_RECHECK_AGREE_PERCENT with
+ * @precopy_rate_bps, postcopy_queue_pace_rate() at 100% over precopy: a
+ * path's rate does not change when the source's vCPUs stop, a rate that
+ * the endpoints' CPU sets does.  Both rates need the sender busy three
+ * quarters of the time; 0 for @precopy_rate_bps if it was not.  Then pace
+ * too, at @percent of the precopy rate; @percent 0: no pacing (pace=off,
+ * no preempt, or paced already).
+ */
+PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
+                                            uint64_t rwnd_us,
+                                            uint64_t bytes_acked,
+                                            uint64_t interval_us,
+                                            uint64_t precopy_rate_bps,
+                                            unsigned int percent);
 
 /* Set both sides' bounds (postcopy-queue.c). */
 

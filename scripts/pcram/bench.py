@@ -294,20 +294,23 @@ def markdown(agg, meta):
 
 
 def source_queue_statement(runs):
-    """What our source did to its main channel when postcopy started, over
-    @runs (postcopy-queue.c's trace): how often it bounded the send queue
-    and paced the channel, and at what rate."""
+    """What our source did to its main channel over @runs (postcopy-
+    queue.c's trace): how often it bounded the send queue and paced the
+    channel, how often only at its second look into postcopy, and at what
+    rate."""
     actions = [r['source_queue'] for r in runs if r.get('source_queue')]
     if not actions or all(a['lowat'] is None for a in actions):
         return ''
     bounded = [a for a in actions if a['lowat']]
     paced = [a['pace_Bps'] for a in actions if a['pace_Bps']]
-    text = ('ours, main channel at the switch: send queue bounded in %d of '
-            '%d runs, paced in %d' % (len(bounded), len(actions),
-                                      len(paced)))
+    late_bound = sum(1 for a in actions if a.get('late_bound'))
+    late_paced = sum(1 for a in actions if a.get('late_paced'))
+    text = ('ours, main channel: send queue bounded in %d of %d runs '
+            '(%d at the second look into postcopy), paced in %d (%d at the '
+            'second look)' % (len(bounded), len(actions), late_bound,
+                              len(paced), late_paced))
     if paced:
-        text += ' (at %s MB/s)' % ', '.join('%.0f' % (p / 1e6)
-                                            for p in paced)
+        text += ' at %s MB/s' % ', '.join('%.0f' % (p / 1e6) for p in paced)
     return text + '.'
 
 

@@ -294,23 +294,49 @@ def _trace_source_queues(src):
 def source_queue_actions(log):
     """From the source's log, what it did to its main channel: the send
     bound in bytes and the pacing rate in bytes/s (0: none, None: not
-    traced), and what TCP_INFO said of the path then."""
-    actions = {'lowat': None, 'pace_Bps': None, 'path': None}
+    traced), set at the switch or at its second look into postcopy; what
+    TCP_INFO said of the path at the switch; and the second look's reading
+    ('recheck', None if it took none), with what it added ('late_bound',
+    'late_paced')."""
+    actions = {'lowat': None, 'pace_Bps': None, 'path': None,
+               'recheck': None, 'late_bound': False, 'late_paced': False}
     m = re.search(r'postcopy_queue_path delivery rate (\d+) B/s, round trip '
                   r'(\d+) us, busy (\d+) us, receiver-limited (\d+) us', log)
     if m:
         actions['path'] = dict(zip(('delivery_Bps', 'rtt_us', 'busy_us',
                                     'rwnd_limited_us'),
                                    (int(g) for g in m.groups())))
+    m = re.search(r'postcopy_queue_recheck busy (\d+) us, receiver-limited '
+                  r'(\d+) us, (\d+) B/s \(precopy (\d+)\) in the first '
+                  r'(\d+) ms of postcopy: bound (\d), pace at (\d+) B/s',
+                  log)
+    at_switch, late = (log[:m.start()], log[m.start():]) if m else (log, '')
+    if m:
+        actions['recheck'] = dict(zip(('busy_us', 'rwnd_limited_us',
+                                       'rate_Bps', 'precopy_rate_Bps',
+                                       'interval_ms', 'bound', 'pace_Bps'),
+                                      (int(g) for g in m.groups())))
+    lowat, pace = _queue_settings(at_switch)
+    late_lowat, late_pace = _queue_settings(late)
+    actions['late_bound'] = bool(late_lowat)
+    actions['late_paced'] = bool(late_pace)
+    actions['lowat'] = late_lowat or lowat
+    actions['pace_Bps'] = late_pace or pace
+    return actions
+
+
+def _queue_settings(log):
+    """The send bound and pacing rate that the source's trace in @log
+    reports (0: said none, None: said nothing)."""
+    lowat = pace = None
     m = re.search(r'postcopy_queue_bound source: (\S+)[^\n]* (\d+) bytes',
                   log)
     if m:
-        actions['lowat'] = int(m.group(2)) if m.group(1) == 'notsent-lowat' \
-            else 0
+        lowat = int(m.group(2)) if m.group(1) == 'notsent-lowat' else 0
     m = re.search(r'postcopy_queue_pace main channel paced at (\d+)', log)
     if m:
-        actions['pace_Bps'] = int(m.group(1))
-    return actions
+        pace = int(m.group(1))
+    return lowat, pace
 
 
 def _wait_destination(dst, timeout):

@@ -560,6 +560,13 @@ typedef struct QReadsCase {
      * first, as a vCPU scanning memory makes.
      */
     bool prepage;
+    /*
+     * The source leaves its send bound to its second look into postcopy
+     * (QEMU_POSTCOPY_TUNE=recheck=only, migration/postcopy-queue.h), which
+     * must take it once, and set nothing: precopy, throttled and brief,
+     * measured no path.
+     */
+    bool recheck;
 } QReadsCase;
 
 #define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
@@ -620,8 +627,8 @@ static void test_qtest_reads(const void *opaque)
 {
     const QReadsCase *qc = opaque;
     const char *args = "-machine q35 -m 128M";
-    g_autofree char *trace = NULL;
-    g_autofree char *incoming = NULL;
+    g_autofree char *trace = NULL, *source_trace = NULL;
+    g_autofree char *incoming = NULL, *outgoing = NULL;
     g_autofree char *before = NULL, *after = NULL;
     GRand *rand = g_rand_new_with_seed(42);
     const TestCase tc = { .name = "qtest-reads" };
@@ -639,7 +646,16 @@ static void test_qtest_reads(const void *opaque)
     }
     dst->qts = qtest_init(incoming);
     g_unsetenv("QEMU_POSTCOPY_TUNE");
-    src->qts = qtest_init(args);
+    source_trace = g_strdup_printf("%s/source.trace", tmpdir);
+    outgoing = g_strdup_printf("%s%s%s", args,
+                               qc->recheck ?
+                               " -trace postcopy_queue_recheck -D " : "",
+                               qc->recheck ? source_trace : "");
+    if (qc->recheck) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "recheck=only", true);
+    }
+    src->qts = qtest_init(outgoing);
+    g_unsetenv("QEMU_POSTCOPY_TUNE");
     qreads_fill(src->qts);
     before = guest_ram_sha256(src, "source", 128 * MiB);
 
@@ -693,11 +709,18 @@ static void test_qtest_reads(const void *opaque)
         g_assert_cmpint(ranges, >, 0);
         unlink(trace);
     }
+    if (qc->recheck) {
+        g_assert_cmpint(count_lines_with(source_trace,
+                                         "postcopy_queue_recheck"), ==, 1);
+        g_assert_cmpint(count_lines_with(source_trace, "bound 0"), ==, 1);
+        unlink(source_trace);
+    }
     tmpdir_remove();
 }
 
-static const QReadsCase qreads_plain = { 0 };
-static const QReadsCase qreads_preempt = { .preempt = true };
+static const QReadsCase qreads_plain = { .recheck = true };
+static const QReadsCase qreads_preempt = { .preempt = true,
+                                           .recheck = true };
 static const QReadsCase qreads_preempt_recovery = { .preempt = true,
                                                     .recover = true };
 static const QReadsCase qreads_preempt_prepage = { .preempt = true,

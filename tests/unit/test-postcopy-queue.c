@@ -26,6 +26,8 @@ static void test_tune_defaults(void)
     /* Pacing: with the preempt channel only. */
     g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
     g_assert_false(tune.pace_forced);
+    g_assert_false(tune.no_recheck);
+    g_assert_false(tune.recheck_only);
     g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
     g_assert_false(tune.no_send);
 }
@@ -79,6 +81,15 @@ static void test_tune_items(void)
                                             &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
     g_assert_false(tune.pace_forced);
+    g_assert_true(postcopy_queue_tune_parse("recheck=off", &tune,
+                                            &error_abort));
+    g_assert_true(tune.no_recheck && !tune.recheck_only);
+    g_assert_true(postcopy_queue_tune_parse("recheck=only", &tune,
+                                            &error_abort));
+    g_assert_true(!tune.no_recheck && tune.recheck_only);
+    g_assert_true(postcopy_queue_tune_parse("recheck=auto", &tune,
+                                            &error_abort));
+    g_assert_false(tune.no_recheck || tune.recheck_only);
 }
 
 static void test_tune_errors(void)
@@ -87,7 +98,8 @@ static void test_tune_errors(void)
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
         "placer", "placer=", "placer=always", "pace", "pace=", "pace=0",
-        "pace=101", "pace=on", "pace=-5",
+        "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
+        "recheck=on",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
     unsigned int i;
@@ -179,6 +191,76 @@ static void test_pace_rate_large(void)
                      (1ULL << 54) * 1000 / 100);
 }
 
+/*
+ * The first 0.5 s of postcopy on the emulated 1 Gbit/s link (ss -ti of the
+ * source's main channel, 2026-12-01): the window held the sender back
+ * 188 ms of its 488 ms busy, at the rate precopy measured.
+ */
+static void test_recheck_path(void)
+{
+    PostcopyQueueRecheck v;
+
+    v = postcopy_queue_recheck(488000, 188000, 58000000, 500000, 120000000,
+                               97);
+    g_assert_true(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 116400000);
+    /* No pacing asked for (pace=off, no preempt, or paced already). */
+    v = postcopy_queue_recheck(488000, 188000, 58000000, 500000, 120000000,
+                               0);
+    g_assert_true(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 0);
+}
+
+static void test_recheck_rates_disagree(void)
+{
+    PostcopyQueueRecheck v;
+
+    /*
+     * 175 MB/s in postcopy against 150 MB/s in precopy, though the window
+     * held the sender back only 100 ms: the endpoints' CPU set that rate,
+     * and the source's vCPUs have stopped since.
+     */
+    v = postcopy_queue_recheck(480000, 100000, 84000000, 500000, 150000000,
+                               97);
+    g_assert_false(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 0);
+    /* Within 10%: 110 against 100 MB/s, and not 112 against 100. */
+    v = postcopy_queue_recheck(500000, 0, 55000000, 500000, 100000000, 100);
+    g_assert_true(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 100000000);
+    v = postcopy_queue_recheck(500000, 0, 56000000, 500000, 100000000, 100);
+    g_assert_false(v.bound);
+    /* Busy less than three quarters of the interval: no rate to compare. */
+    v = postcopy_queue_recheck(300000, 0, 36000000, 500000, 120000000, 97);
+    g_assert_false(v.bound);
+    /* Nor without precopy's rate. */
+    v = postcopy_queue_recheck(488000, 188000, 58000000, 500000, 0, 97);
+    g_assert_false(v.bound);
+}
+
+static void test_recheck_receiver(void)
+{
+    PostcopyQueueRecheck v;
+
+    /*
+     * The emulated 10 Gbit/s link, the same half second: the destination
+     * still the bottleneck, the window held the sender back 296 of 508 ms.
+     * Even had precopy measured the same rate (354 MB/s), no bound.
+     */
+    v = postcopy_queue_recheck(508000, 296000, 180000000, 508000, 350000000,
+                               97);
+    g_assert_false(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 0);
+    /* And it measured 150 MB/s, the source's vCPUs taking their share. */
+    v = postcopy_queue_recheck(508000, 200000, 180000000, 508000, 150000000,
+                               97);
+    g_assert_false(v.bound);
+    /* Too little sent to tell (everything sent before the look). */
+    v = postcopy_queue_recheck(99000, 0, 12000000, 99000, 120000000, 97);
+    g_assert_false(v.bound);
+    g_assert_cmpuint(v.pace_bps, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -193,5 +275,10 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/queue/pace-rate", test_pace_rate);
     g_test_add_func("/postcopy/queue/pace-rate-none", test_pace_rate_none);
     g_test_add_func("/postcopy/queue/pace-rate-large", test_pace_rate_large);
+    g_test_add_func("/postcopy/queue/recheck-path", test_recheck_path);
+    g_test_add_func("/postcopy/queue/recheck-rates-disagree",
+                    test_recheck_rates_disagree);
+    g_test_add_func("/postcopy/queue/recheck-receiver",
+                    test_recheck_receiver);
     return g_test_run();
 }
