@@ -124,7 +124,7 @@ static bool queue_pace(int fd, uint64_t rate)
  * (postcopy_queue_recheck()).  During precopy the source's vCPUs compete
  * with the migration for a small host's CPU, and the receiver's window can
  * seem to limit a sender that, once they stop, the path limits: on the
- * emulated 1 Gbit/s link the window held the sender back 30-66% of its
+ * emulated 1 Gbit/s link the window held the sender back 28-85% of its
  * busy time in precopy and 0-25% in the first half second of postcopy
  * (docs/bench/fault-path.md, "A second look").
  *
