@@ -252,6 +252,22 @@ static char *status_of(QTestState *qts)
     return status;
 }
 
+/* Fail the test if @side (@qts) reports "failed", with QEMU's reason. */
+static void assert_not_failed(QTestState *qts, const char *side,
+                              const char *status)
+{
+    QDict *rsp;
+
+    if (strcmp(status, "failed")) {
+        return;
+    }
+    rsp = qtest_qmp_assert_success_ref(qts, "{ 'execute': 'query-migrate' }");
+    g_test_message("the %s failed: %s", side,
+                   qdict_get_try_str(rsp, "error-desc") ?: "(no reason)");
+    qobject_unref(rsp);
+    g_assert_cmpstr(status, !=, "failed");
+}
+
 /*
  * Wait until both sides report @status.  Fails the test at once when
  * either reports "failed", or @status is not reached in @timeout_s.
@@ -264,8 +280,8 @@ static void wait_both(Pair *pair, const char *status, int timeout_s)
         g_autofree char *src = status_of(pair->src.qts);
         g_autofree char *dst = status_of(pair->dst.qts);
 
-        g_assert_cmpstr(src, !=, "failed");
-        g_assert_cmpstr(dst, !=, "failed");
+        assert_not_failed(pair->src.qts, "source", src);
+        assert_not_failed(pair->dst.qts, "destination", dst);
         if (!strcmp(src, status) && !strcmp(dst, status)) {
             return;
         }
