@@ -197,8 +197,8 @@ static bool queue_rates_agree(uint64_t a_bps, uint64_t b_bps)
 {
     uint64_t low = MIN(a_bps, b_bps), high = MAX(a_bps, b_bps);
 
-    /* Both below 2^54 (postcopy_queue_pace_rate()): no overflow. */
-    return (high - low) * 100 <= high * POSTCOPY_RECHECK_AGREE_PERCENT;
+    /* Divided first: no product can overflow, whatever the caller passes. */
+    return high - low <= high / 100 * POSTCOPY_RECHECK_AGREE_PERCENT;
 }
 
 PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,

@@ -230,6 +230,9 @@ static void test_recheck_rates_disagree(void)
     g_assert_cmpuint(v.pace_bps, ==, 100000000);
     v = postcopy_queue_recheck(500000, 0, 56000000, 500000, 100000000, 100);
     g_assert_false(v.bound);
+    /* Rates no caller measures: no overflow, and they still compare. */
+    v = postcopy_queue_recheck(500000, 0, 55000000, 500000, UINT64_MAX, 100);
+    g_assert_false(v.bound);
     /* Busy less than three quarters of the interval: no rate to compare. */
     v = postcopy_queue_recheck(300000, 0, 36000000, 500000, 120000000, 97);
     g_assert_false(v.bound);
