@@ -28,6 +28,27 @@ static bool tune_parse_uint(const char *name, const char *text,
     return true;
 }
 
+/* @text, one of the @n @words, for the item @name. */
+static bool tune_parse_word(const char *name, const char *text,
+                            const char *const *words, unsigned int n,
+                            Error **errp)
+{
+    g_autoptr(GString) expected = g_string_new(words[0]);
+    unsigned int i;
+
+    for (i = 0; i < n; i++) {
+        if (!g_strcmp0(text, words[i])) {
+            return true;
+        }
+    }
+    for (i = 1; i < n; i++) {
+        g_string_append_printf(expected, "%s%s", i + 1 < n ? ", " : " or ",
+                               words[i]);
+    }
+    error_setg(errp, "QEMU_POSTCOPY_TUNE: %s wants %s", name, expected->str);
+    return false;
+}
+
 static bool tune_parse_bytes(const char *name, const char *text,
                              uint32_t *bytes, Error **errp)
 {
@@ -125,19 +146,19 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                 return false;
             }
         } else if (!strcmp(kv[0], "placer")) {
-            if (!kv[1] || (strcmp(kv[1], "auto") && strcmp(kv[1], "on") &&
-                           strcmp(kv[1], "off"))) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: placer wants auto, on "
-                           "or off");
+            static const char *const placer[] = { "auto", "on", "off" };
+
+            if (!tune_parse_word("placer", kv[1], placer,
+                                 ARRAY_SIZE(placer), errp)) {
                 return false;
             }
             parsed.no_placer = !strcmp(kv[1], "off");
             parsed.placer_always = !strcmp(kv[1], "on");
         } else if (!strcmp(kv[0], "recheck")) {
-            if (!kv[1] || (strcmp(kv[1], "auto") && strcmp(kv[1], "off") &&
-                           strcmp(kv[1], "only"))) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: recheck wants auto, "
-                           "off or only");
+            static const char *const recheck[] = { "auto", "off", "only" };
+
+            if (!tune_parse_word("recheck", kv[1], recheck,
+                                 ARRAY_SIZE(recheck), errp)) {
                 return false;
             }
             parsed.no_recheck = !strcmp(kv[1], "off");
@@ -208,14 +229,15 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
                                             uint64_t precopy_rate_bps,
                                             unsigned int percent)
 {
-    PostcopyQueueRecheck verdict = { 0 };
-    uint64_t rate = postcopy_queue_pace_rate(bytes_acked, busy_us,
-                                             interval_us, 100);
+    PostcopyQueueRecheck verdict = {
+        .rate_bps = postcopy_queue_pace_rate(bytes_acked, busy_us,
+                                             interval_us, 100),
+    };
 
     /* pace_rate() also wants the sender busy most of the interval. */
-    if (!rate || !precopy_rate_bps ||
+    if (!verdict.rate_bps || !precopy_rate_bps ||
         !postcopy_queue_send_bound_wanted(busy_us, rwnd_us) ||
-        !queue_rates_agree(precopy_rate_bps, rate)) {
+        !queue_rates_agree(precopy_rate_bps, verdict.rate_bps)) {
         return verdict;
     }
     verdict.bound = true;

@@ -139,7 +139,9 @@ typedef struct QueueRecheck {
     QueueTcpInfo at_switch;
     int64_t at_switch_ms;       /* QEMU_CLOCK_REALTIME */
     uint64_t precopy_rate;      /* B/s, 0: none worth pacing at */
-    bool bounded, paced;        /* what the switch did */
+    bool bounded;               /* by the switch */
+    /* The share to pace at if the path limits; 0: unwanted or paced. */
+    unsigned int pace_percent;
 } QueueRecheck;
 
 static QueueRecheck recheck;
@@ -168,13 +170,10 @@ static void queue_recheck_run(void *opaque)
     busy = now.busy_time - then->busy_time;
     rwnd = now.rwnd_limited - then->rwnd_limited;
     acked = now.bytes_acked - then->bytes_acked;
-    verdict = postcopy_queue_recheck(
-        busy, rwnd, acked, interval_ms * 1000, recheck.precopy_rate,
-        queue_pace_wanted() && !recheck.paced ? queue_tune.pace_percent : 0);
-    trace_postcopy_queue_recheck(busy, rwnd,
-                                 postcopy_queue_pace_rate(acked, busy,
-                                                          interval_ms * 1000,
-                                                          100),
+    verdict = postcopy_queue_recheck(busy, rwnd, acked, interval_ms * 1000,
+                                     recheck.precopy_rate,
+                                     recheck.pace_percent);
+    trace_postcopy_queue_recheck(busy, rwnd, verdict.rate_bps,
                                  recheck.precopy_rate, interval_ms,
                                  verdict.bound, verdict.pace_bps);
     if (verdict.bound && !recheck.bounded) {
@@ -189,7 +188,7 @@ static void queue_recheck_run(void *opaque)
 
 static void queue_recheck_arm(int fd, const QueueTcpInfo *info,
                               uint64_t precopy_rate, bool bounded,
-                              bool paced)
+                              unsigned int pace_percent)
 {
     if (!recheck.timer) {
         recheck.timer = timer_new_ms(QEMU_CLOCK_REALTIME, queue_recheck_run,
@@ -200,7 +199,7 @@ static void queue_recheck_arm(int fd, const QueueTcpInfo *info,
     recheck.at_switch_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     recheck.precopy_rate = precopy_rate;
     recheck.bounded = bounded;
-    recheck.paced = paced;
+    recheck.pace_percent = pace_percent;
     timer_mod(recheck.timer, recheck.at_switch_ms + POSTCOPY_RECHECK_MS);
 }
 
@@ -217,6 +216,7 @@ static int queue_source_notify(NotifierWithReturn *notifier,
                              s->start_time, 0);
     bool path_limited, bounded = false, paced = false;
     uint64_t precopy_rate, pace_rate;
+    unsigned int late_pace_percent;
     QueueTcpInfo info;
     int fd;
 
@@ -257,10 +257,13 @@ static int queue_source_notify(NotifierWithReturn *notifier,
         trace_postcopy_queue_pace(pace_rate, info.busy_time, elapsed_ms);
         paced = queue_pace(fd, pace_rate);
     }
+    late_pace_percent = queue_pace_wanted() && !paced ?
+                        queue_tune.pace_percent : 0;
     if (!queue_tune.no_recheck &&
         ((!bounded && !queue_tune.lowat) ||
-         (queue_pace_wanted() && !paced && precopy_rate))) {
-        queue_recheck_arm(fd, &info, precopy_rate, bounded, paced);
+         (late_pace_percent && precopy_rate))) {
+        queue_recheck_arm(fd, &info, precopy_rate, bounded,
+                          late_pace_percent);
     }
     return 0;
 }

@@ -172,6 +172,8 @@ uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
 typedef struct PostcopyQueueRecheck {
     bool bound;                 /* bound the send queue */
     uint64_t pace_bps;          /* pace the main channel at this; 0: not */
+    /* The sender's rate over the interval; 0: not busy enough to tell. */
+    uint64_t rate_bps;
 } PostcopyQueueRecheck;
 
 /*

@@ -117,6 +117,25 @@ static void test_tune_errors(void)
     }
 }
 
+static void test_tune_error_words(void)
+{
+    PostcopyQueueTune tune;
+    Error *err = NULL;
+
+    /* A word that no choice has: the message lists the choices. */
+    g_assert_false(postcopy_queue_tune_parse("placer=always", &tune,
+                                             &err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "QEMU_POSTCOPY_TUNE: placer wants auto, on or off");
+    error_free(err);
+    err = NULL;
+    g_assert_false(postcopy_queue_tune_parse("recheck", &tune,
+                                             &err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "QEMU_POSTCOPY_TUNE: recheck wants auto, off or only");
+    error_free(err);
+}
+
 static void test_send_bound_wanted(void)
 {
     /* Nothing measured yet. */
@@ -204,6 +223,7 @@ static void test_recheck_path(void)
                                97);
     g_assert_true(v.bound);
     g_assert_cmpuint(v.pace_bps, ==, 116400000);
+    g_assert_cmpuint(v.rate_bps, ==, 58000000ULL * 1000 / 488);
     /* No pacing asked for (pace=off, no preempt, or paced already). */
     v = postcopy_queue_recheck(488000, 188000, 58000000, 500000, 120000000,
                                0);
@@ -262,6 +282,7 @@ static void test_recheck_receiver(void)
     v = postcopy_queue_recheck(99000, 0, 12000000, 99000, 120000000, 97);
     g_assert_false(v.bound);
     g_assert_cmpuint(v.pace_bps, ==, 0);
+    g_assert_cmpuint(v.rate_bps, ==, 0);
 }
 
 int main(int argc, char **argv)
@@ -270,6 +291,8 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/queue/tune-defaults", test_tune_defaults);
     g_test_add_func("/postcopy/queue/tune-items", test_tune_items);
     g_test_add_func("/postcopy/queue/tune-errors", test_tune_errors);
+    g_test_add_func("/postcopy/queue/tune-error-words",
+                    test_tune_error_words);
     g_test_add_func("/postcopy/queue/send-bound-wanted",
                     test_send_bound_wanted);
     g_test_add_func("/postcopy/queue/lowat-is-one-bdp",
