@@ -163,6 +163,14 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             }
             parsed.no_recheck = !strcmp(kv[1], "off");
             parsed.recheck_only = !strcmp(kv[1], "only");
+        } else if (!strcmp(kv[0], "recovery")) {
+            static const char *const recovery[] = { "keep", "off" };
+
+            if (!tune_parse_word("recovery", kv[1], recovery,
+                                 ARRAY_SIZE(recovery), errp)) {
+                return false;
+            }
+            parsed.no_recovery_keep = !strcmp(kv[1], "off");
         } else if (!strcmp(kv[0], "pace")) {
             if (!tune_parse_pace(kv[1], &parsed, errp)) {
                 return false;
@@ -176,7 +184,8 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
                        "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
-                       "pace=auto|off|PERCENT, recheck=auto|off|only)",
+                       "pace=auto|off|PERCENT, recheck=auto|off|only, "
+                       "recovery=keep|off)",
                        items[i]);
             return false;
         }

@@ -120,87 +120,192 @@ static bool queue_pace(int fd, uint64_t rate)
 }
 
 /*
- * The second look at the main channel, POSTCOPY_RECHECK_MS into postcopy
- * (postcopy_queue_recheck()).  During precopy the source's vCPUs compete
- * with the migration for a small host's CPU, and the receiver's window can
- * seem to limit a sender that, once they stop, the path limits: on the
- * emulated 1 Gbit/s link the window held the sender back 28-85% of its
- * busy time in precopy and 0-25% in the first half second of postcopy
- * (docs/bench/fault-path.md, "A second look").
+ * The source's watch over its main channel through postcopy, a main-loop
+ * timer that queue_source_notify() arms at the switch.  It does two jobs:
  *
- * queue_source_notify() arms it and queue_recheck_run() reads it; the
- * first runs under the BQL (postcopy_start() holds it for the notifiers)
- * and the second in the main loop, which holds it too: nothing else
- * orders them.
+ * - the second look, POSTCOPY_RECHECK_MS into postcopy
+ *   (postcopy_queue_recheck()).  During precopy the source's vCPUs compete
+ *   with the migration for a small host's CPU, and the receiver's window
+ *   can seem to limit a sender that, once they stop, the path limits: on
+ *   the emulated 1 Gbit/s link the window held the sender back 28-85% of
+ *   its busy time in precopy and 0-25% in the first half second of
+ *   postcopy (docs/bench/fault-path.md, "A second look");
+ * - a recovery's new main channel: every POSTCOPY_WATCH_MS it checks
+ *   that the main channel is still the socket it set up, and sets up a
+ *   new one as the old one was (recovery=keep).
+ *
+ * The notifier runs under the BQL (postcopy_start() holds it for the
+ * notifiers), and the timer in the main loop, which holds it too: nothing
+ * else orders them.  The watch ends with postcopy.
  */
-typedef struct QueueRecheck {
+typedef struct QueueWatch {
     QEMUTimer *timer;           /* created on first use, then kept */
-    int fd;                     /* the main channel's socket at the switch */
-    QueueTcpInfo at_switch;
-    int64_t at_switch_ms;       /* QEMU_CLOCK_REALTIME */
+    /*
+     * The main channel's socket it set up.  A new connection can get the
+     * old descriptor's number, not its inode while the old one is open.
+     */
+    int fd;
+    ino_t ino;
+    uint32_t lowat;             /* the send bound set on it; 0: none */
+    uint64_t pace_bps;          /* its pacing rate; 0: none */
+    /* The second look, while it is due: from what reading, and when. */
+    bool look_due;
+    QueueTcpInfo look_from;
+    int64_t look_from_ms;       /* QEMU_CLOCK_REALTIME */
     uint64_t precopy_rate;      /* B/s, 0: none worth pacing at */
-    bool bounded;               /* by the switch */
     /* The share to pace at if the path limits; 0: unwanted or paced. */
     unsigned int pace_percent;
-} QueueRecheck;
+} QueueWatch;
 
-static QueueRecheck recheck;
+static QueueWatch watch;
 
-static void queue_recheck_run(void *opaque)
+static ino_t queue_socket_ino(int fd)
 {
-    MigrationState *s = migrate_get_current();
-    const QueueTcpInfo *then = &recheck.at_switch;
-    int64_t interval_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
-                              recheck.at_switch_ms, 1);
+    struct stat st;
+
+    return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+/* The second look: what the main channel did since watch.look_from. */
+static void queue_watch_look(int64_t now_ms)
+{
+    const QueueTcpInfo *then = &watch.look_from;
+    int64_t interval_ms = MAX(now_ms - watch.look_from_ms, 1);
     uint64_t busy, rwnd, acked;
     PostcopyQueueRecheck verdict;
     QueueTcpInfo now;
 
-    /* Postcopy's pause and the cleanup swap the channel under this lock. */
-    QEMU_LOCK_GUARD(&s->qemu_file_lock);
-    if (s->state != MIGRATION_STATUS_POSTCOPY_ACTIVE ||
-        queue_tcp_fd(s->to_dst_file) != recheck.fd ||
-        !queue_read_path(recheck.fd, &now) ||
+    watch.look_due = false;
+    if (!queue_read_path(watch.fd, &now) ||
         now.busy_time < then->busy_time ||
         now.rwnd_limited < then->rwnd_limited ||
         now.bytes_acked < then->bytes_acked) {
-        /* Over, paused, or another connection since: nothing to compare. */
         return;
     }
     busy = now.busy_time - then->busy_time;
     rwnd = now.rwnd_limited - then->rwnd_limited;
     acked = now.bytes_acked - then->bytes_acked;
     verdict = postcopy_queue_recheck(busy, rwnd, acked, interval_ms * 1000,
-                                     recheck.precopy_rate,
-                                     recheck.pace_percent);
+                                     watch.precopy_rate, watch.pace_percent);
     trace_postcopy_queue_recheck(busy, rwnd, verdict.rate_bps,
-                                 recheck.precopy_rate, interval_ms,
+                                 watch.precopy_rate, interval_ms,
                                  verdict.bound, verdict.pace_bps);
-    if (verdict.bound && !recheck.bounded) {
-        queue_bound_send(recheck.fd,
-                         postcopy_queue_lowat(now.delivery_rate,
-                                              now.base.tcpi_rtt));
+    if (verdict.bound && !watch.lowat) {
+        uint32_t lowat = postcopy_queue_lowat(now.delivery_rate,
+                                              now.base.tcpi_rtt);
+
+        watch.lowat = queue_bound_send(watch.fd, lowat) ? lowat : 0;
     }
-    if (queue_pace(recheck.fd, verdict.pace_bps)) {
+    if (queue_pace(watch.fd, verdict.pace_bps)) {
+        watch.pace_bps = verdict.pace_bps;
         trace_postcopy_queue_pace(verdict.pace_bps, busy, interval_ms);
     }
 }
 
-static void queue_recheck_arm(int fd, const QueueTcpInfo *info,
-                              uint64_t precopy_rate, bool bounded,
-                              unsigned int pace_percent)
+/*
+ * A recovery connected the main channel anew: set it up as the old one
+ * was, and measure the second look from now if it is still due.
+ */
+static void queue_watch_new_channel(int fd, ino_t ino, int64_t now_ms)
 {
-    if (!recheck.timer) {
-        recheck.timer = timer_new_ms(QEMU_CLOCK_REALTIME, queue_recheck_run,
-                                     NULL);
+    trace_postcopy_queue_new_channel(watch.lowat, watch.pace_bps,
+                                     watch.look_due);
+    watch.fd = fd;
+    watch.ino = ino;
+    if (watch.lowat && !queue_bound_send(fd, watch.lowat)) {
+        watch.lowat = 0;
     }
-    recheck.fd = fd;
-    recheck.at_switch = *info;
-    recheck.at_switch_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    recheck.precopy_rate = precopy_rate;
-    recheck.bounded = bounded;
-    recheck.pace_percent = pace_percent;
-    timer_mod(recheck.timer, recheck.at_switch_ms + POSTCOPY_RECHECK_MS);
+    if (watch.pace_bps && !queue_pace(fd, watch.pace_bps)) {
+        watch.pace_bps = 0;
+    }
+    watch.look_due = watch.look_due && queue_read_path(fd, &watch.look_from);
+    watch.look_from_ms = now_ms;
+}
+
+/* Whether the watch has anything left to do on a later tick. */
+static bool queue_watch_wanted(void)
+{
+    return watch.look_due ||
+           (!queue_tune.no_recovery_keep && (watch.lowat || watch.pace_bps));
+}
+
+static void queue_watch_arm(int64_t now_ms)
+{
+    int64_t next_ms = now_ms + POSTCOPY_WATCH_MS;
+    int64_t look_ms = watch.look_from_ms + POSTCOPY_RECHECK_MS;
+
+    if (watch.look_due && look_ms > now_ms) {
+        next_ms = MIN(next_ms, look_ms);
+    }
+    timer_mod(watch.timer, next_ms);
+}
+
+static void queue_watch_run(void *opaque)
+{
+    MigrationState *s = migrate_get_current();
+    int64_t now_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int fd;
+    ino_t ino;
+
+    /* Postcopy's pause and the cleanup swap the channel under this lock. */
+    QEMU_LOCK_GUARD(&s->qemu_file_lock);
+    if (s->state != MIGRATION_STATUS_DEVICE && !migration_in_postcopy()) {
+        return;                 /* postcopy is over, and so is the watch */
+    }
+    fd = s->state == MIGRATION_STATUS_POSTCOPY_ACTIVE ?
+         queue_tcp_fd(s->to_dst_file) : -1;
+    /* Paused, or recovered over another kind of channel: nothing to do. */
+    if (fd >= 0) {
+        ino = queue_socket_ino(fd);
+        if (fd != watch.fd || ino != watch.ino) {
+            if (queue_tune.no_recovery_keep) {
+                return;
+            }
+            queue_watch_new_channel(fd, ino, now_ms);
+        } else if (watch.look_due &&
+                   now_ms >= watch.look_from_ms + POSTCOPY_RECHECK_MS) {
+            queue_watch_look(now_ms);
+        }
+    }
+    if (queue_watch_wanted()) {
+        queue_watch_arm(now_ms);
+    }
+}
+
+/*
+ * Start watching the main channel @fd, which the switch set up with send
+ * bound @lowat and pacing rate @pace_bps (0: none); a second look is due
+ * where @look_pace_percent or no bound asks for one (queue_watch_look()).
+ * @info: the switch's reading, NULL if the kernel gave none.
+ */
+static void queue_watch_start(int fd, uint32_t lowat, uint64_t pace_bps,
+                              const QueueTcpInfo *info,
+                              uint64_t precopy_rate,
+                              unsigned int look_pace_percent)
+{
+    int64_t now_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+    if (!watch.timer) {
+        watch.timer = timer_new_ms(QEMU_CLOCK_REALTIME, queue_watch_run,
+                                   NULL);
+    }
+    timer_del(watch.timer);
+    watch.fd = fd;
+    watch.ino = queue_socket_ino(fd);
+    watch.lowat = lowat;
+    watch.pace_bps = pace_bps;
+    watch.look_due = info && !queue_tune.no_recheck &&
+                     ((!lowat && !queue_tune.lowat) ||
+                      (look_pace_percent && precopy_rate));
+    if (info) {
+        watch.look_from = *info;
+    }
+    watch.look_from_ms = now_ms;
+    watch.precopy_rate = precopy_rate;
+    watch.pace_percent = look_pace_percent;
+    if (queue_watch_wanted()) {
+        queue_watch_arm(now_ms);
+    }
 }
 
 /*
@@ -214,9 +319,9 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     MigrationState *s = migrate_get_current();
     int64_t elapsed_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
                              s->start_time, 0);
-    bool path_limited, bounded = false, paced = false;
-    uint64_t precopy_rate, pace_rate;
-    unsigned int late_pace_percent;
+    bool path_limited;
+    uint64_t precopy_rate, pace_rate = 0;
+    uint32_t lowat = 0;
     QueueTcpInfo info;
     int fd;
 
@@ -231,23 +336,25 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     }
     if (!queue_read_path(fd, &info)) {
         /* An old kernel: the smallest bound, and no pacing. */
-        queue_bound_send(fd, queue_tune.lowat ? queue_tune.lowat
-                                              : POSTCOPY_QUEUE_MIN);
+        lowat = queue_tune.lowat ? queue_tune.lowat : POSTCOPY_QUEUE_MIN;
+        queue_watch_start(fd, queue_bound_send(fd, lowat) ? lowat : 0, 0,
+                          NULL, 0, 0);
         return 0;
     }
     path_limited = !queue_tune.recheck_only &&
                    postcopy_queue_send_bound_wanted(info.busy_time,
                                                     info.rwnd_limited);
     if (queue_tune.lowat) {
-        bounded = queue_bound_send(fd, queue_tune.lowat);
+        lowat = queue_tune.lowat;
     } else if (path_limited || queue_tune.send_always) {
-        bounded = queue_bound_send(fd,
-                                   postcopy_queue_lowat(info.delivery_rate,
-                                                        info.base.tcpi_rtt));
+        lowat = postcopy_queue_lowat(info.delivery_rate, info.base.tcpi_rtt);
     } else {
         trace_postcopy_queue_bound("source", queue_tune.recheck_only ?
                                    "left to the second look, no bound" :
                                    "receiver-limited, no bound", 0);
+    }
+    if (lowat && !queue_bound_send(fd, lowat)) {
+        lowat = 0;
     }
     precopy_rate = postcopy_queue_pace_rate(info.bytes_acked, info.busy_time,
                                             elapsed_ms * 1000, 100);
@@ -255,16 +362,13 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     if (queue_pace_wanted() && (path_limited || queue_tune.pace_forced)) {
         pace_rate = precopy_rate * queue_tune.pace_percent / 100;
         trace_postcopy_queue_pace(pace_rate, info.busy_time, elapsed_ms);
-        paced = queue_pace(fd, pace_rate);
+        if (!queue_pace(fd, pace_rate)) {
+            pace_rate = 0;
+        }
     }
-    late_pace_percent = queue_pace_wanted() && !paced ?
-                        queue_tune.pace_percent : 0;
-    if (!queue_tune.no_recheck &&
-        ((!bounded && !queue_tune.lowat) ||
-         (late_pace_percent && precopy_rate))) {
-        queue_recheck_arm(fd, &info, precopy_rate, bounded,
-                          late_pace_percent);
-    }
+    queue_watch_start(fd, lowat, pace_rate, &info, precopy_rate,
+                      queue_pace_wanted() && !pace_rate ?
+                      queue_tune.pace_percent : 0);
     return 0;
 }
 

@@ -41,6 +41,12 @@
  * measured since the switch (postcopy_queue_recheck()), and adds both
  * where the path now limits the sender at the rate precopy measured.
  *
+ * A postcopy recovery connects the main channel anew, and a new socket
+ * comes with the kernel's defaults.  So the source watches, all through
+ * postcopy, for a main channel it has not set up, and gives it the send
+ * bound and pacing the old one had, and the second look if it was still
+ * due when the migration paused.
+ *
  * Tuning, for benchmarks (the environment of either QEMU):
  *
  *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
@@ -77,6 +83,13 @@
  *                                           only: the switch sets neither
  *                                           (unless fixed or forced) and
  *                                           the second look decides
+ *   QEMU_POSTCOPY_TUNE=recovery=keep|off    keep, the default: after a
+ *                                           postcopy recovery the new main
+ *                                           channel gets the send bound
+ *                                           and pacing the old one had,
+ *                                           and the second look if it was
+ *                                           still due; off: the kernel's
+ *                                           defaults
  *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
  *                                           destination hands background
  *                                           pages to the placer thread
@@ -113,6 +126,12 @@
  */
 #define POSTCOPY_RECHECK_MS     500
 #define POSTCOPY_RECHECK_AGREE_PERCENT 10
+/*
+ * How often the source looks, during postcopy, whether a recovery gave
+ * it a new main channel to set up again (recovery=keep).  A recovery
+ * takes longer than this.
+ */
+#define POSTCOPY_WATCH_MS       100
 
 typedef struct PostcopyQueueTune {
     bool no_send;               /* queue=off or queue=receive */
@@ -129,6 +148,8 @@ typedef struct PostcopyQueueTune {
     bool pace_forced;
     bool no_recheck;            /* recheck=off: the switch decides alone */
     bool recheck_only;          /* recheck=only: the second look alone */
+    /* recovery=off: a recovery's new main channel keeps the defaults */
+    bool no_recovery_keep;
 } PostcopyQueueTune;
 
 /*

@@ -53,6 +53,8 @@ FIGURES = [
     ('ops_per_s', 'guest work rate in postcopy', 'ops/s', False),
     ('ops_per_s_precopy', 'guest work rate before postcopy', 'ops/s',
      False),
+    # --recover-at only: from migrate-pause to postcopy running again
+    ('paused_s', 'paused for the recovery', 's', True),
 ]
 
 
@@ -84,6 +86,7 @@ def flatten(result):
         'verdict': g['verdict'],
         'hist': g['hist_postcopy'],
         'source_queue': result.get('source_queue'),
+        'paused_s': result.get('paused_s'),
     }
 
 
@@ -139,7 +142,8 @@ def run_one(args, qemu, module, s, link, limit, rep, log):
                    accel=args.accel, src_netns=link.src_netns,
                    dst_netns=link.dst_netns, dst_addr=link.dst_addr,
                    dst_port=link.dst_port,
-                   connect_port=link.connect_port)
+                   connect_port=link.connect_port,
+                   recover_at_s=args.recover_at)
     t0 = time.monotonic()
     rec = {'module': module, 'scenario': s, 'rep': rep, 'limit': limit}
     try:
@@ -188,7 +192,7 @@ def aggregate(records):
         entry['least_postcopy_s'] = size / limit['throughput_Bps']
         entry['rtt_ms'] = limit['rtt_s'] * 1e3
         for m in entry['modules'].values():
-            m['summary'] = {k: summarize([r[k] for r in m['runs']])
+            m['summary'] = {k: summarize([r.get(k) for r in m['runs']])
                             for k, *_ in FIGURES}
             m['verdicts'] = [r['verdict'] for r in m['runs']]
     return out
@@ -241,6 +245,10 @@ def markdown(agg, meta):
                  meta['accel'].upper(), meta['reps'], meta['command'],
                  '; environment: `%s`' % meta['tune']
                  if meta['tune'] else ''), '',
+             *(['Each migration was paused on the destination %g s into '
+                'postcopy (migrate-pause) and recovered at once over the '
+                'same link.' % meta['recover_at_s'], '']
+               if meta.get('recover_at_s') is not None else []),
              'Each cell: median (min-max) over the repetitions.  '
              'Ratio: ours / upstream of the medians (below 1 is better '
              'for all but the work rate).  Limit: the link measured in '
@@ -267,6 +275,8 @@ def markdown(agg, meta):
         lines.append('| --- | --- | --- | --- | --- |')
         for k, label, unit, _ in FIGURES:
             o, u = ours.get(k), up.get(k)
+            if k == 'paused_s' and not o and not u:
+                continue
             ratio = ('%.2f' % (o['median'] / u['median'])
                      if o and u and u['median'] else 'n/a')
             vs = ''
@@ -311,6 +321,13 @@ def source_queue_statement(runs):
                               len(paced), late_paced))
     if paced:
         text += ' at %s MB/s' % ', '.join('%.0f' % (p / 1e6) for p in paced)
+    recovered = [a['new_channel'] for a in actions if a.get('new_channel')]
+    if recovered:
+        text += ('; after the recovery, the new main channel got the bound '
+                 'in %d and the pacing in %d of %d runs' % (
+                     sum(1 for n in recovered if n['lowat']),
+                     sum(1 for n in recovered if n['pace_Bps']),
+                     len(recovered)))
     return text + '.'
 
 
@@ -445,6 +462,10 @@ def parse_args(argv):
     p.add_argument('--vcpus', help='comma-separated vCPU counts, overrides')
     p.add_argument('--preempt', help='comma-separated off, on; overrides')
     p.add_argument('--relay', help='tools/delay-relay, built')
+    p.add_argument('--recover-at', type=float, metavar='S',
+                   help='pause each migration on the destination S '
+                   'seconds into postcopy and recover it at once over the '
+                   'same link')
     p.add_argument('--tcp-cc', help='TCP congestion control in the '
                    'emulated links\' namespaces (default: the host\'s; '
                    'loopback always has the host\'s)')
@@ -519,6 +540,7 @@ def main(argv=None):
             'tune': ('QEMU_POSTCOPY_TUNE=' + os.environ['QEMU_POSTCOPY_TUNE']
                      if os.environ.get('QEMU_POSTCOPY_TUNE') else ''),
             'reps': args.reps, 'command': command_line(argv),
+            'recover_at_s': args.recover_at,
             'seconds': round(time.time() - started)}
     with open(os.path.join(args.out, 'bench.json'), 'w') as f:
         json.dump({'meta': meta, 'matrix': matrix, 'records': records,

@@ -70,6 +70,10 @@ class Scenario:
         # Where they go; by default the run's directory, removed after it.
         self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
+        # Seconds into postcopy at which the destination pauses the
+        # migration (migrate-pause, as a broken connection would) and the
+        # harness recovers it at once over the same link; None: never.
+        self.recover_at_s = kw.pop('recover_at_s', None)
         self.timeout_s = kw.pop('timeout_s', 900)
         if kw:
             raise TypeError('unknown scenario fields: %s' % ', '.join(kw))
@@ -233,6 +237,7 @@ def _migrate(scn, src, dst, progress):
     t_start = time.monotonic()
     src.qmp.cmd('migrate', uri=uri)
     t_postcopy = None
+    paused_s = None
     deadline = t_start + scn.timeout_s
     info = {}
     while True:
@@ -250,6 +255,10 @@ def _migrate(scn, src, dst, progress):
             if status == 'active':
                 src.qmp.cmd('migrate-start-postcopy')
                 t_postcopy = time.monotonic()
+        elif (scn.recover_at_s is not None and paused_s is None and
+              status == 'postcopy-active' and
+              now - t_postcopy >= scn.recover_at_s):
+            paused_s = _pause_and_recover(scn, src, dst)
         if now > deadline:
             raise MigrationFailed('migration not complete after %d s '
                                   '(status %s)' % (scn.timeout_s, status))
@@ -277,7 +286,42 @@ def _migrate(scn, src, dst, progress):
     result = _result(scn, info, dst_info, report, verified,
                      t_start, t_postcopy, t_done)
     result['source_queue'] = source_queue_actions(src.log_text())
+    result['paused_s'] = paused_s
     return result
+
+
+def _pause_and_recover(scn, src, dst):
+    """Pause the migration on the destination and recover it over a new
+    connection on the same link, as an operator would after a network
+    failure; returns the seconds from the pause to both sides running
+    postcopy again."""
+    t_pause = time.monotonic()
+    dst.qmp.cmd('migrate-pause')
+    _wait_both(src, dst, 'postcopy-paused', 30)
+    dst.qmp.cmd('migrate-recover', uri='tcp:%s:%d' % (scn.dst_addr,
+                                                     scn.dst_port or 0))
+    # The newest listening address comes first.
+    port = scn.dst_port or listening_port(dst)
+    src.qmp.cmd('migrate', uri='tcp:%s:%d' % (
+        scn.dst_addr, scn.connect_port or port), resume=True)
+    _wait_both(src, dst, 'postcopy-active', 60)
+    return time.monotonic() - t_pause
+
+
+def _wait_both(src, dst, status, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = [vm.qmp.cmd('query-migrate') for vm in (src, dst)]
+        states = [status_of(i) for i in infos]
+        if states == [status, status]:
+            return
+        if 'failed' in states or time.monotonic() > deadline:
+            raise MigrationFailed('recovery: source %s, destination %s '
+                                  '(waiting for %s): %s' % (
+                                      states[0], states[1], status,
+                                      '; '.join(i.get('error-desc', '')
+                                                for i in infos)))
+        time.sleep(0.02)
 
 
 def _trace_source_queues(src):
@@ -297,9 +341,21 @@ def source_queue_actions(log):
     traced), set at the switch or at its second look into postcopy; what
     TCP_INFO said of the path at the switch; and the second look's reading
     ('recheck', None if it took none), with what it added ('late_bound',
-    'late_paced')."""
+    'late_paced'); and what a recovery's new main channel got
+    ('new_channel': lowat and pace_Bps; None: no recovery, or not traced)."""
     actions = {'lowat': None, 'pace_Bps': None, 'path': None,
-               'recheck': None, 'late_bound': False, 'late_paced': False}
+               'recheck': None, 'late_bound': False, 'late_paced': False,
+               'new_channel': None}
+    # The new channel's line, and the bound it traces at once, out of the
+    # way of what the switch and the second look set.
+    m = re.search(r"postcopy_queue_new_channel a recovery's new main "
+                  r"channel: send bound (\d+) bytes, paced at (\d+) B/s"
+                  r"[^\n]*\n(?:[^\n]*postcopy_queue_bound source: "
+                  r"notsent-lowat[^\n]*\n)?", log)
+    if m:
+        actions['new_channel'] = dict(lowat=int(m.group(1)),
+                                      pace_Bps=int(m.group(2)))
+        log = log[:m.start()] + log[m.end():]
     m = re.search(r'postcopy_queue_path delivery rate (\d+) B/s, round trip '
                   r'(\d+) us, busy (\d+) us, receiver-limited (\d+) us', log)
     if m:

@@ -47,6 +47,8 @@ typedef struct Vm {
     QTestState *qts;
     int serial_fd;
     GString *pending;           /* serial bytes not yet split into lines */
+    /* Its trace file (-D), shown if it fails; NULL: none */
+    const char *trace;
 } Vm;
 
 typedef struct TestCase {
@@ -252,19 +254,32 @@ static char *status_of(QTestState *qts)
     return status;
 }
 
-/* Fail the test if @side (@qts) reports "failed", with QEMU's reason. */
-static void assert_not_failed(QTestState *qts, const char *side,
-                              const char *status)
+/*
+ * Fail the test if @side (@vm) reports "failed", with QEMU's reason and
+ * its trace.
+ */
+static void assert_not_failed(Vm *vm, const char *side, const char *status)
 {
+    g_autofree char *trace = NULL;
     QDict *rsp;
 
     if (strcmp(status, "failed")) {
         return;
     }
-    rsp = qtest_qmp_assert_success_ref(qts, "{ 'execute': 'query-migrate' }");
+    rsp = qtest_qmp_assert_success_ref(vm->qts,
+                                       "{ 'execute': 'query-migrate' }");
     g_test_message("the %s failed: %s", side,
                    qdict_get_try_str(rsp, "error-desc") ?: "(no reason)");
     qobject_unref(rsp);
+    if (vm->trace && g_file_get_contents(vm->trace, &trace, NULL, NULL)) {
+        g_auto(GStrv) lines = g_strsplit(trace, "\n", -1);
+        int i;
+
+        g_test_message("the %s's trace:", side);
+        for (i = 0; lines[i]; i++) {
+            g_test_message("  %s", lines[i]);
+        }
+    }
     g_assert_cmpstr(status, !=, "failed");
 }
 
@@ -280,8 +295,8 @@ static void wait_both(Pair *pair, const char *status, int timeout_s)
         g_autofree char *src = status_of(pair->src.qts);
         g_autofree char *dst = status_of(pair->dst.qts);
 
-        assert_not_failed(pair->src.qts, "source", src);
-        assert_not_failed(pair->dst.qts, "destination", dst);
+        assert_not_failed(&pair->src, "source", src);
+        assert_not_failed(&pair->dst, "destination", dst);
         if (!strcmp(src, status) && !strcmp(dst, status)) {
             return;
         }
@@ -297,20 +312,34 @@ static void wait_both(Pair *pair, const char *status, int timeout_s)
 }
 
 /*
- * Recover a paused postcopy migration over a new unix socket: the
- * destination listens, the source resumes.
+ * Recover a paused postcopy over a new connection: a unix socket, or
+ * with @tcp a TCP port of the destination's choosing.
  */
-static void recover(Pair *pair, int round)
+static void recover_over(Pair *pair, int round, bool tcp)
 {
-    g_autofree char *uri = g_strdup_printf("unix:%s/recover-%d", tmpdir,
-                                           round);
+    g_autofree char *uri = NULL;
 
     wait_both(pair, "postcopy-paused", 60 * timeout_scale());
-    qtest_qmp_assert_success(pair->dst.qts, "{ 'execute': 'migrate-recover',"
-                             " 'arguments': { 'uri': %s } }", uri);
+    if (tcp) {
+        qtest_qmp_assert_success(pair->dst.qts, "{ 'execute': "
+                                 "'migrate-recover', 'arguments': "
+                                 "{ 'uri': 'tcp:127.0.0.1:0' } }");
+        /* The newest listening address comes first. */
+        uri = migrate_get_connect_uri(pair->dst.qts);
+    } else {
+        uri = g_strdup_printf("unix:%s/recover-%d", tmpdir, round);
+        qtest_qmp_assert_success(pair->dst.qts, "{ 'execute': "
+                                 "'migrate-recover', 'arguments': "
+                                 "{ 'uri': %s } }", uri);
+    }
     qtest_qmp_assert_success(pair->src.qts, "{ 'execute': 'migrate',"
                              " 'arguments': { 'uri': %s, 'resume': true } }",
                              uri);
+}
+
+static void recover(Pair *pair, int round)
+{
+    recover_over(pair, round, false);
 }
 
 /*
@@ -583,7 +612,24 @@ typedef struct QReadsCase {
      * measured no path.
      */
     bool recheck;
+    /*
+     * The source bounds its send queue at the switch (queue=send) and the
+     * recovery goes over TCP: the new main channel must get the bound too
+     * (recovery=keep, migration/postcopy-queue.h).
+     */
+    bool keep_bound;
+    /*
+     * Reads before the pause; 0: 1000.  Without preempt a requested page
+     * waits behind the throttled background stream, and 1000 reads can
+     * outlast postcopy.
+     */
+    int first_reads;
 } QReadsCase;
+
+/* With the time of each event (-msg timestamp=on) */
+#define QREADS_STATE_TRACE  "-msg timestamp=on -trace migrate_set_state" \
+                            " -trace 'postcopy_pause*'" \
+                            " -trace 'migration_completion*'"
 
 #define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
 #define QREADS_WALK_PAGES   512
@@ -653,24 +699,34 @@ static void test_qtest_reads(const void *opaque)
     QDict *rsp, *ram;
 
     tmpdir_create();
+    /*
+     * Both sides trace their states (and the pauses), for the message of
+     * a side that fails, and what the case checks.
+     */
     trace = g_strdup_printf("%s/destination.trace", tmpdir);
-    incoming = g_strdup_printf("%s -incoming defer%s%s", args,
-                               qc->prepage ? " -trace postcopy_prepage -D " :
-                               "", qc->prepage ? trace : "");
+    incoming = g_strdup_printf("%s -incoming defer %s%s -D %s", args,
+                               QREADS_STATE_TRACE,
+                               qc->prepage ? " -trace postcopy_prepage" : "",
+                               trace);
     if (qc->prepage) {
         g_setenv("QEMU_POSTCOPY_TUNE", "prepage=16", true);
     }
     dst->qts = qtest_init(incoming);
+    dst->trace = trace;
     g_unsetenv("QEMU_POSTCOPY_TUNE");
     source_trace = g_strdup_printf("%s/source.trace", tmpdir);
-    outgoing = g_strdup_printf("%s%s%s", args,
+    outgoing = g_strdup_printf("%s %s%s -D %s", args, QREADS_STATE_TRACE,
                                qc->recheck ?
-                               " -trace postcopy_queue_recheck -D " : "",
-                               qc->recheck ? source_trace : "");
-    if (qc->recheck) {
-        g_setenv("QEMU_POSTCOPY_TUNE", "recheck=only", true);
+                               " -trace postcopy_queue_recheck" :
+                               qc->keep_bound ?
+                               " -trace postcopy_queue_*" : "",
+                               source_trace);
+    if (qc->recheck || qc->keep_bound) {
+        g_setenv("QEMU_POSTCOPY_TUNE",
+                 qc->recheck ? "recheck=only" : "queue=send", true);
     }
     src->qts = qtest_init(outgoing);
+    src->trace = source_trace;
     g_unsetenv("QEMU_POSTCOPY_TUNE");
     qreads_fill(src->qts);
     before = guest_ram_sha256(src, "source", 128 * MiB);
@@ -692,10 +748,10 @@ static void test_qtest_reads(const void *opaque)
     if (qc->prepage) {
         qreads_walk(dst->qts, QREADS_WALK_FIRST, QREADS_WALK_PAGES);
     }
-    qreads_check(dst->qts, rand, 1000);
+    qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
     if (qc->recover) {
         migrate_pause(dst->qts);
-        recover(&pair, 1);
+        recover_over(&pair, 1, qc->keep_bound);
         wait_both(&pair, "postcopy-active", 60 * timeout_scale());
     }
     qreads_check(dst->qts, rand, 1000);
@@ -723,14 +779,22 @@ static void test_qtest_reads(const void *opaque)
 
         g_test_message("pre-paged ranges: %d", ranges);
         g_assert_cmpint(ranges, >, 0);
-        unlink(trace);
     }
     if (qc->recheck) {
         g_assert_cmpint(count_lines_with(source_trace,
                                          "postcopy_queue_recheck"), ==, 1);
-        g_assert_cmpint(count_lines_with(source_trace, "bound 0"), ==, 1);
-        unlink(source_trace);
+        g_assert_cmpint(count_lines_with(source_trace,
+                                         "bound 0, pace at 0 B/s"), ==, 1);
     }
+    if (qc->keep_bound) {
+        /* Set at the switch, then again on the recovery's connection. */
+        g_assert_cmpint(count_lines_with(source_trace,
+                                         "postcopy_queue_new_channel"), ==, 1);
+        g_assert_cmpint(count_lines_with(source_trace,
+                                         "source: notsent-lowat"), ==, 2);
+    }
+    unlink(trace);
+    unlink(source_trace);
     tmpdir_remove();
 }
 
@@ -741,6 +805,9 @@ static const QReadsCase qreads_preempt_recovery = { .preempt = true,
                                                     .recover = true };
 static const QReadsCase qreads_preempt_prepage = { .preempt = true,
                                                    .prepage = true };
+static const QReadsCase qreads_recovery_keeps_bound = { .recover = true,
+                                                        .keep_bound = true,
+                                                        .first_reads = 20 };
 
 /* --- Huge pages -------------------------------------------------------- */
 
@@ -947,6 +1014,8 @@ int main(int argc, char **argv)
                         &qreads_preempt_prepage, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-recovery",
                         &qreads_preempt_recovery, test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/recovery-keeps-bound",
+                        &qreads_recovery_keeps_bound, test_qtest_reads);
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);
     qtest_add_func("/postcopy-ram/refused/unprivileged",
                    test_refused_unprivileged);

@@ -28,6 +28,7 @@ static void test_tune_defaults(void)
     g_assert_false(tune.pace_forced);
     g_assert_false(tune.no_recheck);
     g_assert_false(tune.recheck_only);
+    g_assert_false(tune.no_recovery_keep);
     g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
     g_assert_false(tune.no_send);
 }
@@ -87,6 +88,12 @@ static void test_tune_items(void)
     g_assert_true(postcopy_queue_tune_parse("recheck=only", &tune,
                                             &error_abort));
     g_assert_true(!tune.no_recheck && tune.recheck_only);
+    g_assert_true(postcopy_queue_tune_parse("recovery=off", &tune,
+                                            &error_abort));
+    g_assert_true(tune.no_recovery_keep);
+    g_assert_true(postcopy_queue_tune_parse("recovery=keep", &tune,
+                                            &error_abort));
+    g_assert_false(tune.no_recovery_keep);
     g_assert_true(postcopy_queue_tune_parse("recheck=auto", &tune,
                                             &error_abort));
     g_assert_false(tune.no_recheck || tune.recheck_only);
@@ -99,7 +106,7 @@ static void test_tune_errors(void)
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
         "placer", "placer=", "placer=always", "pace", "pace=", "pace=0",
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
-        "recheck=on",
+        "recheck=on", "recovery", "recovery=on",
     };
     PostcopyQueueTune tune = { .rcvbuf = 7 };
     unsigned int i;
