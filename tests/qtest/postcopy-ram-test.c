@@ -631,6 +631,12 @@ typedef struct QReadsCase {
                             " -trace 'postcopy_pause*'" \
                             " -trace 'migration_completion*'"
 
+/*
+ * Where a test pauses postcopy, at least this much RAM must be left to
+ * send (assert_far_from_done()).
+ */
+#define QREADS_PAUSE_MIN_LEFT   (16 * MiB)
+
 #define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
 #define QREADS_WALK_PAGES   512
 
@@ -667,6 +673,30 @@ static void qreads_walk(QTestState *dst, uint64_t first, int count)
 
     for (page = first; page < first + count; page++) {
         qreads_read(dst, page, 0);
+    }
+}
+
+/*
+ * QEMU's source fails the migration, instead of pausing it, when the
+ * connection breaks while it completes postcopy (migration_completion():
+ * all RAM sent, it waits for the destination to say it is done), and the
+ * destination is then left paused with nobody to recover from.  A test
+ * that pauses postcopy must do so well before that: say so if it did not.
+ */
+static void assert_far_from_done(QTestState *src)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(src,
+                                              "{ 'execute': 'query-migrate' }");
+    QDict *ram = qdict_get_qdict(rsp, "ram");
+    int64_t left = ram ? qdict_get_int(ram, "remaining") : 0;
+
+    qobject_unref(rsp);
+    if (left < QREADS_PAUSE_MIN_LEFT) {
+        g_test_message("only %" PRId64 " bytes left to send before the "
+                       "pause: the reads took too long, and a pause now "
+                       "could meet the source's completion, where QEMU "
+                       "fails the migration rather than pause it", left);
+        g_assert_not_reached();
     }
 }
 
@@ -750,6 +780,7 @@ static void test_qtest_reads(const void *opaque)
     }
     qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
     if (qc->recover) {
+        assert_far_from_done(src->qts);
         migrate_pause(dst->qts);
         recover_over(&pair, 1, qc->keep_bound);
         wait_both(&pair, "postcopy-active", 60 * timeout_scale());
