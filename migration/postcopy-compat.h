@@ -102,4 +102,25 @@ static inline int postcopy_send_page_request(MigrationIncomingState *mis,
 #endif
 }
 
+/*
+ * Whether the source in @state is switching to postcopy or in it, paused
+ * or recovering; 10.2 has a state more for the switch.
+ */
+static inline bool postcopy_source_in_postcopy(MigrationStatus state)
+{
+    switch (state) {
+    case MIGRATION_STATUS_DEVICE:
+#if POSTCOPY_CONTRACT_10_2
+    case MIGRATION_STATUS_POSTCOPY_DEVICE:
+#endif
+    case MIGRATION_STATUS_POSTCOPY_ACTIVE:
+    case MIGRATION_STATUS_POSTCOPY_PAUSED:
+    case MIGRATION_STATUS_POSTCOPY_RECOVER_SETUP:
+    case MIGRATION_STATUS_POSTCOPY_RECOVER:
+        return true;
+    default:
+        return false;
+    }
+}
+
 #endif

@@ -18,6 +18,7 @@
 #include "migration.h"
 #include "options.h"
 #include "qemu-file.h"
+#include "postcopy-compat.h"
 #include "postcopy-queue.h"
 #include "trace.h"
 
@@ -244,15 +245,18 @@ static void queue_watch_run(void *opaque)
 {
     MigrationState *s = migrate_get_current();
     int64_t now_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    MigrationStatus state;
     int fd;
     ino_t ino;
 
     /* Postcopy's pause and the cleanup swap the channel under this lock. */
     QEMU_LOCK_GUARD(&s->qemu_file_lock);
-    if (s->state != MIGRATION_STATUS_DEVICE && !migration_in_postcopy()) {
+    /* The migration thread and the return path change it without a lock. */
+    state = qatomic_read(&s->state);
+    if (!postcopy_source_in_postcopy(state)) {
         return;                 /* postcopy is over, and so is the watch */
     }
-    fd = s->state == MIGRATION_STATUS_POSTCOPY_ACTIVE ?
+    fd = state == MIGRATION_STATUS_POSTCOPY_ACTIVE ?
          queue_tcp_fd(s->to_dst_file) : -1;
     /* Paused, or recovered over another kind of channel: nothing to do. */
     if (fd >= 0) {
