@@ -23,6 +23,7 @@
 #include "options.h"
 #include "ram.h"
 #include "postcopy-ram.h"
+#include "postcopy-compat.h"
 #include "postcopy-internal.h"
 #include "postcopy-blocktime.h"
 #include "trace.h"
@@ -149,7 +150,7 @@ void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
      * saw no waiter then.  Pairs with the barrier in page_placed() below.
      */
     smp_mb();
-    if (ramblock_recv_bitmap_test(rb, page)) {
+    if (postcopy_received(rb, qemu_ram_block_host_offset(rb, page))) {
         postcopy_blocktime_page_arrived(ctx->acct, (uintptr_t)page, now);
     }
 }

@@ -20,6 +20,7 @@
 
 #include "qemu/error-report.h"
 #include "qapi/error.h"
+#include "exec/target_page.h"
 #include "migration.h"
 #include "qemu-file.h"
 
@@ -121,6 +122,20 @@ static inline bool postcopy_source_in_postcopy(MigrationStatus state)
     default:
         return false;
     }
+}
+
+/*
+ * Whether the page at byte @offset of @rb is received.  ram.c's
+ * ramblock_recv_bitmap_test*() read receivedmap plainly, while placement
+ * sets its bits atomically on other threads (ThreadSanitizer saw the
+ * fault thread race with the listen thread): the module reads the word
+ * atomically instead.
+ */
+static inline bool postcopy_received(RAMBlock *rb, uint64_t offset)
+{
+    unsigned long nr = offset >> qemu_target_page_bits();
+
+    return qatomic_read(&rb->receivedmap[BIT_WORD(nr)]) & BIT_MASK(nr);
 }
 
 #endif

@@ -137,7 +137,7 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
      * host page: ram.c sets all of a host page's bits at once.
      */
     if (ramblock_page_is_discarded(rb, offset)) {
-        if (ramblock_recv_bitmap_test_byte_offset(rb, offset)) {
+        if (postcopy_received(rb, offset)) {
             return 0;
         }
         return postcopy_install_zero(mis, rb, aligned);
@@ -181,7 +181,7 @@ static void fault_thread_prepage(FaultThread *ft, RAMBlock *rb,
     for (page = first; page < first + n; page++) {
         ram_addr_t at = page * pagesize;
 
-        if (ramblock_recv_bitmap_test_byte_offset(rb, at)) {
+        if (postcopy_received(rb, at)) {
             continue;
         }
         /* No faulting thread: tid 0.  A broken path waits for the next. */
@@ -372,7 +372,7 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
-    bool present = ramblock_recv_bitmap_test_byte_offset(rb, page);
+    bool present = postcopy_received(rb, page);
 
     trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
                                   offset, present);

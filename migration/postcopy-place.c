@@ -120,7 +120,7 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
      * it there (the source sent it twice around a recovery: the same
      * data), and then it is received, woken and accounted for already.
      */
-    if (ret == -EEXIST && ramblock_recv_bitmap_test(rb, host)) {
+    if (ret == -EEXIST && postcopy_received(rb, offset)) {
         trace_postcopy_place_again(qemu_ram_get_idstr(rb), offset);
         return 0;
     }

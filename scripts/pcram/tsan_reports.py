@@ -27,6 +27,11 @@ EXPLAINED = (
     # last_error is a plain int, written and read across threads by
     # QEMU's own design.
     (("qemu_file_shutdown",), "qemu-file.c:204 in qemu_file_set_error_obj"),
+    # The same race reported from the other side: savevm.c's
+    # postcopy_pause_incoming() shuts the preempt channel down (reading
+    # last_error) while the preempt thread's read sets it.
+    (("qemu_file_set_error_obj", "postcopy_preempt_thread"),
+     "qemu-file.c:94 in qemu_file_shutdown"),
     # At a recovery QEMU's postcopy_try_recover() stores the new return
     # path with a plain write; the fault thread, parked until savevm.c
     # wakes it after that store, reads the pointer with qatomic_read().
