@@ -81,17 +81,23 @@ static bool queue_read_path(int fd, QueueTcpInfo *info)
     return true;
 }
 
-/* Bound what is written to @fd but not sent to @lowat bytes. */
-static bool queue_bound_send(int fd, uint32_t lowat)
+/*
+ * Bound what is written to @fd but not sent to @lowat bytes.  Returns the
+ * bound set: @lowat, or 0 if none (0 asked, or the kernel refused).
+ */
+static uint32_t queue_bound_send(int fd, uint32_t lowat)
 {
+    if (!lowat) {
+        return 0;
+    }
     if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat,
                    sizeof(lowat))) {
         warn_report("postcopy: cannot bound the send queue "
                     "(TCP_NOTSENT_LOWAT): %s", strerror(errno));
-        return false;
+        return 0;
     }
     trace_postcopy_queue_bound("source", "notsent-lowat", lowat);
-    return true;
+    return lowat;
 }
 
 /* Whether pace= wants the main channel paced where the path limits it. */
@@ -101,23 +107,26 @@ static bool queue_pace_wanted(void)
            (queue_tune.pace_forced || migrate_postcopy_preempt());
 }
 
-/* Pace @fd at @rate bytes per second; false if not (0: none asked). */
-static bool queue_pace(int fd, uint64_t rate)
+/*
+ * Pace @fd at @rate bytes per second.  Returns the rate set: @rate, or 0
+ * if none (0 asked, too fast to need pacing, or the kernel refused).
+ */
+static uint64_t queue_pace(int fd, uint64_t rate)
 {
     /* The 32-bit form: every kernel takes it; 4 GB/s needs no pacing. */
     uint32_t rate32;
 
     if (!rate || rate >= UINT32_MAX) {
-        return false;
+        return 0;
     }
     rate32 = rate;
     if (setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &rate32,
                    sizeof(rate32))) {
         warn_report("postcopy: cannot pace the main channel "
                     "(SO_MAX_PACING_RATE): %s", strerror(errno));
-        return false;
+        return 0;
     }
-    return true;
+    return rate;
 }
 
 /*
@@ -192,10 +201,9 @@ static void queue_watch_look(int64_t now_ms)
                                  watch.precopy_rate, interval_ms,
                                  verdict.bound, verdict.pace_bps);
     if (verdict.bound && !watch.lowat) {
-        uint32_t lowat = postcopy_queue_lowat(now.delivery_rate,
-                                              now.base.tcpi_rtt);
-
-        watch.lowat = queue_bound_send(watch.fd, lowat) ? lowat : 0;
+        watch.lowat = queue_bound_send(watch.fd,
+                                       postcopy_queue_lowat(now.delivery_rate,
+                                                            now.base.tcpi_rtt));
     }
     if (queue_pace(watch.fd, verdict.pace_bps)) {
         watch.pace_bps = verdict.pace_bps;
@@ -213,12 +221,8 @@ static void queue_watch_new_channel(int fd, ino_t ino, int64_t now_ms)
                                      watch.look_due);
     watch.fd = fd;
     watch.ino = ino;
-    if (watch.lowat && !queue_bound_send(fd, watch.lowat)) {
-        watch.lowat = 0;
-    }
-    if (watch.pace_bps && !queue_pace(fd, watch.pace_bps)) {
-        watch.pace_bps = 0;
-    }
+    watch.lowat = queue_bound_send(fd, watch.lowat);
+    watch.pace_bps = queue_pace(fd, watch.pace_bps);
     watch.look_due = watch.look_due && queue_read_path(fd, &watch.look_from);
     watch.look_from_ms = now_ms;
 }
@@ -341,8 +345,7 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     if (!queue_read_path(fd, &info)) {
         /* An old kernel: the smallest bound, and no pacing. */
         lowat = queue_tune.lowat ? queue_tune.lowat : POSTCOPY_QUEUE_MIN;
-        queue_watch_start(fd, queue_bound_send(fd, lowat) ? lowat : 0, 0,
-                          NULL, 0, 0);
+        queue_watch_start(fd, queue_bound_send(fd, lowat), 0, NULL, 0, 0);
         return 0;
     }
     path_limited = !queue_tune.recheck_only &&
@@ -357,18 +360,14 @@ static int queue_source_notify(NotifierWithReturn *notifier,
                                    "left to the second look, no bound" :
                                    "receiver-limited, no bound", 0);
     }
-    if (lowat && !queue_bound_send(fd, lowat)) {
-        lowat = 0;
-    }
+    lowat = queue_bound_send(fd, lowat);
     precopy_rate = postcopy_queue_pace_rate(info.bytes_acked, info.busy_time,
                                             elapsed_ms * 1000, 100);
     /* The rate of a receiver-limited sender is the receiver's. */
     if (queue_pace_wanted() && (path_limited || queue_tune.pace_forced)) {
         pace_rate = precopy_rate * queue_tune.pace_percent / 100;
         trace_postcopy_queue_pace(pace_rate, info.busy_time, elapsed_ms);
-        if (!queue_pace(fd, pace_rate)) {
-            pace_rate = 0;
-        }
+        pace_rate = queue_pace(fd, pace_rate);
     }
     queue_watch_start(fd, lowat, pace_rate, &info, precopy_rate,
                       queue_pace_wanted() && !pace_rate ?
