@@ -222,13 +222,23 @@ uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
     return bytes_acked * 1000 / busy_ms * percent / 100;
 }
 
-/* Within POSTCOPY_RECHECK_AGREE_PERCENT of each other. */
-static bool queue_rates_agree(uint64_t a_bps, uint64_t b_bps)
+/*
+ * Whether @postcopy_bps is close enough to @precopy_bps to be the same
+ * path's rate.  Apart by more below than above: in half a second the path
+ * gives a little less now and then (the one look that read 12% less had
+ * the receiver hold the sender back a third of the time), but it never
+ * gives more than it did, and a rate that rose came from the endpoints'
+ * CPU.
+ */
+static bool queue_rates_agree(uint64_t precopy_bps, uint64_t postcopy_bps)
 {
-    uint64_t low = MIN(a_bps, b_bps), high = MAX(a_bps, b_bps);
-
     /* Divided first: no product can overflow, whatever the caller passes. */
-    return high - low <= high / 100 * POSTCOPY_RECHECK_AGREE_PERCENT;
+    if (postcopy_bps >= precopy_bps) {
+        return postcopy_bps - precopy_bps <=
+               precopy_bps / 100 * POSTCOPY_RECHECK_ABOVE_PERCENT;
+    }
+    return precopy_bps - postcopy_bps <=
+           precopy_bps / 100 * POSTCOPY_RECHECK_BELOW_PERCENT;
 }
 
 PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
@@ -250,6 +260,11 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
         return verdict;
     }
     verdict.bound = true;
-    verdict.pace_bps = precopy_rate_bps * percent / 100;
+    /*
+     * Each rate is what the path delivered to a busy sender, so it carries
+     * at least the higher one: a pacing below the lower would throttle.
+     */
+    verdict.pace_bps = MAX(precopy_rate_bps, verdict.rate_bps) / 100 *
+                       percent;
     return verdict;
 }

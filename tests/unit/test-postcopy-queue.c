@@ -251,12 +251,31 @@ static void test_recheck_rates_disagree(void)
                                97);
     g_assert_false(v.bound);
     g_assert_cmpuint(v.pace_bps, ==, 0);
-    /* Within 10%: 110 against 100 MB/s, and not 112 against 100. */
+    /*
+     * Up to 10% faster: 110 against 100 MB/s, and not 112 against 100.
+     * The path carried 110 MB/s: paced at that, not at precopy's 100.
+     */
     v = postcopy_queue_recheck(500000, 0, 55000000, 500000, 100000000, 100);
     g_assert_true(v.bound);
-    g_assert_cmpuint(v.pace_bps, ==, 100000000);
+    g_assert_cmpuint(v.pace_bps, ==, 110000000);
     v = postcopy_queue_recheck(500000, 0, 56000000, 500000, 100000000, 100);
     g_assert_false(v.bound);
+    /*
+     * Up to 15% slower: 85 against 100 MB/s, and not 84.  The run of
+     * 2026-12-01 05:30 on the emulated 1 Gbit/s link (bench --recover-at
+     * 2): the window held the sender back 172 of its 504 ms busy, and it
+     * sent 104.6 MB/s against precopy's 119.1, 12% less.
+     */
+    v = postcopy_queue_recheck(500000, 0, 42500000, 500000, 100000000, 0);
+    g_assert_true(v.bound);
+    v = postcopy_queue_recheck(500000, 0, 42000000, 500000, 100000000, 0);
+    g_assert_false(v.bound);
+    v = postcopy_queue_recheck(504000, 172000, 52727616, 500000, 119115169,
+                               97);
+    g_assert_cmpuint(v.rate_bps, ==, 104618285);
+    g_assert_true(v.bound);
+    /* Paced at precopy's rate then, the higher. */
+    g_assert_cmpuint(v.pace_bps, ==, 119115169 / 100 * 97);
     /* Rates no caller measures: no overflow, and they still compare. */
     v = postcopy_queue_recheck(500000, 0, 55000000, 500000, UINT64_MAX, 100);
     g_assert_false(v.bound);
