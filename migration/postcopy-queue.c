@@ -77,8 +77,20 @@ static bool queue_read_path(int fd, QueueTcpInfo *info)
         return false;
     }
     trace_postcopy_queue_path(info->delivery_rate, info->base.tcpi_rtt,
-                              info->busy_time, info->rwnd_limited);
+                              info->min_rtt, info->busy_time,
+                              info->rwnd_limited);
     return true;
+}
+
+/*
+ * The path's own round trip, for the send bound: the least the kernel has
+ * seen.  The smoothed one also counts the time spent in the queues the
+ * bound is there to shorten, up to several times the path's (precopy fills
+ * them), and would size the bound to them.
+ */
+static uint32_t queue_path_rtt(const QueueTcpInfo *info)
+{
+    return info->min_rtt ? info->min_rtt : info->base.tcpi_rtt;
 }
 
 /*
@@ -201,9 +213,10 @@ static void queue_watch_look(int64_t now_ms)
                                  watch.precopy_rate, interval_ms,
                                  verdict.bound, verdict.pace_bps);
     if (verdict.bound && !watch.lowat) {
-        watch.lowat = queue_bound_send(watch.fd,
-                                       postcopy_queue_lowat(now.delivery_rate,
-                                                            now.base.tcpi_rtt));
+        uint32_t lowat = postcopy_queue_lowat(now.delivery_rate,
+                                              queue_path_rtt(&now));
+
+        watch.lowat = queue_bound_send(watch.fd, lowat);
     }
     if (queue_pace(watch.fd, verdict.pace_bps)) {
         watch.pace_bps = verdict.pace_bps;
@@ -354,7 +367,8 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     if (queue_tune.lowat) {
         lowat = queue_tune.lowat;
     } else if (path_limited || queue_tune.send_always) {
-        lowat = postcopy_queue_lowat(info.delivery_rate, info.base.tcpi_rtt);
+        lowat = postcopy_queue_lowat(info.delivery_rate,
+                                     queue_path_rtt(&info));
     } else {
         trace_postcopy_queue_bound("source", queue_tune.recheck_only ?
                                    "left to the second look, no bound" :

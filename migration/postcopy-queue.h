@@ -14,12 +14,14 @@
  * Where the path is the bottleneck the backlog sits in the send queue, and
  * the module bounds it when postcopy starts: TCP_NOTSENT_LOWAT on the
  * source's main channel keeps what is written but not sent to about one
- * bandwidth-delay product.  Where the destination is the bottleneck (the
- * sender mostly waited for the receiver's window during precopy) the
- * backlog sits in the receive queue instead; a send bound there only
- * throttles, so none is set.  Bounding the receive queue (SO_RCVBUF on the
- * destination's main channel) shortened faults there but cost as much
- * postcopy time and saved no blocktime, so it is off unless asked for.
+ * bandwidth-delay product, over the least round trip TCP has seen: the
+ * smoothed one counts the queues too, and precopy fills them.  Where the
+ * destination is the bottleneck (the sender mostly waited for the
+ * receiver's window during precopy) the backlog sits in the receive queue
+ * instead; a send bound there only throttles, so none is set.  Bounding
+ * the receive queue (SO_RCVBUF on the destination's main channel)
+ * shortened faults there but cost as much postcopy time and saved no
+ * blocktime, so it is off unless asked for.
  * Only TCP channels.  docs/bench/fault-path.md has the measurements.
  *
  * With the preempt channel a requested page skips the main channel's
@@ -174,8 +176,9 @@ bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us);
 
 /*
  * The source's not-sent bound for a path measured at @rate_bps bytes per
- * second and @rtt_us microseconds of round trip: one bandwidth-delay
- * product, kept within POSTCOPY_QUEUE_MIN and POSTCOPY_QUEUE_MAX.
+ * second and @rtt_us microseconds of the path's own round trip: one
+ * bandwidth-delay product, kept within POSTCOPY_QUEUE_MIN and
+ * POSTCOPY_QUEUE_MAX.
  */
 uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us);
 

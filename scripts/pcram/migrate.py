@@ -70,6 +70,9 @@ class Scenario:
         # Where they go; by default the run's directory, removed after it.
         self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
+        # A directory for the run's files (QMP and serial sockets, logs,
+        # traces), kept after it; None: a temporary one, removed after it.
+        self.workdir = kw.pop('workdir', None)
         # Seconds into postcopy at which the destination pauses the
         # migration (migrate-pause, as a broken connection would) and the
         # harness recovers it at once over the same link; None: never.
@@ -196,7 +199,7 @@ def status_of(info):
 
 def run_scenario(scn, progress=None):
     """Migrate once; returns the result dict.  Raises MigrationFailed."""
-    workdir = tempfile.mkdtemp(prefix='pcram-')
+    workdir = scn.workdir or tempfile.mkdtemp(prefix='pcram-')
     src = dst = None
     try:
         dst = Vm(scn, 'destination', workdir, incoming=True)
@@ -206,7 +209,8 @@ def run_scenario(scn, progress=None):
         for vm in (src, dst):
             if vm:
                 vm.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not scn.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _set_caps(vm, caps):
@@ -357,10 +361,11 @@ def source_queue_actions(log):
                                       pace_Bps=int(m.group(2)))
         log = log[:m.start()] + log[m.end():]
     m = re.search(r'postcopy_queue_path delivery rate (\d+) B/s, round trip '
-                  r'(\d+) us, busy (\d+) us, receiver-limited (\d+) us', log)
+                  r'(\d+) us \(least (\d+)\), busy (\d+) us, '
+                  r'receiver-limited (\d+) us', log)
     if m:
-        actions['path'] = dict(zip(('delivery_Bps', 'rtt_us', 'busy_us',
-                                    'rwnd_limited_us'),
+        actions['path'] = dict(zip(('delivery_Bps', 'rtt_us', 'min_rtt_us',
+                                    'busy_us', 'rwnd_limited_us'),
                                    (int(g) for g in m.groups())))
     m = re.search(r'postcopy_queue_recheck busy (\d+) us, receiver-limited '
                   r'(\d+) us, (\d+) B/s \(precopy (\d+)\) in the first '
