@@ -41,21 +41,13 @@ import sys
 import tempfile
 
 from .bench import flatten
+from .blocktime_trace import parse
 from .migrate import Scenario, run_scenario
 from .netlink import Link
 
-LINE = re.compile(r'^\d+@(\d+\.\d+):(\S+) (.*)$')
 DESTINATION_EVENTS = ('postcopy_fault', 'postcopy_request_done')
 SOURCE_EVENTS = ('migrate_handle_rp_req_pages', 'get_queued_page',
                  'get_queued_page_not_dirty')
-
-
-def parse(lines):
-    """(time, event, arguments) of every trace line."""
-    for line in lines:
-        m = LINE.match(line.strip())
-        if m:
-            yield float(m.group(1)), m.group(2), m.group(3)
 
 
 def destination_pages(events):
@@ -171,7 +163,7 @@ def trace_args(events):
 def run_once(args, link, keep):
     workdir = tempfile.mkdtemp(prefix='pcram-ft-', dir=keep)
     dst_trace = os.path.join(workdir, 'destination.trace')
-    # -trace enable= names what neither binary knows harmlessly; the
+    # Both QEMUs enable every event, each fires on its own side only; the
     # destination's trace goes to its file, the source's to its log.
     scn = Scenario(qemu=args.qemu, guest=args.guest,
                    ram_mb=args.size * 1024, preempt=args.preempt,
