@@ -262,7 +262,8 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
     verdict.bound = true;
     /*
      * Each rate is what the path delivered to a busy sender, so it carries
-     * at least the higher one: a pacing below the lower would throttle.
+     * at least the higher: @percent of the lower would throttle it more
+     * than @percent says.
      */
     verdict.pace_bps = MAX(precopy_rate_bps, verdict.rate_bps) / 100 *
                        percent;

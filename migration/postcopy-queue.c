@@ -86,11 +86,15 @@ static bool queue_read_path(int fd, QueueTcpInfo *info)
  * The path's own round trip, for the send bound: the least the kernel has
  * seen.  The smoothed one also counts the time spent in the queues the
  * bound is there to shorten, up to several times the path's (precopy fills
- * them), and would size the bound to them.
+ * them), and would size the bound to them.  The smoothed one only where
+ * the kernel has no least one yet (all ones before its first sample).
  */
 static uint32_t queue_path_rtt(const QueueTcpInfo *info)
 {
-    return info->min_rtt ? info->min_rtt : info->base.tcpi_rtt;
+    if (!info->min_rtt || info->min_rtt == UINT32_MAX) {
+        return info->base.tcpi_rtt;
+    }
+    return info->min_rtt;
 }
 
 /*

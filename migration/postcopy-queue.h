@@ -127,7 +127,7 @@
  * pace it (postcopy_queue_recheck()): at most ABOVE percent faster, as a
  * path does not speed up when the source's vCPUs stop, and at most BELOW
  * percent slower.  On the emulated 1 Gbit/s link, the path the bottleneck,
- * 11 looks read 0.88-1.01 of precopy's rate (docs/bench/fault-path.md).
+ * 27 looks read 0.88-1.08 of precopy's rate (docs/bench/fault-path.md).
  */
 #define POSTCOPY_RECHECK_MS     500
 #define POSTCOPY_RECHECK_ABOVE_PERCENT 10
@@ -213,11 +213,11 @@ typedef struct PostcopyQueueRecheck {
  * rate is at most POSTCOPY_RECHECK_ABOVE_PERCENT above and at most
  * POSTCOPY_RECHECK_BELOW_PERCENT below @precopy_rate_bps,
  * postcopy_queue_pace_rate() at 100% over precopy: a path's rate does not
- * change when the source's vCPUs stop, a rate that the endpoints' CPU sets
- * does.  Both rates need the sender busy three
- * quarters of the time; 0 for @precopy_rate_bps if it was not.  Then pace
- * too, at @percent of the higher of the two rates; @percent 0: no pacing
- * (pace=off, no preempt, or paced already).
+ * rise when the source's vCPUs stop, a rate that the endpoints' CPU sets
+ * does.  Both rates need the sender busy three quarters of the time; 0 for
+ * @precopy_rate_bps if it was not.  Then pace too, at @percent of the
+ * higher of the two rates; @percent 0: no pacing (pace=off, no preempt, or
+ * paced already).
  */
 PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
                                             uint64_t rwnd_us,
