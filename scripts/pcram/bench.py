@@ -139,11 +139,8 @@ def run_one(args, qemu, module, s, link, limit, rep, log):
     scn = Scenario(qemu=qemu, guest=args.guest, ram_mb=s['size_gib'] * 1024,
                    vcpus=s['vcpus'], pattern=s['pattern'],
                    preempt=s['preempt'], precopy_s=args.precopy_s,
-                   accel=args.accel, src_netns=link.src_netns,
-                   dst_netns=link.dst_netns, dst_addr=link.dst_addr,
-                   dst_port=link.dst_port,
-                   connect_port=link.connect_port,
-                   recover_at_s=args.recover_at)
+                   accel=args.accel, recover_at_s=args.recover_at,
+                   **link.endpoints())
     t0 = time.monotonic()
     rec = {'module': module, 'scenario': s, 'rep': rep, 'limit': limit}
     try:

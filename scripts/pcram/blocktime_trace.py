@@ -116,11 +116,7 @@ def main(argv):
     try:
         with Link(args.link, relay=args.relay) as link:
             scn = Scenario(qemu=args.qemu, guest=args.guest,
-                           ram_mb=args.size * 1024,
-                           src_netns=link.src_netns,
-                           dst_netns=link.dst_netns,
-                           dst_addr=link.dst_addr, dst_port=link.dst_port,
-                           connect_port=link.connect_port,
+                           ram_mb=args.size * 1024, **link.endpoints(),
                            trace='postcopy_fault', trace_file=trace,
                            # Both QEMUs; only the destination has it.
                            extra_args=['-msg', 'timestamp=on', '-trace',

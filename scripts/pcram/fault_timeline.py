@@ -167,9 +167,7 @@ def run_once(args, link, keep):
     # destination's trace goes to its file, the source's to its log.
     scn = Scenario(qemu=args.qemu, guest=args.guest,
                    ram_mb=args.size * 1024, preempt=args.preempt,
-                   src_netns=link.src_netns, dst_netns=link.dst_netns,
-                   dst_addr=link.dst_addr, dst_port=link.dst_port,
-                   connect_port=link.connect_port,
+                   **link.endpoints(),
                    trace=DESTINATION_EVENTS[0], trace_file=dst_trace,
                    extra_args=trace_args(DESTINATION_EVENTS[1:] +
                                          SOURCE_EVENTS),

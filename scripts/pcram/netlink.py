@@ -103,6 +103,13 @@ class Link:
         """Where the source connects: the relay's port."""
         return RELAY_PORT if self.namespaced else None
 
+    def endpoints(self):
+        """Where each QEMU runs and how the source reaches the
+        destination: the Scenario fields this link sets."""
+        return dict(src_netns=self.src_netns, dst_netns=self.dst_netns,
+                    dst_addr=self.dst_addr, dst_port=self.dst_port,
+                    connect_port=self.connect_port)
+
     def describe(self):
         if not self.namespaced:
             return 'loopback'
