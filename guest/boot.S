@@ -1,8 +1,9 @@
 /*
  * pcguest: boot.  A multiboot (a.out kludge) image loaded at 1 MiB by
  * QEMU's -kernel; the bootstrap processor enters in 32-bit protected mode,
- * builds identity page tables (2 MiB pages, 0..32 GiB), enters long mode
- * and calls bsp_main().  Application processors start in real mode at
+ * builds identity page tables (2 MiB pages, 0..32 GiB, user-accessible
+ * too: the workload runs in user mode), enters long mode and calls
+ * bsp_main().  Application processors start in real mode at
  * 0x8000 (the trampoline, copied there by start_aps()), then share the
  * same path into long mode and call ap_main(index).
  *
@@ -40,23 +41,23 @@ _start32:
     movl %ebx, mbi_addr
     /* PML4[0] -> PDPT */
     movl $pdpt, %eax
-    orl $3, %eax
+    orl $7, %eax
     movl %eax, pml4
     /* PDPT[i] -> PD i */
     xorl %ecx, %ecx
 1:  movl %ecx, %eax
     shll $12, %eax
     addl $pds, %eax
-    orl $3, %eax
+    orl $7, %eax
     movl %eax, pdpt(, %ecx, 8)
     incl %ecx
     cmpl $NR_PD, %ecx
     jb 1b
-    /* PD entry k maps 2 MiB at k << 21: present, writable, large */
+    /* PD entry k maps 2 MiB at k << 21: present, writable, user, large */
     xorl %ecx, %ecx
 2:  movl %ecx, %eax
     shll $21, %eax
-    orl $0x83, %eax
+    orl $0x87, %eax
     movl %eax, pds(, %ecx, 8)
     movl %ecx, %eax
     shrl $11, %eax
@@ -105,6 +106,8 @@ start64:
     call bsp_main
     jmp halt
 3:  call ap_main
+/* Also where a CPU's SYSCALL from user mode lands (guest.c). */
+    .globl halt
 halt:
     cli
     hlt
@@ -150,8 +153,10 @@ gdt64:
     .quad 0
     .quad 0x00AF9A000000FFFF            /* 64-bit code */
     .quad 0x00CF92000000FFFF            /* data */
+    .quad 0x00CFF2000000FFFF            /* user data, 0x1b (guest.c) */
+    .quad 0x00AFFA000000FFFF            /* user 64-bit code, 0x23 */
 gdt64_ptr:
-    .word 23
+    .word 39
     .long gdt64
 
     .data

@@ -19,6 +19,8 @@
  *                            comparison of guest RAM needs it off
  *   batch=N                  accesses timed together (a power of two up
  *                            to 256, default 32)
+ *   cpl=0                    run the workload in kernel mode, not in user
+ *                            mode (CPL 3, the default)
  *
  * The clock is read once per batch of accesses, not per access: where
  * reading it is costly (a TSC read that traps under nested KVM took more
@@ -26,6 +28,13 @@
  * time runs from the end of the previous batch to its own end, so that any
  * stall of the vCPU shows in its batch, not only one inside a touch.  The
  * clock's cost is measured at boot and reported (clock_ns).
+ *
+ * The workload runs in user mode.  The /dev/kvm of this project's machines
+ * is PVM (kvm_pvm: no SVM or VMX underneath), which runs a guest's user
+ * mode natively but its kernel mode instruction by instruction through
+ * KVM's emulator: there an access took over 100 us per vCPU in kernel mode
+ * and takes under 0.5 us in user mode (docs/bench/bench.md).  Under TCG
+ * the mode makes no measurable difference.
  *
  * Every test page (all RAM above 64 MiB) carries a stamp derived from its
  * number and a per-page generation, at its start, middle and end.  A read
@@ -35,7 +44,7 @@
  *
  * Output lines, one record each (docs/devel/migration/postcopy.rst):
  *   PCG READY cpus=C pages=P tsc_khz=K clock=kvmclock|tsc clock_ns=N
- *             batch=A pattern=X writes=W hot=H interval=I
+ *             batch=A cpl=0|3 pattern=X writes=W hot=H interval=I
  *   PCG I n=N t=MS ops=O0,O1,.. max=NS h=B:COUNT,..
  *             (max and the histogram h are of batch times)
  *   PCG BAD cpu=C page=P addr=0xA kind=K expect=0xE got=0xH,0xM,0xT
@@ -62,6 +71,19 @@
 #define LAPIC           0xFEE00000UL
 #define COM1            0x3F8
 #define ARRAY_SIZE(a)   (sizeof(a) / sizeof((a)[0]))
+
+/* Selectors of boot.S's GDT, and what user mode needs */
+#define KERNEL_CS       0x08
+#define USER_DS         0x1b
+#define USER_CS         0x23
+#define MSR_EFER        0xC0000080
+#define MSR_STAR        0xC0000081
+#define MSR_LSTAR       0xC0000082
+#define MSR_FMASK       0xC0000084
+#define EFER_SCE        (1ULL << 0)
+#define RFLAGS_FIXED    (1ULL << 1)
+#define RFLAGS_IF       (1ULL << 9)
+#define RFLAGS_IOPL3    (3ULL << 12)
 
 #include "guest.h"
 
@@ -103,6 +125,14 @@ static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b,
 {
     __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
                      : "a"(leaf), "c"(0));
+}
+
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return (uint64_t)hi << 32 | lo;
 }
 
 static inline void wrmsr(uint32_t msr, uint64_t v)
@@ -311,7 +341,8 @@ static struct {
     unsigned int writes, hot, interval_ms;
     unsigned int batch;                 /* divides ACCESS_ROUND */
     bool tsc_only;
-} cfg = { PATTERN_RANDOM, 50, 10, 100, 32, false };
+    bool kernel_mode;                   /* run the workload at CPL 0 */
+} cfg = { PATTERN_RANDOM, 50, 10, 100, 32, false, false };
 
 static bool str_starts(const char *s, const char *prefix)
 {
@@ -352,6 +383,8 @@ static void parse_cmdline(const char *s)
             cfg.interval_ms = parse_uint(s + 9);
         } else if (str_starts(s, "clock=tsc")) {
             cfg.tsc_only = true;
+        } else if (str_starts(s, "cpl=0")) {
+            cfg.kernel_mode = true;
         } else if (str_starts(s, "batch=")) {
             cfg.batch = parse_uint(s + 6);
         }
@@ -769,6 +802,7 @@ static void say_ready(void)
     put_uint(&l, measure_clock_cost(0), 10);
     put_str(&l, " batch=");
     put_uint(&l, cfg.batch, 10);
+    put_str(&l, cfg.kernel_mode ? " cpl=0" : " cpl=3");
     put_str(&l, " pattern=");
     put_str(&l, pattern_names[cfg.pattern]);
     put_str(&l, " writes=");
@@ -780,12 +814,46 @@ static void say_ready(void)
     line_send(&l);
 }
 
+/*
+ * Continue in user mode, on the same stack, with I/O ports allowed (IOPL 3:
+ * the serial line) and interrupts still off.  SYSCALL brings the CPU back
+ * to kernel mode, at halt (boot.S).
+ */
+static void enter_user_mode(void)
+{
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);
+    wrmsr(MSR_STAR, (uint64_t)KERNEL_CS << 32);
+    wrmsr(MSR_LSTAR, (uint64_t)halt);
+    wrmsr(MSR_FMASK, RFLAGS_IF);
+    __asm__ volatile("movq %%rsp, %%rax\n\t"
+                     "pushq %[ss]\n\t"
+                     "pushq %%rax\n\t"
+                     "pushq %[rflags]\n\t"
+                     "pushq %[cs]\n\t"
+                     "leaq 1f(%%rip), %%rax\n\t"
+                     "pushq %%rax\n\t"
+                     "iretq\n"
+                     "1:"
+                     : : [ss] "i"(USER_DS), [cs] "i"(USER_CS),
+                         [rflags] "i"(RFLAGS_IOPL3 | RFLAGS_FIXED)
+                     : "rax", "memory");
+}
+
+static void __attribute__((noreturn)) halt_from_user_mode(void)
+{
+    __asm__ volatile("syscall" : : : "rcx", "r11", "memory");
+    __builtin_unreachable();
+}
+
 static void cpu_main(unsigned int index)
 {
     Cpu *c = &cpus[index];
 
     c->index = index;
     clock_enable(index);
+    if (!cfg.kernel_mode) {
+        enter_user_mode();
+    }
     c->nr_local = (total_pages + nr_cpus - 1 - index) / nr_cpus;
     c->rng = 0x9E3779B97F4A7C15ULL * (index + 1);
     init_pages(c);
@@ -797,6 +865,9 @@ static void cpu_main(unsigned int index)
         say_ready();
     }
     run(c);
+    if (!cfg.kernel_mode) {
+        halt_from_user_mode();
+    }
 }
 
 /* --- Start-up ------------------------------------------------------------- */

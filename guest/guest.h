@@ -14,6 +14,8 @@
 extern uint32_t mbi_addr;
 /* boot.S: the AP trampoline, copied to 0x8000 before the APs start */
 extern char trampoline_start[], trampoline_end[];
+/* boot.S: stop this CPU (kernel mode; also SYSCALL's entry point) */
+extern char halt[];
 
 /* guest.c, called by boot.S on the bootstrap processor */
 void bsp_main(void);

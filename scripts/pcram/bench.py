@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from .guest import PATTERNS, bucket_high_ns, stalled_ms
+from .guest import CPL_MODES, PATTERNS, bucket_high_ns, stalled_ms
 from .migrate import (MigrationFailed, Scenario, check_guest_shape,
                       run_scenario)
 from .netlink import Link, LinkError
@@ -83,6 +83,7 @@ def flatten(result):
         'ops_per_s_precopy': g['ops_per_s_precopy'],
         'clock_cost_ns': g.get('clock_cost_ns'),
         'batch': g.get('batch', 1),
+        'cpl': g.get('cpl', 0),
         'verdict': g['verdict'],
         'hist': g['hist_postcopy'],
         'source_queue': result.get('source_queue'),
@@ -167,10 +168,11 @@ def aggregate(records):
         entry = out.setdefault(key, {'scenario': rec['scenario'],
                                      'limit': rec['limit'], 'modules': {},
                                      'accel': set(), 'clock_cost_ns': [],
-                                     'batch': set()})
+                                     'batch': set(), 'cpl': set()})
         if 'figures' in rec:
             entry['accel'].add(rec.get('accel', '?'))
             entry['batch'].add(rec['figures'].get('batch', 1))
+            entry['cpl'].add(rec['figures'].get('cpl', 0))
             if rec['figures'].get('clock_cost_ns') is not None:
                 entry['clock_cost_ns'].append(
                     rec['figures']['clock_cost_ns'])
@@ -183,6 +185,8 @@ def aggregate(records):
     for entry in out.values():
         entry['accel'] = '/'.join(sorted(entry['accel'])) or '?'
         entry['batch'] = '/'.join(str(b) for b in sorted(entry['batch']))
+        entry['mode'] = '/'.join(CPL_MODES.get(c, 'CPL %d' % c)
+                                 for c in sorted(entry['cpl']))
         entry['clock_cost_ns'] = summarize(entry['clock_cost_ns'])
         size = entry['scenario']['size_gib'] * GiB
         limit = entry['limit']
@@ -261,9 +265,9 @@ def markdown(agg, meta):
                          entry['limit']['throughput_Bps'] / 1e6,
                          entry['rtt_ms'], entry['least_postcopy_s']))
         lines.append('')
-        lines.append('guest: %s; its clock costs %s ns per read (measured '
-                     'at boot); it times batches of %s accesses' % (
-                         entry['accel'].upper(),
+        lines.append('guest: %s, %s; its clock costs %s ns per read '
+                     '(measured at boot); it times batches of %s accesses' % (
+                         entry['accel'].upper(), entry['mode'],
                          fmt_summary(entry['clock_cost_ns'], 0),
                          entry['batch']))
         lines.append('')

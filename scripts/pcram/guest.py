@@ -30,6 +30,8 @@ STALL_NS = 1000000
 
 # The access patterns the test guest knows (guest/guest.c, pattern=).
 PATTERNS = ('seq', 'random', 'hot', 'wset')
+# The privilege level the guest's workload ran at, as a report names it.
+CPL_MODES = {0: 'kernel mode', 3: 'user mode'}
 
 
 def stalled_ms(hist):
@@ -161,6 +163,12 @@ class GuestReport:
         """What one read of the guest's clock costs, measured at boot."""
         return int(self.ready['clock_ns']) if self.ready and \
             'clock_ns' in self.ready else None
+
+    @property
+    def cpl(self):
+        """The privilege level the workload ran at: 3 (user mode), or 0
+        (kernel mode: a guest's choice, and every guest before it said)."""
+        return int(self.ready.get('cpl', 0)) if self.ready else 0
 
     @property
     def batch(self):

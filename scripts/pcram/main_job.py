@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from .guest import PATTERNS
+from .guest import CPL_MODES, PATTERNS
 from .migrate import (MigrationFailed, Scenario, check_guest_shape,
                       run_scenario)
 
@@ -112,8 +112,9 @@ def print_report(r, module):
     print('  guest work rate       %s ops/s in postcopy, %s ops/s before' % (
         fmt(g['ops_per_s_postcopy'], '', 0),
         fmt(g['ops_per_s_precopy'], '', 0)))
-    print('  guest clock           %s, %s per read (measured at boot)' % (
-        g['clock'], fmt(g['clock_cost_ns'], ' ns')))
+    print('  guest clock           %s, %s per read (measured at boot); '
+          'workload in %s' % (g['clock'], fmt(g['clock_cost_ns'], ' ns'),
+                              CPL_MODES.get(g.get('cpl', 0), '?')))
     print('  guest memory check    %s: %d pages checked, %d bad' % (
         g['verdict'], g['pages_checked'], g['bad_pages']))
     for bad in g['bad_reports']:
