@@ -81,13 +81,21 @@ static void test_index_wrap(void)
  * One producer and one consumer thread pass a numbered stream through
  * the queue.  The consumer checks that every number comes once and in
  * order, and that its slot does not change under it before release.
+ *
+ * The stream ends at STREAM_LEN or after STREAM_SECONDS, whichever comes
+ * first: on an idle host it runs to its end in well under a second, but
+ * where other work holds the cores, each hand-over between the threads
+ * can wait for a time slice.
  */
-#define STREAM_LEN 2000000
+#define STREAM_LEN      2000000
+#define STREAM_SECONDS  5
+#define STREAM_LEAST    (QSIZE * 64)
 
 typedef struct Stream {
     PostcopyPlaceQueue q;
     uint64_t slots[QSIZE];
     uint64_t full_seen;
+    uint64_t end;       /* the stream's length, once the producer stops */
 } Stream;
 
 static void *stream_consumer(void *opaque)
@@ -95,17 +103,22 @@ static void *stream_consumer(void *opaque)
     Stream *s = opaque;
     uint64_t expect = 0;
 
-    while (expect < STREAM_LEN) {
+    while (expect < qatomic_load_acquire(&s->end)) {
         int slot = postcopy_placeq_peek(&s->q);
         uint64_t got;
 
         if (slot < 0) {
+            /* Spinning alone would starve the producer on a busy host. */
+            g_thread_yield();
             continue;
         }
         got = s->slots[slot];
         g_assert_cmpuint(got, ==, expect);
-        /* Linger now and then so that the producer finds the ring full. */
-        if (!(expect % 64)) {
+        /*
+         * Linger now and then so that the producer finds the ring full;
+         * not too often: on a busy host each sleep lasts a time slice.
+         */
+        if (!(expect % 4096)) {
             g_usleep(1);
         }
         g_assert_cmpuint(s->slots[slot], ==, got);
@@ -119,22 +132,33 @@ static void test_two_threads(void)
 {
     Stream *s = g_new0(Stream, 1);
     QemuThread consumer;
+    int64_t deadline = g_get_monotonic_time() +
+                       STREAM_SECONDS * G_USEC_PER_SEC;
     uint64_t n = 0;
 
     postcopy_placeq_init(&s->q, QSIZE);
+    s->end = UINT64_MAX;
     qemu_thread_create(&consumer, "consumer", stream_consumer, s,
                        QEMU_THREAD_JOINABLE);
-    while (n < STREAM_LEN) {
+    while (n < STREAM_LEN &&
+           (n < STREAM_LEAST || n % 1024 ||
+            g_get_monotonic_time() < deadline)) {
         int slot = postcopy_placeq_reserve(&s->q);
 
         if (slot < 0) {
             s->full_seen++;
+            g_thread_yield();
             continue;
         }
         s->slots[slot] = n++;
         postcopy_placeq_publish(&s->q);
     }
+    qatomic_store_release(&s->end, n);
     qemu_thread_join(&consumer);
+    if (n < STREAM_LEN) {
+        g_test_message("the stream stopped after %" PRIu64 " numbers, at "
+                       "its deadline", n);
+    }
     g_assert_true(postcopy_placeq_is_empty(&s->q));
     /* The full-ring path ran too. */
     g_assert_cmpuint(s->full_seen, >, 0);
