@@ -64,15 +64,35 @@ ensure_backports_sources()
         "$mirror" "$mirror" > "$BACKPORTS_LIST"
 }
 
+# The QEMU driver resolves its built-in user and group (Debian's:
+# libvirt-qemu) when it starts, whatever qemu.conf says, and fails to start
+# without them.  libvirt-daemon-system creates both, with services and
+# network configuration the test has no use for; this creates only them.
+LIBVIRT_QEMU_USER=libvirt-qemu
+
+ensure_libvirt_qemu_user()
+{
+    getent group "$LIBVIRT_QEMU_USER" >/dev/null ||
+        groupadd --system "$LIBVIRT_QEMU_USER"
+    getent passwd "$LIBVIRT_QEMU_USER" >/dev/null ||
+        useradd --system --gid "$LIBVIRT_QEMU_USER" --no-create-home \
+            --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+            "$LIBVIRT_QEMU_USER"
+}
+
 libvirt_installed()
 {
-    all_installed "${LIBVIRT_PKGS[@]}" &&
+    getent passwd "$LIBVIRT_QEMU_USER" >/dev/null &&
+        getent group "$LIBVIRT_QEMU_USER" >/dev/null &&
+        all_installed "${LIBVIRT_PKGS[@]}" &&
         [ "$(libvirtd --version 2>/dev/null | awk '{print $NF}')" = \
           "$LIBVIRT_VERSION" ]
 }
 
 install_libvirt()
 {
+    libvirt_installed && return 0
+    ensure_libvirt_qemu_user
     libvirt_installed && return 0
     apt_update
     local pkgs=() p

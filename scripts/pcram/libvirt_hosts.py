@@ -121,14 +121,35 @@ class Host:
             if self.proc.poll() is not None:
                 raise HostError('libvirtd of %s exited with status %d:\n%s'
                                 % (self.name, self.proc.returncode,
-                                   self.tail('libvirtd.stderr')))
-            r = self.virsh('version', check=False)
+                                   self.startup_errors()))
+            # Not `virsh version`: the hypervisor's version is that of a
+            # qemu-system-x86_64 on PATH, which this machine need not have
+            # (each domain names its own <emulator>).
+            r = self.virsh('hostname', check=False)
             if r.returncode == 0:
-                return r.stdout
+                return
             if time.monotonic() > deadline:
                 raise HostError('libvirtd of %s does not answer after %d s:'
                                 '\n%s' % (self.name, timeout, r.stderr))
             time.sleep(0.2)
+
+    @staticmethod
+    def daemon_version():
+        """The version of the libvirtd both hosts run.  (`virsh version
+        --daemon` asks the hypervisor's version first and fails without a
+        default emulator.)"""
+        r = subprocess.run(['libvirtd', '--version'], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+        return r.stdout.split()[-1] if r.stdout.split() else '?'
+
+    def startup_errors(self):
+        """Why libvirtd stopped: its stderr, and the errors of its log
+        (where libvirtd.conf sends them; a daemon whose drivers fail to
+        start exits with status 0 and says nothing on stderr)."""
+        errors = [line for line in self.tail('log', 'libvirtd.log',
+                                             n=200).splitlines()
+                  if ': error : ' in line]
+        return self.tail('libvirtd.stderr') + '\n'.join(errors[-5:])
 
     def virsh(self, *args, check=True, timeout=120):
         r = subprocess.run(['virsh', '-q', '-c', self.uri] + list(args),

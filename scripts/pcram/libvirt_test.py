@@ -541,12 +541,13 @@ def main(argv=None):
         plan += [(c, args.compare_qemu, args.compare_module)
                  for c in args.cases]
     results = []
+    # Set when the hosts fail before or between cases: keep their logs.
+    host_failed = False
     workdir = tempfile.mkdtemp(prefix='pcram-libvirt-')
     try:
         with TwoHosts(workdir) as hosts:
             print('libvirt %s, two hosts: %s (%s) and %s (%s), %s' % (
-                hosts.src.virsh('version', '--daemon').stdout.split(
-                    'daemon:')[-1].split('\n')[0].strip() or '?',
+                hosts.src.daemon_version(),
                 hosts.src.name, hosts.src.addr, hosts.dst.name,
                 hosts.dst.addr, 'KVM' if accel_type() == 'kvm' else 'TCG'))
             for i, (name, qemu, module) in enumerate(plan):
@@ -567,10 +568,11 @@ def main(argv=None):
                     print('  %s' % ('PASS' if r['passed'] else 'FAILED'))
                 results.append(r)
     except HostError as e:
+        host_failed = True
         print('libvirt-test: %s' % e, file=sys.stderr)
         return 1
     finally:
-        if all(r.get('passed') for r in results):
+        if not host_failed and all(r.get('passed') for r in results):
             subprocess.run(['rm', '-rf', workdir])
         else:
             print('libvirt-test: logs kept in %s' % workdir)
