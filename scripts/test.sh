@@ -127,6 +127,13 @@ run_qemu_postcopy_tests()
     echo "(full output: $log)"
 }
 
+# The last 25 of its arguments, each as "  | ARG".
+print_last()
+{
+    [ $# -le 25 ] || shift $(($# - 25))
+    [ $# -eq 0 ] || printf '  | %s\n' "$@"
+}
+
 run_our_qtests()
 {
     local build=$1 guest=$2
@@ -140,10 +147,15 @@ run_our_qtests()
      timeout --kill-after=10 1800 ./tests/qtest/postcopy-ram-test \
      --tap -k ${QTEST_PATHS:-}) > "$tap" 2> "$log"
     rc=$?
-    # TAP lines: "ok N path", "not ok N path", "ok N path # SKIP why".
+    # TAP lines: "ok N path", "not ok N path", "ok N path # SKIP why";
+    # "# text" are the test's messages.  A failed test's last messages
+    # are shown too (a refused QMP command's reply is among them): the
+    # logs may be gone with the run.
+    local -a said=()
     while read -r line; do
         case "$line" in
         "not ok "*)
+            print_last "${said[@]}"
             echo "FAIL: ${line#not ok }"
             FAILED=$((FAILED + 1))
             FAILURES+=("postcopy-ram-test ${line#not ok }") ;;
@@ -153,8 +165,13 @@ run_our_qtests()
             echo "PASS: ${line#ok }"
             PASSED=$((PASSED + 1)) ;;
         "Bail out!"*)
+            print_last "${said[@]}"
             echo "$line" ;;
+        "# "*)
+            said+=("${line#\# }")
+            continue ;;
         esac
+        said=()
     done < "$tap"
     # A crash or a timeout may leave no "not ok" line: then the exit
     # status counts.
