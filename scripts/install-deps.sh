@@ -91,7 +91,6 @@ libvirt_installed()
 
 install_libvirt()
 {
-    libvirt_installed && return 0
     ensure_libvirt_qemu_user
     libvirt_installed && return 0
     apt_update
