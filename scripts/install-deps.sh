@@ -82,9 +82,7 @@ ensure_libvirt_qemu_user()
 
 libvirt_installed()
 {
-    getent passwd "$LIBVIRT_QEMU_USER" >/dev/null &&
-        getent group "$LIBVIRT_QEMU_USER" >/dev/null &&
-        all_installed "${LIBVIRT_PKGS[@]}" &&
+    all_installed "${LIBVIRT_PKGS[@]}" &&
         [ "$(libvirtd --version 2>/dev/null | awk '{print $NF}')" = \
           "$LIBVIRT_VERSION" ]
 }

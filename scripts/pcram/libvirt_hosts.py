@@ -138,9 +138,11 @@ class Host:
         """The version of the libvirtd both hosts run.  (`virsh version
         --daemon` asks the hypervisor's version first and fails without a
         default emulator.)"""
-        r = subprocess.run(['libvirtd', '--version'], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
-        return r.stdout.split()[-1] if r.stdout.split() else '?'
+        words = subprocess.run(['libvirtd', '--version'],
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL,
+                               text=True).stdout.split()
+        return words[-1] if words else '?'
 
     def startup_errors(self):
         """Why libvirtd stopped: its stderr, and the errors of its log
