@@ -54,32 +54,51 @@ bool postcopy_page_requested(MigrationIncomingState *mis, void *host)
 }
 
 /*
- * The host page at @host (of @size bytes) of @rb is in place: mark it
- * received and drop its request.  Called by the thread that placed it.
+ * Page request lock held: the host page at @host is in place, so whoever
+ * asked for it has it.
  */
-static void postcopy_page_received(MigrationIncomingState *mis, RAMBlock *rb,
-                                   void *host, size_t size)
+static void postcopy_request_done(MigrationIncomingState *mis, void *host)
 {
+    if (g_tree_remove(mis->page_requested, host)) {
+        int left = qatomic_dec_fetch(&mis->page_requested_count);
+
+        trace_postcopy_request_done(host, left);
+        /*
+         * Order the count before reading the preempt status; pairs with
+         * the barrier in postcopy_preempt_thread_stop().
+         */
+        smp_mb();
+        if (!left &&
+            qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT) {
+            qemu_cond_signal(&mis->page_request_cond);
+        }
+    }
+}
+
+/*
+ * The host pages of @rb in [@host, @host + @size) are in place: mark them
+ * received and drop their requests.  Called by the thread that placed
+ * them.
+ */
+static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
+                                    void *host, size_t size)
+{
+    size_t page_size = qemu_ram_pagesize(rb);
+    size_t off;
+
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
         ramblock_recv_bitmap_set_range(rb, host,
                                        size / qemu_target_page_size());
-        if (g_tree_remove(mis->page_requested, host)) {
-            int left = qatomic_dec_fetch(&mis->page_requested_count);
-
-            trace_postcopy_request_done(host, left);
-            /*
-             * Order the count before reading the preempt status; pairs
-             * with the barrier in postcopy_preempt_thread_stop().
-             */
-            smp_mb();
-            if (!left &&
-                qatomic_read(&mis->preempt_thread_status) ==
-                PREEMPT_THREAD_QUIT) {
-                qemu_cond_signal(&mis->page_request_cond);
+        for (off = 0; off < size; off += page_size) {
+            if (!qatomic_read(&mis->page_requested_count)) {
+                break;
             }
+            postcopy_request_done(mis, (uint8_t *)host + off);
         }
     }
-    postcopy_blocktime_page_placed(mis, host);
+    for (off = 0; off < size; off += page_size) {
+        postcopy_blocktime_page_placed(mis, (uint8_t *)host + off);
+    }
 }
 
 /*
@@ -130,8 +149,67 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
                      offset, strerror(-ret));
         return ret;
     }
-    postcopy_page_received(mis, rb, host, size);
+    postcopy_pages_received(mis, rb, host, size);
     return postcopy_notify_shared_wake(rb, offset);
+}
+
+/*
+ * One UFFDIO_COPY of @len bytes from @from to @host: the bytes it placed,
+ * from the start, before whatever stopped it.  The kernel wakes the
+ * waiters of those.
+ */
+static size_t postcopy_uffd_place_run(MigrationIncomingState *mis,
+                                      void *host, void *from, size_t len)
+{
+    struct uffdio_copy copy = {
+        .dst = (uintptr_t)host, .src = (uintptr_t)from, .len = len,
+    };
+
+    /* Injected failures count page by page: postcopy_install()'s. */
+    if (postcopy_inject_armed(POSTCOPY_INJECT_INSTALL_FAIL)) {
+        return 0;
+    }
+    if (!ioctl(mis->userfault_fd, UFFDIO_COPY, &copy)) {
+        return len;
+    }
+    /* A failure on the first page leaves the negative errno here. */
+    return copy.copy > 0 ? copy.copy : 0;
+}
+
+int postcopy_install_run(MigrationIncomingState *mis, RAMBlock *rb,
+                         void *host, void *from, unsigned int pages,
+                         unsigned int *placed)
+{
+    size_t page_size = qemu_ram_pagesize(rb);
+    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
+    unsigned int done = 0, i;
+    int ret;
+
+    if (pages > 1) {
+        done = postcopy_uffd_place_run(mis, host, from, pages * page_size) /
+               page_size;
+        trace_postcopy_place_run(host, pages, done);
+    }
+    if (done) {
+        postcopy_pages_received(mis, rb, host, done * page_size);
+    }
+    for (i = 0; i < done; i++) {
+        ret = postcopy_notify_shared_wake(rb, offset + i * page_size);
+        if (ret) {
+            *placed = i;
+            return ret;
+        }
+    }
+    for (; i < pages; i++) {
+        ret = postcopy_install(mis, rb, (uint8_t *)host + i * page_size,
+                               (uint8_t *)from + i * page_size);
+        if (ret) {
+            *placed = i;
+            return ret;
+        }
+    }
+    *placed = pages;
+    return 0;
 }
 
 int postcopy_install_zero(MigrationIncomingState *mis, RAMBlock *rb,

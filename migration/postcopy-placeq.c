@@ -48,7 +48,33 @@ int postcopy_placeq_peek(PostcopyPlaceQueue *q)
 
 void postcopy_placeq_release(PostcopyPlaceQueue *q)
 {
-    qatomic_store_release(&q->head, q->head + 1);
+    postcopy_placeq_release_n(q, 1);
+}
+
+unsigned int postcopy_placeq_run(PostcopyPlaceQueue *q,
+                                 const PostcopyPlaceTarget *targets,
+                                 size_t page_size, unsigned int max)
+{
+    unsigned int published = qatomic_load_acquire(&q->tail) - q->head;
+    unsigned int first = q->head & (q->size - 1);
+    unsigned int limit = MIN(MIN(published, max), q->size - first);
+    unsigned int n;
+
+    for (n = 1; n < limit; n++) {
+        const PostcopyPlaceTarget *prev = &targets[first + n - 1];
+        const PostcopyPlaceTarget *next = &targets[first + n];
+
+        if (next->rb != prev->rb ||
+            (uint8_t *)next->host != (uint8_t *)prev->host + page_size) {
+            break;
+        }
+    }
+    return MIN(n, limit);
+}
+
+void postcopy_placeq_release_n(PostcopyPlaceQueue *q, unsigned int n)
+{
+    qatomic_store_release(&q->head, q->head + n);
 }
 
 bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q)

@@ -41,6 +41,26 @@ int postcopy_placeq_peek(PostcopyPlaceQueue *q);
 /* Consumer: done with the slot peek() gave; the producer may reuse it. */
 void postcopy_placeq_release(PostcopyPlaceQueue *q);
 
+/* Where the page in a slot goes: the caller's array of these. */
+typedef struct PostcopyPlaceTarget {
+    RAMBlock *rb;
+    void *host;
+} PostcopyPlaceTarget;
+
+/*
+ * Consumer: the run at the head, up to @max slots.  A run is published
+ * slots, from the oldest, that are consecutive both in the ring (never
+ * across its end, so that their pages are consecutive in the caller's
+ * slot memory) and in @targets: each page goes @page_size bytes after the
+ * one before, in the same RAMBlock.  One UFFDIO_COPY can place such a run.
+ * 0 when nothing is published; 1 at least otherwise.
+ */
+unsigned int postcopy_placeq_run(PostcopyPlaceQueue *q,
+                                 const PostcopyPlaceTarget *targets,
+                                 size_t page_size, unsigned int max);
+/* Consumer: done with the @n oldest slots (release() @n times). */
+void postcopy_placeq_release_n(PostcopyPlaceQueue *q, unsigned int n);
+
 /* Any thread: whether every published slot has been released. */
 bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q);
 

@@ -121,6 +121,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
     int i;
 
     tune_parse_queue("auto", &parsed);
+    parsed.placer_run = POSTCOPY_PLACER_RUN_DEFAULT;
     tune_parse_pace("auto", &parsed, &error_abort);
 
     for (i = 0; items[i]; i++) {
@@ -154,6 +155,12 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             }
             parsed.no_placer = !strcmp(kv[1], "off");
             parsed.placer_always = !strcmp(kv[1], "on");
+        } else if (!strcmp(kv[0], "placerun")) {
+            if (!tune_parse_uint("placerun", kv[1], "pages", 1,
+                                 POSTCOPY_PLACER_RUN_MAX, &parsed.placer_run,
+                                 errp)) {
+                return false;
+            }
         } else if (!strcmp(kv[0], "recheck")) {
             static const char *const recheck[] = { "auto", "off", "only" };
 
@@ -184,6 +191,7 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
                        "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
+                       "placerun=PAGES, "
                        "pace=auto|off|PERCENT, recheck=auto|off|only, "
                        "recovery=keep|off)",
                        items[i]);

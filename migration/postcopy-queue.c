@@ -426,6 +426,12 @@ bool postcopy_queue_placer_always(void)
     return queue_tune.placer_always;
 }
 
+unsigned int postcopy_queue_placer_run(void)
+{
+    /* 0: QEMU_POSTCOPY_TUNE was ignored. */
+    return queue_tune.placer_run ?: POSTCOPY_PLACER_RUN_DEFAULT;
+}
+
 void postcopy_queue_init(void)
 {
     Error *err = NULL;

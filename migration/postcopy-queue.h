@@ -139,6 +139,14 @@
  */
 #define POSTCOPY_WATCH_MS       100
 
+/*
+ * The most consecutive pages of its ring the placer thread places with
+ * one UFFDIO_COPY (placerun=), by default and at most: a run is never
+ * waited for, only taken when it is there (postcopy-placer.c).
+ */
+#define POSTCOPY_PLACER_RUN_DEFAULT 16
+#define POSTCOPY_PLACER_RUN_MAX     64
+
 typedef struct PostcopyQueueTune {
     bool no_send;               /* queue=off or queue=receive */
     bool send_always;           /* queue=send or on: even receiver-limited */
@@ -147,6 +155,8 @@ typedef struct PostcopyQueueTune {
     uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
     uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
     bool no_placer;             /* placer=off */
+    /* placerun=: pages the placer places per UFFDIO_COPY, at most */
+    uint32_t placer_run;
     bool placer_always;         /* placer=on: even while no fault waits */
     /* pace=: percent of the path's rate; 0 never */
     uint32_t pace_percent;
@@ -241,5 +251,7 @@ unsigned int postcopy_queue_prepage(void);
 bool postcopy_queue_placer_wanted(void);
 /* Whether it asks for the placer even while no fault waits (placer=on). */
 bool postcopy_queue_placer_always(void);
+/* The most pages the placer may place with one UFFDIO_COPY (placerun=). */
+unsigned int postcopy_queue_placer_run(void);
 
 #endif

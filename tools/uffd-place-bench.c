@@ -6,7 +6,7 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- *   uffd-place-bench [PAGES [ROUNDS]]
+ *   uffd-place-bench [PAGES [ROUNDS [RUN]]]
  *
  * Each way starts where ram.c leaves a page, in a receive buffer that the
  * next page overwrites, and ends with the page in place in an anonymous
@@ -17,6 +17,11 @@
  *   ring+copy       memcpy into a ring slot, then UFFDIO_COPY from the
  *                   slot (the placer's way: the load thread copies, the
  *                   placer thread places; both costs counted here)
+ *   ring+copy-run   as ring+copy, but each run of RUN slots holding
+ *                   consecutive pages (16 unless given; a power of two
+ *                   up to 64) placed by one UFFDIO_COPY: the placer's
+ *                   way since its runs (its slots are side by side, and
+ *                   the background stream is mostly consecutive pages)
  *   copy-dontwake   as copy, with UFFDIO_COPY_MODE_DONTWAKE, and one
  *                   UFFDIO_WAKE per batch of BATCH pages
  *   move            the page received into a page of its own (a fresh
@@ -64,13 +69,16 @@ struct uffdio_move {
 #define BATCH 64
 #define RING_SLOTS 64
 
+/* ring+copy-run: pages per UFFDIO_COPY; divides RING_SLOTS. */
+static size_t run;
+
 enum way {
-    COPY, RING_COPY, COPY_DONTWAKE, MOVE, MOVE_BATCH, MOVE_POPULATED, FILL,
-    WAYS
+    COPY, RING_COPY, RING_COPY_RUN, COPY_DONTWAKE, MOVE, MOVE_BATCH,
+    MOVE_POPULATED, FILL, WAYS
 };
 static const char *const way_names[WAYS] = {
-    "copy", "ring+copy", "copy-dontwake", "move", "move-batch",
-    "move-populated", "(fill only)",
+    "copy", "ring+copy", "ring+copy-run", "copy-dontwake", "move",
+    "move-batch", "move-populated", "(fill only)",
 };
 
 static void die(const char *what)
@@ -124,16 +132,22 @@ static void register_missing(int fd, void *area, size_t len)
     }
 }
 
-static void place_copy(int fd, void *dst, const void *src, uint64_t mode)
+static void place_copy_len(int fd, void *dst, const void *src, size_t len,
+                           uint64_t mode)
 {
     struct uffdio_copy copy = {
-        .dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = PAGE,
+        .dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len,
         .mode = mode,
     };
 
     if (ioctl(fd, UFFDIO_COPY, &copy)) {
         die("UFFDIO_COPY");
     }
+}
+
+static void place_copy(int fd, void *dst, const void *src, uint64_t mode)
+{
+    place_copy_len(fd, dst, src, PAGE, mode);
 }
 
 static void wake(int fd, void *start, size_t len)
@@ -195,6 +209,16 @@ static double one_round(enum way way, size_t pages, const char *received)
 
             memcpy(slot, received, PAGE);
             place_copy(fd, dst, slot, 0);
+            break;
+        }
+        case RING_COPY_RUN: {
+            size_t slot = i % RING_SLOTS;
+
+            memcpy(ring + slot * PAGE, received, PAGE);
+            if (slot % run == run - 1) {
+                place_copy_len(fd, dst - (run - 1) * PAGE,
+                               ring + (slot + 1 - run) * PAGE, run * PAGE, 0);
+            }
             break;
         }
         case COPY_DONTWAKE:
@@ -266,15 +290,19 @@ int main(int argc, char **argv)
 {
     long pages = argc > 1 ? parse_count(argv[1]) : 65536;
     long rounds = argc > 2 ? parse_count(argv[2]) : 5;
+    long run_arg = argc > 3 ? parse_count(argv[3]) : 16;
     char *received = map_anon(PAGE);
     double ns[WAYS][64];
     int w, r;
 
-    if (pages < BATCH || pages % BATCH || rounds < 1 || rounds > 64) {
+    if (pages < BATCH || pages % BATCH || rounds < 1 || rounds > 64 ||
+        run_arg < 1 || run_arg > RING_SLOTS || (run_arg & (run_arg - 1))) {
         fprintf(stderr, "usage: uffd-place-bench [PAGES (a multiple of %d)"
-                " [ROUNDS (1-64)]]\n", BATCH);
+                " [ROUNDS (1-64) [RUN (a power of two up to %d)]]]\n",
+                BATCH, RING_SLOTS);
         return 2;
     }
+    run = run_arg;
     for (size_t i = 0; i < PAGE; i++) {
         received[i] = (char)(i * 7 + 1);
     }
@@ -284,8 +312,8 @@ int main(int argc, char **argv)
             ns[w][r] = one_round(w, pages, received);
         }
     }
-    printf("%ld pages of 4 KiB per round, %ld rounds, median ns per page "
-           "(min-max)\n", pages, rounds);
+    printf("%ld pages of 4 KiB per round, %ld rounds, runs of %zu pages, "
+           "median ns per page (min-max)\n", pages, rounds, run);
     for (w = 0; w < WAYS; w++) {
         qsort(ns[w], rounds, sizeof(double), cmp_double);
         printf("%-14s %7.0f  (%.0f-%.0f)\n", way_names[w], ns[w][rounds / 2],

@@ -77,6 +77,74 @@ static void test_index_wrap(void)
     g_assert_cmpint(postcopy_placeq_reserve(&q), ==, -1);
 }
 
+/* Publish a slot whose page goes to @host of @rb. */
+static void publish_target(PostcopyPlaceQueue *q, PostcopyPlaceTarget *t,
+                           RAMBlock *rb, uintptr_t host)
+{
+    int slot = postcopy_placeq_reserve(q);
+
+    g_assert_cmpint(slot, >=, 0);
+    t[slot] = (PostcopyPlaceTarget) { .rb = rb, .host = (void *)host };
+    postcopy_placeq_publish(q);
+}
+
+/*
+ * A run is what one UFFDIO_COPY can place: published slots, consecutive
+ * in the ring and in one RAMBlock's memory, never across the ring's end.
+ */
+static void test_runs(void)
+{
+    /* Only compared, never followed. */
+    static int block_a, block_b;
+    RAMBlock *a = (RAMBlock *)&block_a, *b = (RAMBlock *)&block_b;
+    PostcopyPlaceTarget t[QSIZE] = { 0 };
+    PostcopyPlaceQueue q;
+    const uintptr_t ps = 4096, base = 0x100000;
+
+    postcopy_placeq_init(&q, QSIZE);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 0);
+
+    /* Slots 0-2 follow one another; 3 jumps; 4 is in another block. */
+    publish_target(&q, t, a, base);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
+    publish_target(&q, t, a, base + ps);
+    publish_target(&q, t, a, base + 2 * ps);
+    publish_target(&q, t, a, base + 4 * ps);
+    publish_target(&q, t, b, base + 5 * ps);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 3);
+    /* Capped by @max; a run of one when @max is 1. */
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 2), ==, 2);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 1), ==, 1);
+    /* Only published slots count: a reserved one does not. */
+    g_assert_cmpint(postcopy_placeq_reserve(&q), ==, 5);
+    t[5] = (PostcopyPlaceTarget) { .rb = b, .host = (void *)(base + 6 * ps) };
+
+    postcopy_placeq_release_n(&q, 3);
+    g_assert_cmpint(postcopy_placeq_peek(&q), ==, 3);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
+    postcopy_placeq_release(&q);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
+    postcopy_placeq_publish(&q);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
+    postcopy_placeq_release_n(&q, 2);
+    g_assert_true(postcopy_placeq_is_empty(&q));
+
+    /*
+     * Slots 6, 7, 0, 1 hold consecutive pages, but the ring's end splits
+     * them: the caller's slot memory is not consecutive there.
+     */
+    publish_target(&q, t, a, base);
+    publish_target(&q, t, a, base + ps);
+    publish_target(&q, t, a, base + 2 * ps);
+    publish_target(&q, t, a, base + 3 * ps);
+    g_assert_cmpint(postcopy_placeq_peek(&q), ==, 6);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
+    postcopy_placeq_release_n(&q, 2);
+    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
+    postcopy_placeq_release_n(&q, 2);
+    g_assert_true(postcopy_placeq_is_empty(&q));
+}
+
 /*
  * One producer and one consumer thread pass a numbered stream through
  * the queue.  The consumer checks that every number comes once and in
@@ -171,6 +239,7 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/placeq/empty-full-order",
                     test_empty_full_order);
     g_test_add_func("/postcopy/placeq/index-wrap", test_index_wrap);
+    g_test_add_func("/postcopy/placeq/runs", test_runs);
     g_test_add_func("/postcopy/placeq/two-threads", test_two_threads);
     return g_test_run();
 }

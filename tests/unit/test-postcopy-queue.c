@@ -71,6 +71,14 @@ static void test_tune_items(void)
     g_assert_true(postcopy_queue_tune_parse("placer=auto", &tune,
                                             &error_abort));
     g_assert_false(tune.no_placer || tune.placer_always);
+    g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_DEFAULT);
+    g_assert_true(postcopy_queue_tune_parse("placerun=1", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.placer_run, ==, 1);
+    g_assert_true(postcopy_queue_tune_parse("placerun=64,placer=on", &tune,
+                                            &error_abort));
+    g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_MAX);
+    g_assert_true(tune.placer_always);
     g_assert_true(postcopy_queue_tune_parse("pace=off", &tune,
                                             &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, 0);
@@ -104,7 +112,8 @@ static void test_tune_errors(void)
     static const char *const bad[] = {
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
-        "placer", "placer=", "placer=always", "pace", "pace=", "pace=0",
+        "placer", "placer=", "placer=always", "placerun=0", "placerun=65",
+        "placerun=", "placerun=all", "pace", "pace=", "pace=0",
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on",
     };
