@@ -113,16 +113,21 @@ static bool tune_parse_pace(const char *value, PostcopyQueueTune *tune,
     return true;
 }
 
-bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
-                               Error **errp)
+/* What an unset QEMU_POSTCOPY_TUNE means. */
+static void tune_set_defaults(PostcopyQueueTune *tune)
 {
-    PostcopyQueueTune parsed = { 0 };
+    *tune = (PostcopyQueueTune) { .placer_run = POSTCOPY_PLACER_RUN_DEFAULT };
+    tune_parse_queue("auto", tune);
+    tune_parse_pace("auto", tune, &error_abort);
+}
+
+/* Each comma-separated item of @text over what @tune holds. */
+static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
+                             Error **errp)
+{
+    PostcopyQueueTune parsed = *tune;
     g_auto(GStrv) items = g_strsplit(text ? text : "", ",", -1);
     int i;
-
-    tune_parse_queue("auto", &parsed);
-    parsed.placer_run = POSTCOPY_PLACER_RUN_DEFAULT;
-    tune_parse_pace("auto", &parsed, &error_abort);
 
     for (i = 0; items[i]; i++) {
         g_auto(GStrv) kv = g_strsplit(items[i], "=", 2);
@@ -199,6 +204,18 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         }
     }
     *tune = parsed;
+    return true;
+}
+
+bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
+                               Error **errp)
+{
+    tune_set_defaults(tune);
+    if (!tune_parse_items(text, tune, errp)) {
+        /* Half an item list applied is neither what was asked nor tested. */
+        tune_set_defaults(tune);
+        return false;
+    }
     return true;
 }
 

@@ -428,8 +428,7 @@ bool postcopy_queue_placer_always(void)
 
 unsigned int postcopy_queue_placer_run(void)
 {
-    /* 0: QEMU_POSTCOPY_TUNE was ignored. */
-    return queue_tune.placer_run ?: POSTCOPY_PLACER_RUN_DEFAULT;
+    return queue_tune.placer_run;
 }
 
 void postcopy_queue_init(void)

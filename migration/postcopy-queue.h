@@ -170,7 +170,9 @@ typedef struct PostcopyQueueTune {
 
 /*
  * Parse QEMU_POSTCOPY_TUNE's text (NULL or "" for the defaults) into
- * @tune.  False with @errp naming the bad item; @tune is then unchanged.
+ * @tune.  False with @errp naming the bad item; @tune then holds the
+ * defaults, as for an unset QEMU_POSTCOPY_TUNE, so that a caller that
+ * warns and goes on runs as the warning says.
  */
 bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
                                Error **errp);

@@ -10,6 +10,26 @@
 #include "qapi/error.h"
 #include "postcopy-queue.h"
 
+/* Field by field: the struct's padding is not part of its value. */
+static void assert_tune_equal(const PostcopyQueueTune *a,
+                              const PostcopyQueueTune *b)
+{
+    g_assert_cmpint(a->no_send, ==, b->no_send);
+    g_assert_cmpint(a->send_always, ==, b->send_always);
+    g_assert_cmpint(a->no_receive, ==, b->no_receive);
+    g_assert_cmpuint(a->lowat, ==, b->lowat);
+    g_assert_cmpuint(a->rcvbuf, ==, b->rcvbuf);
+    g_assert_cmpuint(a->prepage, ==, b->prepage);
+    g_assert_cmpint(a->no_placer, ==, b->no_placer);
+    g_assert_cmpuint(a->placer_run, ==, b->placer_run);
+    g_assert_cmpint(a->placer_always, ==, b->placer_always);
+    g_assert_cmpuint(a->pace_percent, ==, b->pace_percent);
+    g_assert_cmpint(a->pace_forced, ==, b->pace_forced);
+    g_assert_cmpint(a->no_recheck, ==, b->no_recheck);
+    g_assert_cmpint(a->recheck_only, ==, b->recheck_only);
+    g_assert_cmpint(a->no_recovery_keep, ==, b->no_recovery_keep);
+}
+
 static void test_tune_defaults(void)
 {
     PostcopyQueueTune tune = { .no_send = true, .lowat = 1 };
@@ -117,10 +137,13 @@ static void test_tune_errors(void)
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on",
     };
-    PostcopyQueueTune tune = { .rcvbuf = 7 };
+    PostcopyQueueTune defaults;
     unsigned int i;
 
+    g_assert_true(postcopy_queue_tune_parse(NULL, &defaults, &error_abort));
     for (i = 0; i < ARRAY_SIZE(bad); i++) {
+        /* Nothing like the defaults: a caller's zeroed or stale tuning. */
+        PostcopyQueueTune tune = { .rcvbuf = 7, .placer_always = true };
         Error *err = NULL;
 
         g_assert_false(postcopy_queue_tune_parse(bad[i], &tune, &err));
@@ -128,9 +151,25 @@ static void test_tune_errors(void)
         g_assert_nonnull(strstr(error_get_pretty(err),
                                 "QEMU_POSTCOPY_TUNE"));
         error_free(err);
-        /* Left as it was. */
-        g_assert_cmpuint(tune.rcvbuf, ==, 7);
+        /* Ignored means the defaults, not whatever was there. */
+        assert_tune_equal(&tune, &defaults);
     }
+}
+
+static void test_tune_error_after_good_items(void)
+{
+    PostcopyQueueTune defaults, tune = { 0 };
+    Error *err = NULL;
+
+    g_assert_true(postcopy_queue_tune_parse(NULL, &defaults, &error_abort));
+    /* The good items before the bad one are not applied either. */
+    g_assert_false(postcopy_queue_tune_parse("queue=on,placerun=4,pace=off,"
+                                             "prepage=bad", &tune, &err));
+    error_free(err);
+    assert_tune_equal(&tune, &defaults);
+    g_assert_true(tune.no_receive);
+    g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_DEFAULT);
+    g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
 }
 
 static void test_tune_error_words(void)
@@ -326,6 +365,8 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/queue/tune-defaults", test_tune_defaults);
     g_test_add_func("/postcopy/queue/tune-items", test_tune_items);
     g_test_add_func("/postcopy/queue/tune-errors", test_tune_errors);
+    g_test_add_func("/postcopy/queue/tune-error-after-good-items",
+                    test_tune_error_after_good_items);
     g_test_add_func("/postcopy/queue/tune-error-words",
                     test_tune_error_words);
     g_test_add_func("/postcopy/queue/send-bound-wanted",
