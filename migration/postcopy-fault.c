@@ -142,11 +142,6 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
         }
         return postcopy_install_zero(mis, rb, aligned);
     }
-    /* Arrived, and waiting in the load thread's run for the next pages. */
-    if (postcopy_placer_place_staged(rb, aligned)) {
-        trace_postcopy_request_staged(qemu_ram_get_idstr(rb), offset);
-        return 0;
-    }
     /*
      * Several threads faulting on one page, or one thread faulting again
      * after a signal, need one request: the placement wakes them all.

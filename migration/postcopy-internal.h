@@ -77,21 +77,6 @@ void postcopy_placer_free(void);
 bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
                            void *host, const void *from);
 /*
- * Take the page ram.c assembled at @from, which the caller would place
- * itself, into the load thread's run: placed with the pages that follow
- * it, with one UFFDIO_COPY (see postcopy-placer.c).  False when the
- * caller must place it itself; else *@err is 0, or the failure of a
- * placement, after which this page too may be unplaced.  Load thread only.
- */
-bool postcopy_placer_stage(MigrationIncomingState *mis, RAMBlock *rb,
-                           void *host, const void *from, int *err);
-/*
- * If the host page at @host of @rb waits in the load thread's run, place
- * the run now: the source sent that page already.  True when it is in
- * place.  The fault thread.
- */
-bool postcopy_placer_place_staged(RAMBlock *rb, void *host);
-/*
  * If the placer stalled on a page it could not place, place that page and
  * the ones after it on this thread.  0, or the first of those placements
  * that failed (negative errno).  Any thread; only the load thread acts.
@@ -103,9 +88,8 @@ int postcopy_placer_take_over(MigrationIncomingState *mis);
  */
 void postcopy_placer_drain(MigrationIncomingState *mis);
 /*
- * Wake the placer, if there is one, to place what waits in its slots, and
- * place the load thread's run: something may be waiting for one of those
- * pages.  The fault thread.
+ * Wake the placer, if there is one, to place what waits in its slots:
+ * something may be waiting for one of those pages.  Any thread.
  */
 void postcopy_placer_kick(void);
 

@@ -32,24 +32,7 @@
  * vCPUs run (docs/bench/fault-path.md).
  * When every slot is taken, the load thread places the page itself, so
  * both threads place pages in parallel and neither ever waits for the
- * other.
- *
- * The load thread's own runs: the pages it places itself (the ring is
- * full, or no fault waits) it gathers in a buffer of its own while they
- * follow one another, and places with one UFFDIO_COPY when the next page
- * does not follow, when the buffer holds a run (placerun=), or at once if
- * the page is asked for.  In a 1 GiB run over the 10 Gbit/s link under
- * TCG it found the ring full about 90,000 times in 245,000 pages: those
- * were placed one call each.  A run waits for no page, but its pages
- * wait for the next one to arrive, which can take a while when the
- * stream stalls; so a vCPU faulting on one is served by the fault thread,
- * which places the run at once without asking the source for a page it
- * sent already (postcopy_placer_place_staged()), and after every round of
- * faults it places whatever run there is (kick), which closes the race
- * with a page staged just after the fault thread looked.  QEMU_POSTCOPY_TUNE
- * loadrun=off turns them off.
- *
- * Not handed over (placed at once by the thread that got them):
+ * other.  Not handed over (placed at once by the thread that got them):
  *  - pages a vCPU is waiting for, so a fault is never served later;
  *  - pages of the preempt channel, which are the urgent ones;
  *  - huge pages, for which a second copy would cost more than it saves;
@@ -152,28 +135,6 @@ typedef struct PostcopyPlacer {
     uint64_t placed;
     uint64_t runs;
     uint64_t taken_over;
-    /*
-     * The load thread's own run (see the top): the pages it places itself
-     * wait in @own_pages while they follow one another in @own_rb from
-     * @own_host, up to @run_max of them.  @own_wanted is set at start.
-     * Under @own_lock: the load thread stages and flushes; the fault
-     * thread flushes too (kick), as one of the pages may be waited for.
-     * @own_count is also read without the lock by the kick (atomic).
-     */
-    bool own_wanted;
-    QemuMutex own_lock;
-    RAMBlock *own_rb;
-    uint8_t *own_host;
-    unsigned int own_count;
-    uint8_t *own_pages;
-    /*
-     * Atomic.  0, or the negative errno of a flush by the fault thread,
-     * which the load thread returns at its next page (take_over).
-     */
-    int own_err;
-    /* Statistics for the trace, under @own_lock. */
-    uint64_t own_staged;
-    uint64_t own_runs;
 } PostcopyPlacer;
 
 /*
@@ -194,44 +155,6 @@ static int placer_install_slot(PostcopyPlacer *p, int slot)
 
     RCU_READ_LOCK_GUARD();
     return postcopy_install(p->mis, s->rb, s->host, placer_page(p, slot));
-}
-
-/*
- * @own_lock held: place the load thread's own run.  The pages that could
- * not be placed are dropped, not marked received: the source sends them
- * again after the recovery that the failure leads to.
- */
-static int placer_own_flush_locked(PostcopyPlacer *p)
-{
-    unsigned int placed = 0;
-    int ret;
-
-    if (!p->own_count) {
-        return 0;
-    }
-    WITH_RCU_READ_LOCK_GUARD() {
-        ret = postcopy_install_run(p->mis, p->own_rb, p->own_host,
-                                   p->own_pages, p->own_count, &placed);
-    }
-    p->own_runs++;
-    qatomic_set(&p->own_count, 0);
-    return ret;
-}
-
-/* @own_lock held: add a page to the load thread's run, which has room. */
-static int placer_own_stage_locked(PostcopyPlacer *p, RAMBlock *rb,
-                                   void *host, const void *from)
-{
-    if (!p->own_count) {
-        p->own_rb = rb;
-        p->own_host = host;
-    }
-    /* @from is ram.c's buffer, which it reuses as soon as we return. */
-    memcpy(p->own_pages + (size_t)p->own_count * p->page_size, from,
-           p->page_size);
-    qatomic_set(&p->own_count, p->own_count + 1);
-    p->own_staged++;
-    return p->own_count == p->run_max ? placer_own_flush_locked(p) : 0;
 }
 
 /*
@@ -343,19 +266,6 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
         g_free(p);
         return false;
     }
-    /* One UFFDIO_COPY per page is all a run of one would get. */
-    p->own_wanted = postcopy_queue_load_run_wanted() && p->run_max > 1;
-    if (p->own_wanted) {
-        p->own_pages = postcopy_map_anonymous(p->run_max * p->page_size,
-                                              "the postcopy load thread's "
-                                              "runs", errp);
-        if (!p->own_pages) {
-            munmap(p->pages, PLACER_SLOTS * p->page_size);
-            g_free(p);
-            return false;
-        }
-    }
-    qemu_mutex_init(&p->own_lock);
     postcopy_placeq_init(&p->queue, PLACER_SLOTS);
     qemu_event_init(&p->wake, false);
     placer = p;
@@ -363,7 +273,7 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
                            placer_thread_start, QEMU_THREAD_JOINABLE);
     p->running = true;
     trace_postcopy_placer_start(PLACER_SLOTS, p->page_size, p->always,
-                                p->run_max, p->own_wanted);
+                                p->run_max);
     return true;
 }
 
@@ -395,13 +305,8 @@ int postcopy_placer_take_over(MigrationIncomingState *mis)
     PostcopyPlacer *p = placer;
     int stalled, ret;
 
-    if (!p || !qemu_thread_is_self(&mis->listen_thread)) {
-        return 0;
-    }
-    if (unlikely(qatomic_read(&p->own_err))) {
-        return qatomic_xchg(&p->own_err, 0);
-    }
-    if (likely(!qatomic_load_acquire(&p->stalled))) {
+    if (!p || !qemu_thread_is_self(&mis->listen_thread) ||
+        likely(!qatomic_load_acquire(&p->stalled))) {
         return 0;
     }
     stalled = qatomic_read(&p->stalled);
@@ -426,15 +331,8 @@ int postcopy_placer_stop(MigrationIncomingState *mis)
     p->running = false;
     /* The load thread is the only consumer now. */
     ret = placer_place_leftovers(p);
-    WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-        int own_ret = placer_own_flush_locked(p);
-
-        ret = ret ?: own_ret;
-    }
-    ret = ret ?: qatomic_xchg(&p->own_err, 0);
     trace_postcopy_placer_stop(p->handed, p->placed, p->runs, p->ring_full,
-                               p->unwaited, p->taken_over, p->own_staged,
-                               p->own_runs, ret);
+                               p->unwaited, p->taken_over, ret);
     return ret;
 }
 
@@ -448,10 +346,6 @@ void postcopy_placer_free(void)
     assert(!p->running);
     placer = NULL;
     munmap(p->pages, PLACER_SLOTS * p->page_size);
-    if (p->own_pages) {
-        munmap(p->own_pages, p->run_max * p->page_size);
-    }
-    qemu_mutex_destroy(&p->own_lock);
     qemu_event_destroy(&p->wake);
     g_free(p);
 }
@@ -501,99 +395,14 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
     return true;
 }
 
-bool postcopy_placer_stage(MigrationIncomingState *mis, RAMBlock *rb,
-                           void *host, const void *from, int *err)
-{
-    PostcopyPlacer *p = placer;
-    int ret = 0;
-
-    if (!p || !p->running || !p->own_wanted ||
-        qemu_ram_pagesize(rb) != p->page_size ||
-        !qemu_thread_is_self(&mis->listen_thread) ||
-        postcopy_page_requested(mis, host)) {
-        return false;
-    }
-    WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-        if (p->own_count &&
-            (rb != p->own_rb ||
-             host != p->own_host + (size_t)p->own_count * p->page_size)) {
-            ret = placer_own_flush_locked(p);
-        }
-        /* On a failure this page is not placed either: it is resent. */
-        if (!ret) {
-            ret = placer_own_stage_locked(p, rb, host, from);
-        }
-    }
-    /*
-     * Pairs with the barrier in postcopy_placer_kick(): either we see the
-     * fault thread's request for the page we just staged, or its kick,
-     * after that request, sees the page staged; whoever sees it flushes.
-     */
-    smp_mb();
-    if (!ret && postcopy_page_requested(mis, host)) {
-        WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-            ret = placer_own_flush_locked(p);
-        }
-    }
-    *err = ret;
-    return true;
-}
-
-bool postcopy_placer_place_staged(RAMBlock *rb, void *host)
-{
-    PostcopyPlacer *p = placer;
-    int ret;
-
-    /* A run staged after this look is the load thread's to see. */
-    if (!p || !qatomic_read(&p->own_count)) {
-        return false;
-    }
-    WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-        if (rb != p->own_rb || (uint8_t *)host < p->own_host ||
-            (uint8_t *)host >= p->own_host +
-                               (size_t)p->own_count * p->page_size) {
-            return false;
-        }
-        ret = placer_own_flush_locked(p);
-    }
-    if (ret) {
-        /*
-         * The page is not in place: asking for it is as good as anything
-         * until the load thread fails on this and the recovery resends it.
-         */
-        trace_postcopy_placer_own_failed(ret);
-        qatomic_cmpxchg(&p->own_err, 0, ret);
-        return false;
-    }
-    return true;
-}
-
 void postcopy_placer_kick(void)
 {
     PostcopyPlacer *p = placer;
-    int ret = 0;
 
-    /* Pairs with the barriers in postcopy_placer_offer() and _stage() */
+    /* Pairs with the barrier in postcopy_placer_offer() */
     smp_mb();
-    if (!p) {
-        return;
-    }
-    if (!postcopy_placeq_is_empty(&p->queue)) {
+    if (p && !postcopy_placeq_is_empty(&p->queue)) {
         qemu_event_set(&p->wake);
-    }
-    /*
-     * The load thread's run waits for more pages, which may be long in
-     * coming: place it now, whether or not the fault was for one of its
-     * pages (a few hundred faults a second cut few runs short).
-     */
-    if (qatomic_read(&p->own_count)) {
-        WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-            ret = placer_own_flush_locked(p);
-        }
-        if (ret) {
-            trace_postcopy_placer_own_failed(ret);
-            qatomic_cmpxchg(&p->own_err, 0, ret);
-        }
     }
 }
 
@@ -618,15 +427,6 @@ void postcopy_placer_drain(MigrationIncomingState *mis)
                         strerror(-ret));
         }
         g_usleep(100);
-    }
-    WITH_QEMU_LOCK_GUARD(&p->own_lock) {
-        ret = placer_own_flush_locked(p);
-    }
-    ret = ret ?: qatomic_xchg(&p->own_err, 0);
-    if (ret) {
-        warn_report("postcopy: pages left unplaced at the pause (%s) "
-                    "will be asked for again after the recovery",
-                    strerror(-ret));
     }
     qatomic_set(&p->draining, false);
     p->unwoken = 0;

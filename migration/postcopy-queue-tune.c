@@ -166,14 +166,6 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
                                  errp)) {
                 return false;
             }
-        } else if (!strcmp(kv[0], "loadrun")) {
-            static const char *const loadrun[] = { "on", "off" };
-
-            if (!tune_parse_word("loadrun", kv[1], loadrun,
-                                 ARRAY_SIZE(loadrun), errp)) {
-                return false;
-            }
-            parsed.no_load_run = !strcmp(kv[1], "off");
         } else if (!strcmp(kv[0], "recheck")) {
             static const char *const recheck[] = { "auto", "off", "only" };
 
@@ -204,7 +196,7 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
                        "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
-                       "placerun=PAGES, loadrun=on|off, "
+                       "placerun=PAGES, "
                        "pace=auto|off|PERCENT, recheck=auto|off|only, "
                        "recovery=keep|off)",
                        items[i]);

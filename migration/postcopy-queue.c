@@ -431,11 +431,6 @@ unsigned int postcopy_queue_placer_run(void)
     return queue_tune.placer_run;
 }
 
-bool postcopy_queue_load_run_wanted(void)
-{
-    return !queue_tune.no_load_run;
-}
-
 void postcopy_queue_init(void)
 {
     Error *err = NULL;

@@ -158,8 +158,6 @@ typedef struct PostcopyQueueTune {
     /* placerun=: pages the placer places per UFFDIO_COPY, at most */
     uint32_t placer_run;
     bool placer_always;         /* placer=on: even while no fault waits */
-    /* loadrun=off: the load thread places its own pages one by one */
-    bool no_load_run;
     /* pace=: percent of the path's rate; 0 never */
     uint32_t pace_percent;
     /* pace=PERCENT: with or without preempt, whoever seemed to limit */
@@ -257,7 +255,5 @@ bool postcopy_queue_placer_wanted(void);
 bool postcopy_queue_placer_always(void);
 /* The most pages the placer may place with one UFFDIO_COPY (placerun=). */
 unsigned int postcopy_queue_placer_run(void);
-/* Whether the load thread gathers its own pages into runs (loadrun=). */
-bool postcopy_queue_load_run_wanted(void);
 
 #endif

@@ -412,9 +412,6 @@ int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
     if (postcopy_placer_offer(mis, rb, host, from)) {
         return 0;
     }
-    if (postcopy_placer_stage(mis, rb, host, from, &ret)) {
-        return ret;
-    }
     return postcopy_install(mis, rb, host, from);
 }
 

@@ -23,7 +23,6 @@ static void assert_tune_equal(const PostcopyQueueTune *a,
     g_assert_cmpint(a->no_placer, ==, b->no_placer);
     g_assert_cmpuint(a->placer_run, ==, b->placer_run);
     g_assert_cmpint(a->placer_always, ==, b->placer_always);
-    g_assert_cmpint(a->no_load_run, ==, b->no_load_run);
     g_assert_cmpuint(a->pace_percent, ==, b->pace_percent);
     g_assert_cmpint(a->pace_forced, ==, b->pace_forced);
     g_assert_cmpint(a->no_recheck, ==, b->no_recheck);
@@ -44,7 +43,6 @@ static void test_tune_defaults(void)
     g_assert_cmpuint(tune.rcvbuf, ==, 0);
     g_assert_false(tune.no_placer);
     g_assert_false(tune.placer_always);
-    g_assert_false(tune.no_load_run);
     /* Pacing: with the preempt channel only. */
     g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
     g_assert_false(tune.pace_forced);
@@ -101,12 +99,6 @@ static void test_tune_items(void)
                                             &error_abort));
     g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_MAX);
     g_assert_true(tune.placer_always);
-    g_assert_true(postcopy_queue_tune_parse("loadrun=off", &tune,
-                                            &error_abort));
-    g_assert_true(tune.no_load_run);
-    g_assert_true(postcopy_queue_tune_parse("loadrun=on", &tune,
-                                            &error_abort));
-    g_assert_false(tune.no_load_run);
     g_assert_true(postcopy_queue_tune_parse("pace=off", &tune,
                                             &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, 0);
@@ -141,8 +133,7 @@ static void test_tune_errors(void)
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
         "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
         "placer", "placer=", "placer=always", "placerun=0", "placerun=65",
-        "placerun=", "placerun=all", "loadrun", "loadrun=", "loadrun=1",
-        "pace", "pace=", "pace=0",
+        "placerun=", "placerun=all", "pace", "pace=", "pace=0",
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on",
     };
