@@ -55,7 +55,12 @@ FIGURES = [
      False),
     # --recover-at only: from migrate-pause to postcopy running again
     ('paused_s', 'paused for the recovery', 's', True),
+    # Shaped links only: CPU that a real wire would not take from the QEMUs
+    ('link_cpu_s', "the emulated link's CPU (delay-relay)", 's', True),
 ]
+
+# Rows shown only where some run has the figure.
+OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s')
 
 
 def flatten(result):
@@ -143,10 +148,13 @@ def run_one(args, qemu, module, s, link, limit, rep, log):
                    accel=args.accel, recover_at_s=args.recover_at,
                    **link.endpoints())
     t0 = time.monotonic()
+    link_cpu0 = link.cpu_seconds()
     rec = {'module': module, 'scenario': s, 'rep': rep, 'limit': limit}
     try:
         result = run_scenario(scn)
         rec['figures'] = flatten(result)
+        if link_cpu0 is not None:
+            rec['figures']['link_cpu_s'] = link.cpu_seconds() - link_cpu0
         rec['accel'] = result['scenario']['accel']
     except MigrationFailed as e:
         rec['error'] = str(e).splitlines()[0]
@@ -276,7 +284,7 @@ def markdown(agg, meta):
         lines.append('| --- | --- | --- | --- | --- |')
         for k, label, unit, _ in FIGURES:
             o, u = ours.get(k), up.get(k)
-            if k == 'paused_s' and not o and not u:
+            if k in OPTIONAL_FIGURES and not o and not u:
                 continue
             ratio = ('%.2f' % (o['median'] / u['median'])
                      if o and u and u['median'] else 'n/a')
