@@ -27,7 +27,7 @@
  * Bytes wait in a pipe per direction, moved in and out with splice(), so
  * that the relay copies none of them: a real link costs the hosts no CPU,
  * and the relay shares the benchmark's 2 cores with both QEMUs.  Copying
- * them through a buffer, it took 2.1-2.9 CPU-s per 1 GiB migration over
+ * them through a buffer, it took 2.1-3.0 CPU-s per 1 GiB migration over
  * the 10 Gbit/s link, most of it in the kernel's copy to user space
  * (perf), while postcopy lasted 2.4-3.1 s: the CPU the destination's
  * load thread was short of.  Each splice() in becomes a chunk: its length
@@ -177,7 +177,10 @@ static void pipe_read(Pipe *p)
         if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
             p->eof = true;
         } else if (errno == EAGAIN && p->queued) {
-            /* Or the socket had nothing after all: one wasted poll. */
+            /*
+             * Or the socket had nothing after all: then reading waits
+             * for the next chunk out, at most the delay.
+             */
             p->pipe_full = true;
         }
         return;
@@ -337,7 +340,6 @@ int main(int argc, char **argv)
         for (i = 0; i < MAX_CONNS; i++) {
             for (d = 0; conns[i].used && d < 2; d++) {
                 Pipe *p = &conns[i].dir[d];
-
                 Chunk *head = pipe_head(p);
 
                 if (pipe_can_read(p)) {
