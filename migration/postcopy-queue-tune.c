@@ -121,11 +121,13 @@ static void tune_set_defaults(PostcopyQueueTune *tune)
     tune_parse_pace("auto", tune, &error_abort);
 }
 
-/* Each comma-separated item of @text over what @tune holds. */
+/*
+ * Each comma-separated item of @text into @tune, in order.  On a failure
+ * the items before the bad one are applied: the caller resets @tune.
+ */
 static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
                              Error **errp)
 {
-    PostcopyQueueTune parsed = *tune;
     g_auto(GStrv) items = g_strsplit(text ? text : "", ",", -1);
     int i;
 
@@ -136,18 +138,18 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
             continue;
         }
         if (!strcmp(kv[0], "queue")) {
-            if (!kv[1] || !tune_parse_queue(kv[1], &parsed)) {
+            if (!kv[1] || !tune_parse_queue(kv[1], tune)) {
                 error_setg(errp, "QEMU_POSTCOPY_TUNE: queue wants auto, "
                            "off, send, receive or on");
                 return false;
             }
         } else if (!strcmp(kv[0], "lowat")) {
-            if (!tune_parse_bytes("lowat", kv[1], &parsed.lowat, errp)) {
+            if (!tune_parse_bytes("lowat", kv[1], &tune->lowat, errp)) {
                 return false;
             }
         } else if (!strcmp(kv[0], "prepage")) {
             if (!tune_parse_uint("prepage", kv[1], "pages", 0,
-                                 POSTCOPY_PREPAGE_MAX_DEPTH, &parsed.prepage,
+                                 POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage,
                                  errp)) {
                 return false;
             }
@@ -158,11 +160,11 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
                                  ARRAY_SIZE(placer), errp)) {
                 return false;
             }
-            parsed.no_placer = !strcmp(kv[1], "off");
-            parsed.placer_always = !strcmp(kv[1], "on");
+            tune->no_placer = !strcmp(kv[1], "off");
+            tune->placer_always = !strcmp(kv[1], "on");
         } else if (!strcmp(kv[0], "placerun")) {
             if (!tune_parse_uint("placerun", kv[1], "pages", 1,
-                                 POSTCOPY_PLACER_RUN_MAX, &parsed.placer_run,
+                                 POSTCOPY_PLACER_RUN_MAX, &tune->placer_run,
                                  errp)) {
                 return false;
             }
@@ -173,8 +175,8 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
                                  ARRAY_SIZE(recheck), errp)) {
                 return false;
             }
-            parsed.no_recheck = !strcmp(kv[1], "off");
-            parsed.recheck_only = !strcmp(kv[1], "only");
+            tune->no_recheck = !strcmp(kv[1], "off");
+            tune->recheck_only = !strcmp(kv[1], "only");
         } else if (!strcmp(kv[0], "recovery")) {
             static const char *const recovery[] = { "keep", "off" };
 
@@ -182,16 +184,16 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
                                  ARRAY_SIZE(recovery), errp)) {
                 return false;
             }
-            parsed.no_recovery_keep = !strcmp(kv[1], "off");
+            tune->no_recovery_keep = !strcmp(kv[1], "off");
         } else if (!strcmp(kv[0], "pace")) {
-            if (!tune_parse_pace(kv[1], &parsed, errp)) {
+            if (!tune_parse_pace(kv[1], tune, errp)) {
                 return false;
             }
         } else if (!strcmp(kv[0], "rcvbuf")) {
-            if (!tune_parse_bytes("rcvbuf", kv[1], &parsed.rcvbuf, errp)) {
+            if (!tune_parse_bytes("rcvbuf", kv[1], &tune->rcvbuf, errp)) {
                 return false;
             }
-            parsed.no_receive = false;
+            tune->no_receive = false;
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
@@ -203,7 +205,6 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
             return false;
         }
     }
-    *tune = parsed;
     return true;
 }
 
