@@ -158,12 +158,14 @@ class Link:
         """The CPU time the relay has used so far (user and system, s), or
         None on a link without one.  On these 2-core machines it is CPU
         that both QEMUs lose, and that a real link would not take."""
+        # Here, not at the top: this file also runs alone, as the
+        # measuring ends in the namespaces, outside the package.
+        from .threadcpu import stat_cpu_ticks
         if not self.relay:
             return None
         # 'ip netns exec' execs the relay: the same process.
-        with open('/proc/%d/stat' % self.relay.pid) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+        _, ticks = stat_cpu_ticks('/proc/%d/stat' % self.relay.pid)
+        return ticks / os.sysconf('SC_CLK_TCK')
 
     def _stop_relay(self):
         self.relay.kill()

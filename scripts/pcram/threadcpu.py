@@ -36,19 +36,26 @@ def _qemu_processes():
             yield name, 'dst' if b'-incoming' in args else 'src'
 
 
+def stat_cpu_ticks(path):
+    """(name, user + system CPU ticks) from a /proc/PID[/task/TID]/stat
+    file; OSError if the process or thread is gone."""
+    with open(path) as f:
+        stat = f.read()
+    name = stat[stat.index('(') + 1:stat.rindex(')')]
+    fields = stat[stat.rindex(')') + 2:].split()
+    return name, int(fields[11]) + int(fields[12])
+
+
 def _thread_times(pid):
     """{(thread id, thread name): CPU ticks} of one process."""
     out = {}
     task = '/proc/%s/task' % pid
     for tid in os.listdir(task):
         try:
-            with open('%s/%s/stat' % (task, tid)) as f:
-                stat = f.read()
+            name, ticks = stat_cpu_ticks('%s/%s/stat' % (task, tid))
         except OSError:
             continue
-        name = stat[stat.index('(') + 1:stat.rindex(')')]
-        fields = stat[stat.rindex(')') + 2:].split()
-        out[(tid, name)] = int(fields[11]) + int(fields[12])
+        out[(tid, name)] = ticks
     return out
 
 
