@@ -23,6 +23,7 @@ DEFAULT_TARGETS=(qemu-system-x86_64 tests/qtest/migration-test)
 
 CONFIGURE_OPTS=(
     --python=/usr/bin/python3
+    --cc=/usr/lib/ccache/gcc --cxx=/usr/lib/ccache/g++
     --target-list=x86_64-softmmu
     --enable-kvm
     --disable-docs --disable-user --disable-tools --disable-guest-agent
@@ -48,6 +49,20 @@ unpack_tree()
     done
     touch "$tree.tmp/.pcram-unpacked"
     mv "$tree.tmp" "$tree"
+}
+
+# Every tree compiles through ccache, whose cache lives outside the clone
+# (PCRAM_CCACHE_DIR, /var/cache/pcram-ccache by default), so that a fresh
+# clone on a machine that has built before, as CI's is, compiles little.
+# Paths are hashed relative to the clone, and the working directory not at
+# all, so that a clone elsewhere hits the same entries.
+use_ccache()
+{
+    export CCACHE_DIR=${PCRAM_CCACHE_DIR:-/var/cache/pcram-ccache}
+    export CCACHE_BASEDIR=$PCRAM_ROOT
+    export CCACHE_NOHASHDIR=1
+    export CCACHE_MAXSIZE=${PCRAM_CCACHE_SIZE:-25G}
+    mkdir -p "$CCACHE_DIR"
 }
 
 # Extra configure options of each build directory of our tree.
@@ -139,6 +154,7 @@ main()
     if [ "$flavour" = ours ]; then
         "$here/overlay.sh" "$tree"
     fi
+    use_ccache
     configure_tree "$tree" "$dir"
     link_firmware "$tree/$dir"
     log "ninja (QEMU $QEMU_VERSION, ${flavour}, $dir): ${targets[*]}"
