@@ -99,28 +99,20 @@ static bool fault_thread_pause(MigrationIncomingState *mis)
     }
     trace_postcopy_fault_thread_resume();
     /* The recovery brought a new main channel, autotuned again. */
-    postcopy_queue_bound_incoming(mis->from_src_file);
+    postcopy_queue_bound_incoming(mis);
     return true;
 }
 
 /*
  * This thread cannot go on serving faults.  Left alone, the vCPUs would
  * wait for their pages forever and the migration would never say why:
- * break the connection, as migrate-pause does, so that the load thread
- * pauses the migration (or, before the guest ran, fails it), then wait
- * for the recovery like after a broken return path.
+ * pause the migration, then wait for the recovery like after a broken
+ * return path.
  */
 static bool fault_thread_give_up(MigrationIncomingState *mis,
                                  const char *why, int err)
 {
-    error_report("postcopy: %s: %s; the fault thread cannot serve guest "
-                 "faults, so the migration pauses for a recovery",
-                 why, strerror(err));
-    WITH_QEMU_LOCK_GUARD(&mis->rp_mutex) {
-        if (mis->to_src_file) {
-            qemu_file_shutdown(mis->to_src_file);
-        }
-    }
+    postcopy_pause_for_error(mis, why, err);
     return fault_thread_pause(mis);
 }
 
@@ -137,10 +129,22 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
      * host page: ram.c sets all of a host page's bits at once.
      */
     if (ramblock_page_is_discarded(rb, offset)) {
+        int ret;
+
         if (postcopy_received(rb, offset)) {
             return 0;
         }
-        return postcopy_install_zero(mis, rb, aligned);
+        ret = postcopy_inject_hit(POSTCOPY_INJECT_PLACE_ZERO) ? -EIO :
+              postcopy_install_zero(mis, rb, aligned);
+        /*
+         * Not a broken return path, which a recovery mends by itself:
+         * nothing would start one.
+         */
+        if (ret) {
+            postcopy_pause_for_error(mis, "placing a zero page for "
+                                     "discarded RAM failed", -ret);
+        }
+        return ret;
     }
     /*
      * Several threads faulting on one page, or one thread faulting again

@@ -18,6 +18,10 @@ static const char *const postcopy_inject_names[POSTCOPY_INJECT__MAX] = {
     [POSTCOPY_INJECT_PLACER_FAIL] = "placer-fail",
     [POSTCOPY_INJECT_REQUEST_FAIL] = "request-fail",
     [POSTCOPY_INJECT_UFFD_READ_FAIL] = "uffd-read-fail",
+    [POSTCOPY_INJECT_PLACE_LEFTOVERS] = "place-leftovers",
+    [POSTCOPY_INJECT_PLACE_PREEMPT] = "place-preempt",
+    [POSTCOPY_INJECT_PLACE_ZERO] = "place-zero",
+    [POSTCOPY_INJECT_PAUSE_LATE] = "pause-late",
 };
 
 /* Written once by postcopy_inject_init(), before any thread reads them. */
@@ -117,10 +121,19 @@ void postcopy_inject_init(void)
                         " to %" PRIu64 "): this migration will fail on "
                         "purpose", postcopy_inject_names[i],
                         inject_arms[i].first,
-                        inject_arms[i].first + inject_arms[i].count - 1);
+                        postcopy_inject_last_pass(&inject_arms[i]));
         }
         inject_any = true;
     }
+}
+
+uint64_t postcopy_inject_last_pass(const PostcopyInjectArm *arm)
+{
+    /* first >= 1, so first - 1 + count wraps only past UINT64_MAX. */
+    if (arm->count > UINT64_MAX - (arm->first - 1)) {
+        return UINT64_MAX;
+    }
+    return arm->first - 1 + arm->count;
 }
 
 bool postcopy_inject_armed(PostcopyInjectPoint point)

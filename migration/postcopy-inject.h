@@ -37,6 +37,25 @@ typedef enum PostcopyInjectPoint {
     POSTCOPY_INJECT_REQUEST_FAIL,
     /* Reading the userfaultfd fails with EIO. */
     POSTCOPY_INJECT_UFFD_READ_FAIL,
+    /*
+     * The load thread's placement of a page the placer left in its ring
+     * (after the placer stalled, at the end of the stream, at a pause)
+     * fails with -EIO.
+     */
+    POSTCOPY_INJECT_PLACE_LEFTOVERS,
+    /* A placement on the preempt thread fails with -EIO. */
+    POSTCOPY_INJECT_PLACE_PREEMPT,
+    /*
+     * The zero page placed for RAM that a RamDiscardManager (virtio-mem)
+     * discarded fails with -EIO.
+     */
+    POSTCOPY_INJECT_PLACE_ZERO,
+    /*
+     * At a pause, the load thread reaches the module 1 s late, as if it
+     * were descheduled: long enough for a migrate-recover to move the
+     * state on from "paused" meanwhile.
+     */
+    POSTCOPY_INJECT_PAUSE_LATE,
     POSTCOPY_INJECT__MAX,
 } PostcopyInjectPoint;
 
@@ -56,6 +75,9 @@ bool postcopy_inject_parse(const char *spec, PostcopyInjectArm *arms,
 
 /* Whether pass @pass (counted from 1) of a point armed as @arm fires.  Pure. */
 bool postcopy_inject_fires(const PostcopyInjectArm *arm, uint64_t pass);
+
+/* The last pass that fires, UINT64_MAX when none ends it.  Pure. */
+uint64_t postcopy_inject_last_pass(const PostcopyInjectArm *arm);
 
 /*
  * Read QEMU_POSTCOPY_INJECT once, when the first incoming postcopy

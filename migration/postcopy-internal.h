@@ -47,7 +47,8 @@ void *postcopy_fault_thread(void *opaque);
 /*
  * Ask for the host page of @rb at @offset (aligned) that @haddr lies in,
  * for thread @tid (0: not known), unless it is already on its way.  0, or
- * negative when the return path is broken.
+ * negative when the return path is broken or the page could not be served
+ * (which pauses the migration): either way, retry after the recovery.
  */
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
                           ram_addr_t offset, uint64_t haddr, uint32_t tid);
@@ -83,6 +84,13 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
  */
 int postcopy_placer_take_over(MigrationIncomingState *mis);
 /*
+ * Before the load thread places a page itself: take_over(), and in the
+ * stream's tail (postcopy-placer.c) first wait until the placer placed
+ * everything it was handed.  0, or the first failure (negative errno),
+ * which must fail the load.  Any thread; only the load thread acts.
+ */
+int postcopy_placer_settle(MigrationIncomingState *mis);
+/*
  * Place every page handed over, or drop the ones that cannot be placed
  * (they are not marked received).  Load thread, when it pauses.
  */
@@ -105,6 +113,26 @@ uint64_t postcopy_uffd_wanted_features(uint64_t supported);
 
 /* postcopy-place.c */
 
+/*
+ * Count the guest RAM not received yet, once the source's discards are
+ * done (LISTEN).  Load thread.
+ */
+void postcopy_count_missing(void);
+/*
+ * Bytes of guest RAM not in place yet, pages a thread holds to place
+ * included.  Exact when the source sends every page the destination lacks;
+ * too high where it never sends some (RAM a RamDiscardManager discarded
+ * and no fault asked for).  Any thread.
+ */
+uint64_t postcopy_bytes_missing(void);
+/*
+ * A thread of the module cannot go on (@why, errno @err): break the main
+ * connection, as migrate-pause does, so that the load thread pauses the
+ * migration (or, before the guest ran, fails it) and a recovery can send
+ * again whatever was not placed.  Any thread.
+ */
+void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
+                              int err);
 /* Private anonymous memory of @size bytes, or NULL with @errp set. */
 void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
 /*

@@ -17,6 +17,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/ioctl.h>
+#include "qemu/bitmap.h"
 #include "qemu/lockable.h"
 #include "qemu/error-report.h"
 #include "qemu/userfaultfd.h"
@@ -24,11 +25,53 @@
 #include "exec/target_page.h"
 #include "postcopy-compat.h"
 #include "migration.h"
+#include "qemu-file.h"
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
 #include "postcopy-inject.h"
 #include "trace.h"
+
+/*
+ * Target pages of guest RAM not in place yet: counted once the discards
+ * at the switch are done, then lowered by every placement.  Written with
+ * mis->page_request_mutex held (postcopy_pages_received()), read without.
+ */
+static uint64_t pages_missing;
+
+void postcopy_count_missing(void)
+{
+    unsigned int bits = qemu_target_page_bits();
+    uint64_t missing = 0;
+    RAMBlock *rb;
+
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+        long nbits = rb->postcopy_length >> bits;
+
+        missing += nbits - bitmap_count_one(rb->receivedmap, nbits);
+    }
+    qatomic_set(&pages_missing, missing);
+    trace_postcopy_count_missing(missing);
+}
+
+uint64_t postcopy_bytes_missing(void)
+{
+    return qatomic_read(&pages_missing) << qemu_target_page_bits();
+}
+
+void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
+                              int err)
+{
+    error_report("postcopy: %s: %s; the migration pauses for a recovery",
+                 why, strerror(err));
+    /* The return path shares the main channel's socket. */
+    WITH_QEMU_LOCK_GUARD(&mis->rp_mutex) {
+        if (mis->to_src_file) {
+            qemu_file_shutdown(mis->to_src_file);
+        }
+    }
+}
 
 void *postcopy_map_anonymous(size_t size, const char *what, Error **errp)
 {
@@ -84,11 +127,13 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
                                     void *host, size_t size)
 {
     size_t page_size = qemu_ram_pagesize(rb);
+    size_t pages = size / qemu_target_page_size();
     size_t off;
 
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        ramblock_recv_bitmap_set_range(rb, host,
-                                       size / qemu_target_page_size());
+        ramblock_recv_bitmap_set_range(rb, host, pages);
+        /* A successful placement filled pages that were missing. */
+        qatomic_set(&pages_missing, pages_missing - MIN(pages_missing, pages));
         for (off = 0; off < size; off += page_size) {
             if (!qatomic_read(&mis->page_requested_count)) {
                 break;
@@ -118,6 +163,11 @@ static int postcopy_uffd_place(MigrationIncomingState *mis, void *host,
     int ret;
 
     if (postcopy_inject_hit(POSTCOPY_INJECT_INSTALL_FAIL)) {
+        return -EIO;
+    }
+    if (postcopy_inject_armed(POSTCOPY_INJECT_PLACE_PREEMPT) &&
+        qemu_thread_is_self(&mis->postcopy_prio_thread) &&
+        postcopy_inject_hit(POSTCOPY_INJECT_PLACE_PREEMPT)) {
         return -EIO;
     }
     do {

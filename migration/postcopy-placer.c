@@ -57,12 +57,18 @@
  * leaves that page and every later one in their slots, says so in
  * @stalled and touches the queue no more.  The load thread, which
  * produced them, places them itself (postcopy_placer_take_over()) at the
- * first of: its next page, its pause for a recovery, the end of the
- * migration.  Its own failure then fails the load as upstream's module
- * would: during postcopy that pauses the migration, and the pages not
- * placed, which are not marked received, are sent again after the
- * recovery.  A recovery thus starts with an empty ring and no stored
- * error.
+ * first of: its next page, its pause for a recovery, the stream's tail.
+ * Its own failure then fails the load as upstream's module would: during
+ * postcopy that pauses the migration, and the pages not placed, which are
+ * not marked received, are sent again after the recovery.  A recovery
+ * thus starts with an empty ring and no stored error.
+ *
+ * The tail: a page still in the ring when the stream ends could only be
+ * placed after the load returned, where a failure can no longer pause the
+ * migration.  So once no more than PLACER_TAIL_BYTES of guest RAM are
+ * missing, the load thread waits for the ring to empty, places every later
+ * page itself and hands nothing over any more: the end of the stream
+ * finds the ring empty, and every failure there fails the load.
  *
  * Threads: the main load thread (mis->listen_thread) is the only
  * producer; the placer thread is the consumer, except while @stalled is
@@ -76,6 +82,7 @@
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
+#include "qemu/units.h"
 #include "qapi/error.h"
 #include "postcopy-compat.h"
 #include "migration.h"
@@ -90,12 +97,26 @@
 #define PLACER_SLOTS 64
 /* Pages handed over per wake-up of a sleeping placer; see the top. */
 #define PLACER_WAKE_BATCH 8
+/*
+ * The stream's tail, where pages are no longer handed over (see the top).
+ * It needs to exceed only the ring; beyond that, the larger it is, the
+ * likelier a failure in it finds the source still sending rather than
+ * completing, where QEMU's source fails the migration instead of pausing
+ * it.  What the source may have sent ahead of the destination is what the
+ * sockets hold: TCP autotunes a receive buffer up to net.ipv4.tcp_rmem's
+ * maximum (32 MiB on the kernels this was tested on) on top of a send
+ * buffer of up to 4 MiB.
+ * The load thread alone places the last 64 MiB of a migration.
+ */
+#define PLACER_TAIL_BYTES (64 * MiB)
 
 typedef struct PostcopyPlacer {
     MigrationIncomingState *mis;
     QemuThread thread;
     /* Load thread only: the thread is running (not joined yet). */
     bool running;
+    /* Load thread only: in the stream's tail, nothing is handed over. */
+    bool tail;
     /* Set at start: hand pages over even while no fault waits. */
     bool always;
     /* Set at start: the most slots placed with one UFFDIO_COPY. */
@@ -289,7 +310,8 @@ static int placer_place_leftovers(PostcopyPlacer *p)
     int slot;
 
     while ((slot = postcopy_placeq_peek(&p->queue)) >= 0) {
-        int ret = placer_install_slot(p, slot);
+        int ret = postcopy_inject_hit(POSTCOPY_INJECT_PLACE_LEFTOVERS) ?
+                  -EIO : placer_install_slot(p, slot);
 
         if (ret && !first_err) {
             first_err = ret;
@@ -356,8 +378,9 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
     PostcopyPlacer *p = placer;
     int slot;
 
-    if (!p || !p->running || qemu_ram_pagesize(rb) != p->page_size ||
-        !qemu_thread_is_self(&mis->listen_thread) ||
+    /* @running and @tail are the load thread's: ask which thread first. */
+    if (!p || !qemu_thread_is_self(&mis->listen_thread) || !p->running ||
+        p->tail || qemu_ram_pagesize(rb) != p->page_size ||
         postcopy_page_requested(mis, host)) {
         return false;
     }
@@ -406,6 +429,52 @@ void postcopy_placer_kick(void)
     }
 }
 
+/*
+ * Load thread: wait until the placer placed every page handed over, or
+ * place what it left when it stalls.  Returns the first failure (negative
+ * errno); a page that failed is not marked received.
+ */
+static int placer_empty_ring(PostcopyPlacer *p, MigrationIncomingState *mis)
+{
+    int first_err = 0, ret;
+
+    qatomic_set(&p->draining, true);
+    /* Fewer than PLACER_WAKE_BATCH pages may wait for a wake-up. */
+    qemu_event_set(&p->wake);
+    /* Rare (pause, tail) and short (at most PLACER_SLOTS pages): poll. */
+    while (!postcopy_placeq_is_empty(&p->queue)) {
+        ret = postcopy_placer_take_over(mis);
+        if (ret && !first_err) {
+            first_err = ret;
+        }
+        if (!postcopy_placeq_is_empty(&p->queue)) {
+            g_usleep(100);
+        }
+    }
+    qatomic_set(&p->draining, false);
+    p->unwoken = 0;
+    return first_err;
+}
+
+int postcopy_placer_settle(MigrationIncomingState *mis)
+{
+    PostcopyPlacer *p = placer;
+    uint64_t missing;
+    int ret;
+
+    if (!p || !qemu_thread_is_self(&mis->listen_thread) || p->tail) {
+        return 0;
+    }
+    missing = postcopy_bytes_missing();
+    if (likely(missing > PLACER_TAIL_BYTES)) {
+        return postcopy_placer_take_over(mis);
+    }
+    p->tail = true;
+    ret = p->running ? placer_empty_ring(p, mis) : 0;
+    trace_postcopy_placer_tail(missing, p->handed, ret);
+    return ret;
+}
+
 void postcopy_placer_drain(MigrationIncomingState *mis)
 {
     PostcopyPlacer *p = placer;
@@ -414,22 +483,13 @@ void postcopy_placer_drain(MigrationIncomingState *mis)
     if (!p) {
         return;
     }
-    qatomic_set(&p->draining, true);
-    /* Fewer than PLACER_WAKE_BATCH pages may wait for a wake-up. */
-    qemu_event_set(&p->wake);
-    /* Rare (pause) and short (at most PLACER_SLOTS placements): poll. */
-    while (!postcopy_placeq_is_empty(&p->queue)) {
-        ret = postcopy_placer_take_over(mis);
-        if (ret) {
-            /* Not marked received: the source sends them again. */
-            warn_report("postcopy: pages left unplaced at the pause (%s) "
-                        "will be asked for again after the recovery",
-                        strerror(-ret));
-        }
-        g_usleep(100);
+    ret = placer_empty_ring(p, mis);
+    if (ret) {
+        /* Not marked received: the source sends them again. */
+        warn_report("postcopy: pages left unplaced at the pause (%s) "
+                    "will be asked for again after the recovery",
+                    strerror(-ret));
     }
-    qatomic_set(&p->draining, false);
-    p->unwoken = 0;
     trace_postcopy_placer_drained(p->handed, qatomic_read(&p->placed),
                                   p->taken_over);
 }

@@ -150,6 +150,29 @@ static void preempt_thread_pause(MigrationIncomingState *mis)
     trace_postcopy_preempt_thread_resume();
 }
 
+/*
+ * Loading from the channel failed with @ret.  If the channel itself broke,
+ * the load thread pauses the migration on its own (it checks this
+ * channel's error too, and a pause shuts the channel).  Anything else (a
+ * page that could not be placed, a stream that makes no sense) leaves the
+ * channel readable, and no one would pause: the source has already
+ * cleared the dirty bits of the pages it sent here, so every later
+ * requested page would wait on a channel nobody reads.  Pause then.
+ */
+static void preempt_thread_load_failed(MigrationIncomingState *mis, int ret)
+{
+    QEMUFile *f = mis->postcopy_qemufile_dst;
+    int channel_err = qemu_file_get_error(f);
+
+    trace_postcopy_preempt_load_failed(ret, channel_err);
+    if (channel_err) {
+        return;
+    }
+    qemu_file_set_error(f, ret);
+    postcopy_pause_for_error(mis, "loading a page from the preempt channel "
+                             "failed", -ret);
+}
+
 static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
 {
     return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
@@ -180,6 +203,7 @@ void *postcopy_preempt_thread(void *opaque)
         if (!ret || preempt_thread_told_to_quit(mis)) {
             break;
         }
+        preempt_thread_load_failed(mis, ret);
         preempt_thread_pause(mis);
     }
     qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);

@@ -98,6 +98,7 @@ static bool tune_parse_pace(const char *value, PostcopyQueueTune *tune,
     }
     if (!g_strcmp0(value, "off")) {
         tune->pace_percent = 0;
+        tune->pace_forced = false;
         return true;
     }
     if (!value || !g_ascii_isdigit(*value)) {
@@ -193,7 +194,6 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
             if (!tune_parse_bytes("rcvbuf", kv[1], &tune->rcvbuf, errp)) {
                 return false;
             }
-            tune->no_receive = false;
         } else {
             error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
                        "queue=auto|off|send|receive|on, lowat=BYTES, "
@@ -216,6 +216,14 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
         /* Half an item list applied is neither what was asked nor tested. */
         tune_set_defaults(tune);
         return false;
+    }
+    /*
+     * A receive bound of a given size is on, wherever queue= came in the
+     * list: the order of items never matters, only a later item of the
+     * same name replaces an earlier one.
+     */
+    if (tune->rcvbuf) {
+        tune->no_receive = false;
     }
     return true;
 }

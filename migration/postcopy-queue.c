@@ -10,6 +10,7 @@
 #include "qemu/osdep.h"
 #include <netinet/tcp.h>
 #include "qemu/error-report.h"
+#include "qemu/lockable.h"
 #include "qemu/timer.h"
 #include "qapi/error.h"
 #include "io/channel-socket.h"
@@ -393,13 +394,22 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     return 0;
 }
 
-void postcopy_queue_bound_incoming(QEMUFile *f)
+void postcopy_queue_bound_incoming(MigrationIncomingState *mis)
 {
-    int fd = queue_tcp_fd(f);
     int rcvbuf = queue_tune.rcvbuf ? queue_tune.rcvbuf
                                    : POSTCOPY_RCVBUF_DEFAULT;
+    int fd;
 
-    if (fd < 0 || queue_tune.no_receive) {
+    if (queue_tune.no_receive) {
+        return;
+    }
+    /*
+     * The return path shares the main channel's socket, and a pause closes
+     * it under this lock: the socket stays open while we hold it.
+     */
+    QEMU_LOCK_GUARD(&mis->rp_mutex);
+    fd = queue_tcp_fd(mis->to_src_file);
+    if (fd < 0) {
         return;
     }
     /* The kernel doubles it for its own bookkeeping, and stops autotuning. */

@@ -243,10 +243,12 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
 /* Register the source's hook on QEMU's migration notifiers.  Once. */
 void postcopy_queue_init(void);
 /*
- * Bound the destination's receive queue on @f, the main channel, unless
- * it is not TCP or the tuning says no.  Any thread.
+ * Bound the destination's receive queue on the main channel of @mis,
+ * unless the tuning says no or the channel is not TCP.  Any thread: it
+ * reaches the socket through the return path, under its lock, never
+ * through the load thread's file, which a pause may close meanwhile.
  */
-void postcopy_queue_bound_incoming(QEMUFile *f);
+void postcopy_queue_bound_incoming(MigrationIncomingState *mis);
 /* QEMU_POSTCOPY_TUNE's prepage=, for the fault thread. */
 unsigned int postcopy_queue_prepage(void);
 /* Whether QEMU_POSTCOPY_TUNE leaves the placer thread on (the default). */

@@ -244,8 +244,10 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
         error_report_err(err);
         return -1;
     }
+    /* The source's discards came before LISTEN: this is what it will send. */
+    postcopy_count_missing();
     postcopy_blocktime_setup(mis, features);
-    postcopy_queue_bound_incoming(mis->from_src_file);
+    postcopy_queue_bound_incoming(mis);
 
     postcopy_thread_create(mis, &mis->fault_thread, MIGRATION_THREAD_DST_FAULT,
                            postcopy_fault_thread, QEMU_THREAD_JOINABLE);
@@ -259,10 +261,22 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
 
 /* --- Destination: end of migration ---------------------------------------- */
 
+/* Make the fault thread look at its eventfd (quit, broken path). */
+static void fault_thread_wake(MigrationIncomingState *mis)
+{
+    uint64_t one = 1;
+
+    /* An eventfd write only fails if the counter would overflow. */
+    if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
+        error_report("postcopy: cannot wake the fault thread: %s",
+                     strerror(errno));
+    }
+}
+
 static void postcopy_fault_thread_stop(MigrationIncomingState *mis)
 {
     qatomic_set(&mis->fault_thread_quit, true);
-    postcopy_fault_thread_notify(mis);
+    fault_thread_wake(mis);
     trace_postcopy_fault_thread_join();
     qemu_thread_join(&mis->fault_thread);
     mis->have_fault_thread = false;
@@ -377,24 +391,21 @@ int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
 
 void postcopy_fault_thread_notify(MigrationIncomingState *mis)
 {
-    uint64_t one = 1;
-
     /*
      * savevm.c calls this from the load thread when it pauses for a
      * recovery, after which the destination tells the source which pages
      * it has.  The load thread hands no page over until it resumes, so
      * this is where every page it handed over gets placed, or dropped
-     * unplaced, and then sent again.
+     * unplaced, and then sent again.  Whatever the state: a migrate-recover
+     * may already have moved it on from "paused".
      */
-    if (qemu_thread_is_self(&mis->listen_thread) &&
-        postcopy_is_paused(mis->state)) {
+    if (qemu_thread_is_self(&mis->listen_thread)) {
+        if (postcopy_inject_hit(POSTCOPY_INJECT_PAUSE_LATE)) {
+            g_usleep(G_USEC_PER_SEC);
+        }
         postcopy_placer_drain(mis);
     }
-    /* An eventfd write only fails if the counter would overflow. */
-    if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
-        error_report("postcopy: cannot wake the fault thread: %s",
-                     strerror(errno));
-    }
+    fault_thread_wake(mis);
 }
 
 /* --- Destination: placing pages ------------------------------------------- */
@@ -402,8 +413,11 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
 int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
                         RAMBlock *rb)
 {
-    /* A page the placer failed to place is the load thread's to retry. */
-    int ret = postcopy_placer_take_over(mis);
+    /*
+     * A page the placer failed to place is the load thread's to retry, and
+     * near the end of the stream every page is (postcopy-placer.c).
+     */
+    int ret = postcopy_placer_settle(mis);
 
     trace_postcopy_place_page(qemu_ram_get_idstr(rb), host);
     if (ret) {
@@ -418,7 +432,7 @@ int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
 int postcopy_place_page_zero(MigrationIncomingState *mis, void *host,
                              RAMBlock *rb)
 {
-    int ret = postcopy_placer_take_over(mis);
+    int ret = postcopy_placer_settle(mis);
 
     trace_postcopy_place_page_zero(qemu_ram_get_idstr(rb), host);
     if (ret) {

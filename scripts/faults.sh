@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The fault-injection suite (issue 9): migrates the test guest between two
-# network namespaces and breaks the migration in every phase, on either
-# channel, then recovers it as an operator would and checks the guest's
-# memory.  Prints a table (fault x phase x channel -> outcome, pages lost)
-# and a last line "faults: N cases, N survived, N pages lost".  Builds
-# QEMU and the guest first.  Needs root (namespaces, userfaultfd).
+# The fault-injection suite: migrates the test guest between two network
+# namespaces and breaks the migration in every phase, on either channel,
+# then recovers it as an operator would and checks the guest's memory.
+# Prints a table (fault x phase x channel -> outcome, pages lost) and a
+# last line "faults: N cases, N survived, N pages lost".  Builds QEMU and
+# the guest first.  Needs root (namespaces, userfaultfd).
 #
 #   scripts/faults.sh                 every case (about an hour under TCG)
-#   scripts/faults.sh --quick         the test command's subset (7 cases)
+#   scripts/faults.sh --quick         the test command's subset (9 cases)
 #   scripts/faults.sh --faults pause-src,kill-src --phases early,late \
 #                     --preempt on --out DIR
 #   scripts/faults.sh --upstream ...  the same with upstream's module
+#   scripts/faults.sh --qemu VERSION  the same built into QEMU VERSION
+#                                     (10.0.2, the default, 10.0.13, 10.2.2)
+# --upstream and --qemu may come anywhere among the options.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,19 +25,21 @@ main()
     [ "$(id -u)" = 0 ] ||
         die "run as root: the suite creates network namespaces and QEMU" \
             "needs /dev/userfaultfd"
-    local flavour=() module=ours build guest
+    local flavour=() module=ours build guest rest=()
     local command="scripts/faults.sh${*:+ $*}"
-    if [ "${1:-}" = --upstream ]; then
-        flavour=(--upstream)
-        module=upstream
-        shift
-    fi
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --upstream) flavour=(--upstream); module=upstream; shift ;;
+        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
+        *) rest+=("$1"); shift ;;
+        esac
+    done
     build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
     guest=$("$here/build-guest.sh")
     PCRAM_FAULTS_COMMAND=$command \
         PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.faults --qemu "$build/qemu-system-x86_64" \
-        --guest "$guest" --module "$module" "$@"
+        --guest "$guest" --module "$module" "${rest[@]}"
 }
 
 main "$@"

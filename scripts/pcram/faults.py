@@ -15,6 +15,14 @@ Faults:
   tcp-reset             the source's migration sockets killed (ss -K: RST)
   stop-src              the source QEMU stopped (SIGSTOP) for 10 s
   kill-src, kill-dst    that QEMU killed (SIGKILL)
+  place-leftovers       the placer holds its pages to the stream's tail and
+                        fails them there, and so does the load thread
+  place-preempt         the first placement on the preempt thread fails
+                        (with postcopy-preempt only)
+The place-* faults are fault points of this module's destination
+(QEMU_POSTCOPY_INJECT), armed from its start: they run in the phase
+"armed" alone, and upstream's module, which has no fault points, completes
+them untouched.
 
 Phases: precopy (before the switch), switch (right after
 migrate-start-postcopy, while the destination still loads device state),
@@ -53,6 +61,19 @@ SRC_ADDR, DST_ADDR = '192.0.2.5', '192.0.2.6'
 FAULTS = ('pause-src', 'pause-dst', 'link-down', 'tcp-reset', 'stop-src',
           'kill-src', 'kill-dst')
 PHASES = ('precopy', 'switch', 'early', 'late', 'recovery')
+# Placements that fail on purpose: the destination's fault points
+# (QEMU_POSTCOPY_INJECT, migration/postcopy-inject.h), armed from its
+# start, fire where their placement happens; each case runs once per
+# channel setup, in the phase "armed".  The placer takes every page
+# (placer=on), so that pages are in its ring when they are wanted.
+PLACEMENT_FAULTS = {
+    # The placer holds its pages until the stream's tail, fails there,
+    # and so does the load thread's placement of them.
+    'place-leftovers': ('placer-hold,placer-fail,place-leftovers', None),
+    # The first page placed on the preempt thread: preempt channel only.
+    'place-preempt': ('place-preempt=1', True),
+}
+PLACEMENT_PHASE = 'armed'
 # The test command's subset: one case per way of failing.
 QUICK = [
     ('pause-dst', 'early', False, False),
@@ -62,6 +83,8 @@ QUICK = [
     ('kill-src', 'early', False, False),
     ('kill-dst', 'precopy', False, False),
     ('pause-src', 'recovery', True, False),
+    ('place-leftovers', PLACEMENT_PHASE, False, False),
+    ('place-preempt', PLACEMENT_PHASE, True, False),
 ]
 
 GUEST_MB = 256
@@ -130,9 +153,13 @@ class Case:
             extra = ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
                      % ('server' if incoming else 'client',
                         self.args.psk_dir)]
+        env = {}
+        if self.fault in PLACEMENT_FAULTS:
+            env = {'QEMU_POSTCOPY_INJECT': PLACEMENT_FAULTS[self.fault][0],
+                   'QEMU_POSTCOPY_TUNE': 'placer=on'}
         return Scenario(qemu=self.args.qemu, guest=self.args.guest,
                         ram_mb=GUEST_MB, vcpus=2, src_netns=SRC_NS,
-                        dst_netns=DST_NS, extra_args=extra)
+                        dst_netns=DST_NS, extra_args=extra, dst_env=env)
 
     # --- QEMU processes --------------------------------------------------
 
@@ -288,8 +315,20 @@ class Case:
 
     # --- one case --------------------------------------------------------
 
+    def placement_fails(self):
+        """A fault point armed from the start fails a placement: the
+        migration must pause, recover and complete with nothing lost."""
+        self.start_postcopy()
+        self.drive_to_end()
+        if not self.recoveries:
+            raise CaseFailed('completed without a pause: the fault point '
+                             'never fired')
+        return self.finish('completed')
+
     def run(self):
         self.start_migration()
+        if self.fault in PLACEMENT_FAULTS:
+            return self.placement_fails()
         if self.phase == 'precopy':
             time.sleep(0.5)
             return self.fault_before_switch()
@@ -507,13 +546,18 @@ def run_case(args, fault, phase, preempt, tls):
 def cases(args):
     if args.quick:
         return QUICK
-    chosen = itertools.product(args.faults, args.phases, args.preempt,
-                               [False])
+    chosen = [c for c in itertools.product(args.faults, args.phases,
+                                           args.preempt, [False])
+              if c[0] not in PLACEMENT_FAULTS]
+    placement = [(f, PLACEMENT_PHASE, preempt, False)
+                 for f in args.faults if f in PLACEMENT_FAULTS
+                 for preempt in args.preempt
+                 if PLACEMENT_FAULTS[f][1] in (None, preempt)]
     # At least one case over TLS, in the full matrix.
     tls = [('pause-dst', 'early', True, True), ('tcp-reset', 'late', False,
                                                  True)]
-    return list(chosen) + [c for c in tls if c[0] in args.faults and
-                           c[1] in args.phases]
+    return chosen + placement + [c for c in tls if c[0] in args.faults and
+                                 c[1] in args.phases]
 
 
 def table(results):
@@ -534,7 +578,8 @@ def parse_args(argv):
     p.add_argument('--guest', required=True)
     p.add_argument('--quick', action='store_true',
                    help='the test command\'s subset: %d cases' % len(QUICK))
-    p.add_argument('--faults', default=','.join(FAULTS))
+    p.add_argument('--faults', default=','.join(FAULTS +
+                                                tuple(PLACEMENT_FAULTS)))
     p.add_argument('--phases', default=','.join(PHASES))
     p.add_argument('--preempt', default='off,on')
     p.add_argument('--module', default='ours',
@@ -544,8 +589,9 @@ def parse_args(argv):
     args.faults = args.faults.split(',')
     args.phases = args.phases.split(',')
     for f in args.faults:
-        if f not in FAULTS:
-            p.error('unknown fault %s (known: %s)' % (f, ', '.join(FAULTS)))
+        if f not in FAULTS and f not in PLACEMENT_FAULTS:
+            p.error('unknown fault %s (known: %s)' % (
+                f, ', '.join(FAULTS + tuple(PLACEMENT_FAULTS))))
     for ph in args.phases:
         if ph not in PHASES:
             p.error('unknown phase %s (known: %s)' % (ph, ', '.join(PHASES)))

@@ -70,6 +70,9 @@ class Scenario:
         # Where they go; by default the run's directory, removed after it.
         self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
+        # Environment variables set for the destination's QEMU only
+        # (QEMU_POSTCOPY_INJECT, QEMU_POSTCOPY_TUNE).
+        self.dst_env = kw.pop('dst_env', {})
         # A directory for the run's files (QMP and serial sockets, logs,
         # traces), kept after it; None: a temporary one, removed after it.
         self.workdir = kw.pop('workdir', None)
@@ -128,9 +131,10 @@ class Vm:
         if netns:
             args = ['ip', 'netns', 'exec', netns] + args
         self.log = open(self.log_path, 'w')
+        env = dict(os.environ, **scn.dst_env) if incoming else None
         self.proc = subprocess.Popen(args, stdout=self.log,
                                      stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, env=env,
                                      start_new_session=True)
         self.qmp = QMP(self.qmp_path)
         self.console = GuestConsole(self.serial_path, name)

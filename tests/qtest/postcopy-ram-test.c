@@ -79,6 +79,8 @@ typedef struct TestCase {
      * on purpose would keep QMP from answering too.
      */
     bool tcg;
+    /* postcopy-preempt on both sides */
+    bool preempt;
 } TestCase;
 
 static int timeout_scale(void)
@@ -518,6 +520,10 @@ static void run_case(const void *opaque)
         g_assert_nonnull(strstr(ready, "cpus=2 "));
     }
     set_postcopy_caps(&pair.src, &pair.dst);
+    if (tc->preempt) {
+        migrate_set_capability(pair.src.qts, "postcopy-preempt", true);
+        migrate_set_capability(pair.dst.qts, "postcopy-preempt", true);
+    }
     if (tc->paused) {
         qtest_qmp_assert_success(pair.src.qts, "{ 'execute': 'stop' }");
         before = guest_ram_sha256(&pair.src, "source", GUEST_MB * MiB);
@@ -632,6 +638,15 @@ typedef struct QReadsCase {
      * outlast postcopy.
      */
     int first_reads;
+    /*
+     * Pause the destination this many times, each right after the
+     * source's migrate resume returned, and recover: the resume races
+     * the next pause.  The destination's QEMU_POSTCOPY_INJECT is
+     * @inject, its placer takes every page (placer=on) and holds them
+     * (placer-hold) until a pause drains it, which every pause must.
+     */
+    int resume_pauses;
+    const char *inject;
 } QReadsCase;
 
 /* With the time of each event (-msg timestamp=on) */
@@ -723,6 +738,62 @@ static int count_lines_with(const char *path, const char *what)
     return n;
 }
 
+/*
+ * migrate-pause on @qts as soon as it takes it: a destination still
+ * "paused" from the last round, which the source's connection has not
+ * reached yet, refuses it.
+ */
+static void pause_when_accepted(QTestState *qts)
+{
+    gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+
+    for (;;) {
+        QDict *rsp = qtest_qmp(qts, "{ 'execute': 'migrate-pause' }");
+        bool taken = qdict_haskey(rsp, "return");
+
+        qobject_unref(rsp);
+        if (taken) {
+            return;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+}
+
+/*
+ * Pause the destination @rounds times, each time as soon as the source's
+ * migrate resume returned, when the destination is still in the resume's
+ * handshake or just out of it, then recover.  The fault thread resumes
+ * while the next pause closes the channel it came back on.
+ */
+static void pause_after_resume(Pair *pair, int rounds)
+{
+    int round;
+
+    for (round = 1; round <= rounds; round++) {
+        assert_far_from_done(pair->src.qts);
+        pause_when_accepted(pair->dst.qts);
+        recover(pair, round);
+    }
+    wait_both(pair, "postcopy-active", 60 * timeout_scale());
+}
+
+/*
+ * Every pause of the destination (savevm.c traces each one) drained the
+ * placer, whatever state a migrate-recover had moved it to meanwhile.
+ * The recovery from the first pause of the case comes first.
+ */
+static void assert_every_pause_drained(const char *trace, int pauses)
+{
+    int paused = count_lines_with(trace, "postcopy_pause_incoming") -
+                 count_lines_with(trace, "postcopy_pause_incoming_continued");
+    int drained = count_lines_with(trace, "postcopy_placer_drained");
+
+    g_test_message("%d pauses, %d drains of the placer", paused, drained);
+    g_assert_cmpint(paused, ==, pauses);
+    g_assert_cmpint(drained, ==, paused);
+}
+
 static void test_qtest_reads(const void *opaque)
 {
     const QReadsCase *qc = opaque;
@@ -742,16 +813,23 @@ static void test_qtest_reads(const void *opaque)
      * a side that fails, and what the case checks.
      */
     trace = g_strdup_printf("%s/destination.trace", tmpdir);
-    incoming = g_strdup_printf("%s -incoming defer %s%s -D %s", args,
+    incoming = g_strdup_printf("%s -incoming defer %s%s%s -D %s", args,
                                QREADS_STATE_TRACE,
                                qc->prepage ? " -trace postcopy_prepage" : "",
+                               qc->resume_pauses ?
+                               " -trace postcopy_placer_drained" : "",
                                trace);
     if (qc->prepage) {
         g_setenv("QEMU_POSTCOPY_TUNE", "prepage=16", true);
     }
+    if (qc->resume_pauses) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
+        g_setenv("QEMU_POSTCOPY_INJECT", qc->inject, true);
+    }
     dst->qts = qtest_init(incoming);
     dst->trace = trace;
     g_unsetenv("QEMU_POSTCOPY_TUNE");
+    g_unsetenv("QEMU_POSTCOPY_INJECT");
     source_trace = g_strdup_printf("%s/source.trace", tmpdir);
     outgoing = g_strdup_printf("%s %s%s -D %s", args, QREADS_STATE_TRACE,
                                qc->recheck ?
@@ -786,12 +864,18 @@ static void test_qtest_reads(const void *opaque)
     if (qc->prepage) {
         qreads_walk(dst->qts, QREADS_WALK_FIRST, QREADS_WALK_PAGES);
     }
-    qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
+    /* Held pages (placer-hold) could keep a read waiting for long. */
+    if (!qc->resume_pauses) {
+        qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
+    }
     if (qc->recover) {
         assert_far_from_done(src->qts);
         migrate_pause(dst->qts);
         recover_over(&pair, 1, qc->keep_bound);
         wait_both(&pair, "postcopy-active", 60 * timeout_scale());
+    }
+    if (qc->resume_pauses) {
+        pause_after_resume(&pair, qc->resume_pauses);
     }
     qreads_check(dst->qts, rand, 1000);
 
@@ -825,6 +909,9 @@ static void test_qtest_reads(const void *opaque)
         g_assert_cmpint(count_lines_with(source_trace,
                                          "bound 0, pace at 0 B/s"), ==, 1);
     }
+    if (qc->resume_pauses) {
+        assert_every_pause_drained(trace, qc->resume_pauses);
+    }
     if (qc->keep_bound) {
         /* Set at the switch, then again on the recovery's connection. */
         g_assert_cmpint(count_lines_with(source_trace,
@@ -847,6 +934,14 @@ static const QReadsCase qreads_preempt_prepage = { .preempt = true,
 static const QReadsCase qreads_recovery_keeps_bound = { .recover = true,
                                                         .keep_bound = true,
                                                         .first_reads = 20 };
+/*
+ * Five of the pauses reach the module late (pause-late), after the
+ * recovery has begun; none may skip the drain.
+ */
+static const QReadsCase qreads_pause_after_resume = {
+    .resume_pauses = 30,
+    .inject = "placer-hold,pause-late=2:5",
+};
 
 /* --- Huge pages -------------------------------------------------------- */
 
@@ -1030,9 +1125,25 @@ static const TestCase cases[] = {
       .vcpus = 2, .inject = "request-fail=1,placer-hold",
       .during_postcopy = fault_thread_first_then_pause, .placer_on = true,
       .tcg = true },
-    /* Finding 5: a userfaultfd that cannot be read pauses the migration. */
+    /* A userfaultfd that cannot be read pauses the migration. */
     { .name = "failure/uffd-read", .pattern = "random", .vcpus = 2,
       .inject = "uffd-read-fail=1", .during_postcopy = pause_then_recover },
+    /*
+     * The placer holds its pages to the stream's tail and fails them
+     * there, and so does the load thread: the load fails while the source
+     * still sends, and the migration pauses and recovers.
+     */
+    { .name = "failure/place-leftovers", .pattern = "random", .vcpus = 1,
+      .paused = true, .inject = "placer-hold,placer-fail,place-leftovers",
+      .during_postcopy = pause_then_recover, .placer_on = true },
+    /*
+     * A placement on the preempt thread fails: the migration pauses, and
+     * the page, which the source will not send again on its own, comes
+     * after the recovery.
+     */
+    { .name = "failure/place-preempt", .pattern = "random", .vcpus = 2,
+      .inject = "place-preempt=1", .during_postcopy = pause_then_recover,
+      .preempt = true, .tcg = true },
 };
 
 int main(int argc, char **argv)
@@ -1056,6 +1167,8 @@ int main(int argc, char **argv)
                         &qreads_preempt_recovery, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/recovery-keeps-bound",
                         &qreads_recovery_keeps_bound, test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/pause-after-resume",
+                        &qreads_pause_after_resume, test_qtest_reads);
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);
     qtest_add_func("/postcopy-ram/refused/unprivileged",
                    test_refused_unprivileged);

@@ -78,6 +78,39 @@ static void test_fires(void)
     }
 }
 
+/*
+ * The warning that names an armed point's passes: first + count - 1
+ * must not wrap for a count that runs to the end of uint64_t.
+ */
+static void test_last_pass(void)
+{
+    PostcopyInjectArm two = { .armed = true, .first = 5, .count = 2 };
+    PostcopyInjectArm all = { .armed = true, .first = 1,
+                              .count = UINT64_MAX };
+    PostcopyInjectArm late = { .armed = true, .first = UINT64_MAX - 1,
+                               .count = 1000 };
+    PostcopyInjectArm to_end = { .armed = true, .first = 2,
+                                 .count = UINT64_MAX - 1 };
+
+    g_assert_cmpuint(postcopy_inject_last_pass(&two), ==, 6);
+    g_assert_cmpuint(postcopy_inject_last_pass(&all), ==, UINT64_MAX);
+    g_assert_cmpuint(postcopy_inject_last_pass(&late), ==, UINT64_MAX);
+    g_assert_cmpuint(postcopy_inject_last_pass(&to_end), ==, UINT64_MAX);
+}
+
+/* The points this file's parser knows, by the names tests use. */
+static void test_names(void)
+{
+    PostcopyInjectArm arms[POSTCOPY_INJECT__MAX];
+
+    g_assert_true(postcopy_inject_parse("place-leftovers,place-preempt=2,"
+                                        "place-zero=1:3", arms,
+                                        &error_abort));
+    g_assert_true(arms[POSTCOPY_INJECT_PLACE_LEFTOVERS].armed);
+    g_assert_cmpuint(arms[POSTCOPY_INJECT_PLACE_PREEMPT].first, ==, 2);
+    g_assert_cmpuint(arms[POSTCOPY_INJECT_PLACE_ZERO].count, ==, 3);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -85,5 +118,7 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/inject/parse-passes", test_parse_passes);
     g_test_add_func("/postcopy/inject/parse-errors", test_parse_errors);
     g_test_add_func("/postcopy/inject/fires", test_fires);
+    g_test_add_func("/postcopy/inject/last-pass", test_last_pass);
+    g_test_add_func("/postcopy/inject/names", test_names);
     return g_test_run();
 }

@@ -191,6 +191,40 @@ static void test_tune_error_words(void)
     error_free(err);
 }
 
+/*
+ * The order of different items never matters: rcvbuf= keeps its receive
+ * bound whichever side of queue= it is, and a later pace= replaces the
+ * whole of an earlier one.
+ */
+static void test_tune_order(void)
+{
+    static const char *const pairs[][2] = {
+        { "rcvbuf=1048576,queue=auto", "queue=auto,rcvbuf=1048576" },
+        { "rcvbuf=1048576,queue=send", "queue=send,rcvbuf=1048576" },
+        { "pace=50,recheck=off", "recheck=off,pace=50" },
+        { "pace=50,pace=off", "pace=off" },
+        { "pace=50,pace=auto", "pace=auto" },
+        { "placer=off,placerun=4", "placerun=4,placer=off" },
+    };
+    PostcopyQueueTune tune;
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(pairs); i++) {
+        PostcopyQueueTune a, b;
+
+        g_test_message("%s against %s", pairs[i][0], pairs[i][1]);
+        g_assert_true(postcopy_queue_tune_parse(pairs[i][0], &a,
+                                                &error_abort));
+        g_assert_true(postcopy_queue_tune_parse(pairs[i][1], &b,
+                                                &error_abort));
+        assert_tune_equal(&a, &b);
+    }
+    g_assert_true(postcopy_queue_tune_parse("rcvbuf=1048576,queue=auto",
+                                            &tune, &error_abort));
+    g_assert_false(tune.no_receive);
+    g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
+}
+
 static void test_send_bound_wanted(void)
 {
     /* Nothing measured yet. */
@@ -369,6 +403,7 @@ int main(int argc, char **argv)
                     test_tune_error_after_good_items);
     g_test_add_func("/postcopy/queue/tune-error-words",
                     test_tune_error_words);
+    g_test_add_func("/postcopy/queue/tune-order", test_tune_order);
     g_test_add_func("/postcopy/queue/send-bound-wanted",
                     test_send_bound_wanted);
     g_test_add_func("/postcopy/queue/lowat-is-one-bdp",
