@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of this project (the README's second command):
 #   1. builds QEMU with this module (scripts/build.sh), as needed;
-#   2. the unit tests of the module's pure logic (meson test);
+#   2. the unit tests of the module's pure logic (meson test), and
+#      migration/postcopy-stubs.c compiled as QEMU would for a host
+#      without userfaultfd (scripts/compile-stubs.py);
 #   3. QEMU's checkpatch.pl over this project's C files;
 #   4. QEMU's own postcopy migration tests (migration-test --full,
 #      /x86_64/migration/postcopy: 11 tests in 10.0; 10.2 also has
@@ -85,6 +87,18 @@ run_unit_tests()
         rc=${PIPESTATUS[0]}
         record "unit: $test" "$rc"
     done
+}
+
+# QEMU compiles postcopy-stubs.c only for hosts without userfaultfd:
+# compile it here with the flags of a file of the module every host builds.
+run_stubs_compile()
+{
+    local build=$1 out rc
+    section "postcopy-stubs.c (hosts without userfaultfd)"
+    out=$(/usr/bin/python3 "$here/compile-stubs.py" "$build" 2>&1)
+    rc=$?
+    echo "$out" | tail -n 20
+    record "stubs: postcopy-stubs.c compiles" "$rc"
 }
 
 run_checkpatch()
@@ -267,6 +281,7 @@ run_plain()
     build=$(build_qemu) || die "the build failed; no tests ran"
     guest=$("$here/build-guest.sh") || die "the test guest did not build"
     run_unit_tests
+    run_stubs_compile "$build"
     run_checkpatch "$(dirname "$build")"
     if [ -z "$skip_qemu" ]; then
         run_qemu_postcopy_tests "$build"
