@@ -384,5 +384,13 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
         /* Placed after the other process faulted: just wake it. */
         return postcopy_wake_shared(pcfd, client_addr, rb);
     }
-    return postcopy_request_page(mis, rb, page, client_addr, 0);
+    /*
+     * Keyed by QEMU's own address of the page, as placement finds it: the
+     * other process's address would never leave the request tree, and a
+     * zero page for discarded RAM would be placed there.  The placement
+     * wakes the other process (postcopy_notify_shared_wake()).
+     */
+    return postcopy_request_page(mis, rb, page,
+                                 (uintptr_t)qemu_ram_get_host_addr(rb) + page,
+                                 0);
 }

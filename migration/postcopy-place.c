@@ -187,11 +187,14 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
     /*
      * EEXIST: the page is there already.  Harmless when this module put
      * it there (the source sent it twice around a recovery: the same
-     * data), and then it is received, woken and accounted for already.
+     * data), and then it is received and accounted for already.  Other
+     * processes are woken again: a wake that failed after a run of pages
+     * was placed (postcopy_install_run()) is retried here, and a second
+     * wake of a thread that is not waiting is a no-op.
      */
     if (ret == -EEXIST && postcopy_received(rb, offset)) {
         trace_postcopy_place_again(qemu_ram_get_idstr(rb), offset);
-        return 0;
+        return postcopy_notify_shared_wake(rb, offset);
     }
     if (ret) {
         error_report("postcopy: cannot place %s page at %s+0x" RAM_ADDR_FMT
