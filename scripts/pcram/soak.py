@@ -1,0 +1,271 @@
+"""Soak: one guest through many postcopy recoveries, or many hops, counting
+what each QEMU holds on the way.
+
+    python3 -m pcram.soak --qemu QEMU --guest pcguest.bin --recoveries N
+    python3 -m pcram.soak --qemu QEMU --guest pcguest.bin --hops N
+
+--recoveries N: one postcopy migration kept long (max-postcopy-bandwidth
+low), paused and recovered N times, the side that pauses alternating;
+half of them in a migration over the main channel only, then the other
+half in a second migration, onwards to a third QEMU, with
+postcopy-preempt.  After every recovery, once both sides run postcopy
+again: each QEMU's open fds, threads, and its own resident memory (RSS
+outside guest RAM).
+
+--hops N: the guest migrated by postcopy from QEMU to QEMU N times, each
+destination the source of the next hop, every third hop paused and
+recovered on the way.  After each hop: the same counts for the QEMU that
+received (then) and for the one that sent (before it quits).
+
+The guest (random access, half writes) checks every page it touches as
+it runs, and all of its memory after each migration.  Passes when every
+migration completes, no page is bad, and fds and threads stay flat: for
+recoveries, each QEMU's counts after its last recovery equal those after
+its first; for hops, every receiving QEMU ends with the same counts, and
+so does every sending one.  Own RSS may grow by at most RSS_BOUND_MIB
+(glib's and the allocator's caches settle over the first recoveries; a
+leak of a page-sized buffer per recovery would exceed it at 100).
+
+Writes every count to --out DIR (soak.json) and ends with a line
+"soak: 100 recoveries, clean, fd growth 0, thread growth 0, rss growth
+3 MiB" (or "hops"); exits 1 when it did not pass.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from .migrate import (MigrationFailed, Scenario, Vm, listening_port,
+                      status_of, wait_verify)
+
+MiB = 1024 * 1024
+RSS_BOUND_MIB = 32
+PRECOPY_S = 1.0
+SETTLE_S = 0.3
+
+
+def counts(vm, ram_mb):
+    """Open fds, threads, and resident KiB outside guest RAM, of @vm's
+    QEMU.  Guest RAM is any mapping at least as large as the guest's."""
+    pid = vm.proc.pid
+    fds = len(os.listdir('/proc/%d/fd' % pid))
+    threads = len(os.listdir('/proc/%d/task' % pid))
+    own_kib = 0
+    size_kib = 0
+    with open('/proc/%d/smaps' % pid) as f:
+        for line in f:
+            if line.startswith('Size:'):
+                size_kib = int(line.split()[1])
+            elif line.startswith('Rss:') and size_kib < ram_mb * 1024:
+                own_kib += int(line.split()[1])
+    return {'fds': fds, 'threads': threads, 'rss_own_mib':
+            round(own_kib / 1024.0, 1)}
+
+
+class Soak:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix='pcram-soak-')
+        self.vms = []
+        self.serial = 0
+        self.records = []
+        self.bad = 0
+
+    def scenario(self):
+        return Scenario(qemu=self.args.qemu, guest=self.args.guest,
+                        ram_mb=self.args.ram_mb, vcpus=2, pattern='random')
+
+    def new_vm(self, incoming):
+        self.serial += 1
+        vm = Vm(self.scenario(), 'qemu%d' % self.serial, self.workdir,
+                incoming=incoming)
+        self.vms.append(vm)
+        return vm
+
+    def close(self):
+        for vm in self.vms:
+            vm.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- one migration --------------------------------------------------
+
+    @staticmethod
+    def set_caps(vm, preempt):
+        caps = ['postcopy-ram', 'events'] + (['postcopy-preempt']
+                                             if preempt else [])
+        vm.qmp.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': c, 'state': True} for c in caps])
+
+    @staticmethod
+    def wait_both(src, dst, status, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [status_of(vm.qmp.cmd('query-migrate'))
+                      for vm in (src, dst)]
+            if states == [status, status]:
+                return
+            if 'failed' in states or time.monotonic() > deadline:
+                raise MigrationFailed('source %s, destination %s (waiting '
+                                      'for %s)' % (states[0], states[1],
+                                                   status))
+            time.sleep(0.02)
+
+    def start(self, src, dst, preempt, postcopy_bps):
+        """Precopy for a moment, then postcopy at @postcopy_bps (0: as
+        fast as it goes); returns once both sides run postcopy."""
+        self.set_caps(src, preempt)
+        self.set_caps(dst, preempt)
+        src.qmp.cmd('migrate-set-parameters', **{
+            'max-bandwidth': 64 * 1000 * 1000,
+            'max-postcopy-bandwidth': postcopy_bps})
+        dst.qmp.cmd('migrate-incoming', uri='tcp:127.0.0.1:0')
+        src.qmp.cmd('migrate', uri='tcp:127.0.0.1:%d' % listening_port(dst))
+        time.sleep(PRECOPY_S)
+        src.qmp.cmd('migrate-start-postcopy')
+        self.wait_both(src, dst, 'postcopy-active', 60)
+
+    def recover(self, src, dst, pause_side):
+        pause_side.qmp.cmd('migrate-pause')
+        self.wait_both(src, dst, 'postcopy-paused', 60)
+        dst.qmp.cmd('migrate-recover', uri='tcp:127.0.0.1:0')
+        src.qmp.cmd('migrate', uri='tcp:127.0.0.1:%d' % listening_port(dst),
+                    resume=True)
+        self.wait_both(src, dst, 'postcopy-active', 60)
+
+    def finish(self, src, dst):
+        """Let postcopy run free to its end; have the guest check all of
+        its memory on @dst."""
+        src.qmp.cmd('migrate-set-parameters',
+                    **{'max-postcopy-bandwidth': 0})
+        self.wait_both(src, dst, 'completed', 600)
+        start = len(dst.console.snapshot())
+        dst.console.send('v')
+        answers = wait_verify(dst.console, 2, start,
+                              60 + self.args.ram_mb / 32)
+        self.bad += sum(int(a['bad']) for a in answers.values())
+        self.bad += sum(1 for _, t in dst.console.snapshot()
+                        if t.startswith('BAD'))
+
+    # --- the two soaks ---------------------------------------------------
+
+    def record(self, what, index, leg, **vms):
+        rec = {'what': what, 'index': index, 'leg': leg}
+        for role, vm in vms.items():
+            rec[role] = counts(vm, self.args.ram_mb)
+        self.records.append(rec)
+        if self.args.verbose:
+            print(json.dumps(rec), flush=True)
+
+    def recoveries(self, n):
+        src = self.new_vm(False)
+        if not src.console.wait_for(lambda t: t.startswith('READY'), 120):
+            raise MigrationFailed('the guest did not start')
+        for leg, (preempt, rounds) in enumerate(((False, n - n // 2),
+                                                 (True, n // 2))):
+            dst = self.new_vm(True)
+            self.start(src, dst, preempt, self.args.postcopy_bps)
+            for i in range(rounds):
+                self.recover(src, dst, src if i % 2 else dst)
+                time.sleep(SETTLE_S)
+                self.record('recovery', len(self.records) + 1, leg,
+                            source=src, destination=dst)
+            self.finish(src, dst)
+            src.stop()
+            src = dst
+
+    def hops(self, n):
+        src = self.new_vm(False)
+        if not src.console.wait_for(lambda t: t.startswith('READY'), 120):
+            raise MigrationFailed('the guest did not start')
+        for hop in range(1, n + 1):
+            dst = self.new_vm(True)
+            self.start(src, dst, hop % 2 == 0, 0 if hop % 3 != 1 else
+                       self.args.postcopy_bps)
+            if hop % 3 == 1:
+                self.recover(src, dst, dst)
+            self.finish(src, dst)
+            time.sleep(SETTLE_S)
+            self.record('hop', hop, None, source=src, destination=dst)
+            src.stop()
+            src = dst
+
+    # --- the verdict -----------------------------------------------------
+
+    def growth(self):
+        """The largest growth of fds, threads and own RSS: from the first
+        recovery to the last per QEMU (recoveries), or across hops per
+        role (hops)."""
+        fd = th = rss = 0
+        series = {}
+        for rec in self.records:
+            for role in ('source', 'destination'):
+                series.setdefault((role, rec['leg']), []).append(rec[role])
+        for values in series.values():
+            first, last = values[0], values[-1]
+            fd = max(fd, last['fds'] - first['fds'])
+            th = max(th, last['threads'] - first['threads'])
+            rss = max(rss, last['rss_own_mib'] - first['rss_own_mib'])
+        return fd, th, rss
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='soak', description=__doc__.split(
+        '\n')[0])
+    p.add_argument('--qemu', required=True)
+    p.add_argument('--guest', required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--recoveries', type=int)
+    g.add_argument('--hops', type=int)
+    p.add_argument('--ram-mb', type=int, default=512)
+    p.add_argument('--postcopy-bps', type=int, default=2 * 1000 * 1000,
+                   help='max-postcopy-bandwidth while a migration is kept '
+                   'long')
+    p.add_argument('--module', default='ours')
+    p.add_argument('--out', help='write soak.json here')
+    p.add_argument('--verbose', action='store_true',
+                   help='print each record as it is taken')
+    return p.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    soak = Soak(args)
+    what = 'recoveries' if args.recoveries else 'hops'
+    n = args.recoveries or args.hops
+    error = None
+    try:
+        if args.recoveries:
+            soak.recoveries(args.recoveries)
+        else:
+            soak.hops(args.hops)
+    except MigrationFailed as e:
+        error = str(e)
+    finally:
+        soak.close()
+    fd, th, rss = soak.growth() if soak.records else (0, 0, 0)
+    clean = not error and not soak.bad
+    passed = clean and fd <= 0 and th <= 0 and rss <= RSS_BOUND_MIB
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, 'soak.json'), 'w') as f:
+            json.dump({'what': what, 'n': n, 'module': args.module,
+                       'accel': soak.scenario().accel_name(),
+                       'error': error, 'bad_pages': soak.bad,
+                       'records': soak.records}, f, indent=1)
+    if error:
+        print('soak: failed after %d records: %s' % (len(soak.records),
+                                                     error))
+    print('soak: %d %s, %s, fd growth %d, thread growth %d, rss growth '
+          '%.0f MiB%s' % (n, what, 'clean' if clean else
+                          '%d bad pages' % soak.bad if not error else
+                          'failed', fd, th, rss,
+                          '' if passed else ' (not passed)'))
+    return 0 if passed else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

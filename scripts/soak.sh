@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Soak: one guest through many postcopy recoveries, or many hops, with
+# each QEMU's fds, threads and own memory counted on the way
+# (scripts/pcram/soak.py says how, and what passes).  Builds QEMU and the
+# guest first.  Ends with a line "soak: N recoveries|hops, clean, fd
+# growth 0, thread growth 0, rss growth N MiB".
+#
+#   scripts/soak.sh --recoveries 100 [--out DIR]
+#   scripts/soak.sh --hops 10 [--out DIR]
+#   scripts/soak.sh --upstream ...    the same with upstream's module
+#   scripts/soak.sh --qemu VERSION ...
+# --upstream and --qemu may come anywhere among the options.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+main()
+{
+    [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
+    local flavour=() module=ours build guest rest=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --upstream) flavour=(--upstream); module=upstream; shift ;;
+        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
+        *) rest+=("$1"); shift ;;
+        esac
+    done
+    build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
+    guest=$("$here/build-guest.sh")
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+        -m pcram.soak --qemu "$build/qemu-system-x86_64" --guest "$guest" \
+        --module "$module" "${rest[@]}"
+}
+
+main "$@"
