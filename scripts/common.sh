@@ -56,6 +56,25 @@ use_qemu_version()
     export PCRAM_QEMU_VERSION=$1
 }
 
+# The options every harness script takes anywhere among its own:
+# --upstream (upstream's module) and --qemu VERSION.  Sets FLAVOUR (the
+# build.sh option, or none), MODULE (ours, upstream) and REST (the other
+# options, in order).
+# shellcheck disable=SC2034 # used by the scripts that source this
+parse_module_options()
+{
+    FLAVOUR=()
+    MODULE=ours
+    REST=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --upstream) FLAVOUR=(--upstream); MODULE=upstream; shift ;;
+        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
+        *) REST+=("$1"); shift ;;
+        esac
+    done
+}
+
 # This repository's own build directory (guest, unit tests, test logs):
 # _build/, or _build-VERSION/ for a version other than the default, whose
 # unit tests link that version's tree.

@@ -25,21 +25,15 @@ main()
     [ "$(id -u)" = 0 ] ||
         die "run as root: the suite creates network namespaces and QEMU" \
             "needs /dev/userfaultfd"
-    local flavour=() module=ours build guest rest=()
+    local build guest
     local command="scripts/faults.sh${*:+ $*}"
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --upstream) flavour=(--upstream); module=upstream; shift ;;
-        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
-        *) rest+=("$1"); shift ;;
-        esac
-    done
-    build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
+    parse_module_options "$@"
+    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
     guest=$("$here/build-guest.sh")
     PCRAM_FAULTS_COMMAND=$command \
         PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.faults --qemu "$build/qemu-system-x86_64" \
-        --guest "$guest" --module "$module" "${rest[@]}"
+        --guest "$guest" --module "$MODULE" "${REST[@]}"
 }
 
 main "$@"

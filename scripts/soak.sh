@@ -19,19 +19,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 main()
 {
     [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
-    local flavour=() module=ours build guest rest=()
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --upstream) flavour=(--upstream); module=upstream; shift ;;
-        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
-        *) rest+=("$1"); shift ;;
-        esac
-    done
-    build=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
+    local build guest
+    parse_module_options "$@"
+    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
     guest=$("$here/build-guest.sh")
     PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
         -m pcram.soak --qemu "$build/qemu-system-x86_64" --guest "$guest" \
-        --module "$module" "${rest[@]}"
+        --module "$MODULE" "${REST[@]}"
 }
 
 main "$@"
