@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The side-by-side benchmark (issue 4): this module against upstream's, on
+# The side-by-side benchmark: this module against upstream's, on
 # the same QEMU 10.0.2, guest and links, interleaved.  Builds both QEMUs
 # and the test guest first.  Needs root (namespaces, tc, userfaultfd).
 #

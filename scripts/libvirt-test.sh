@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libvirt drives the module (issue 12): two libvirtd "hosts" on this
+# libvirt drives the module: two libvirtd "hosts" on this
 # machine, each in network, mount and UTS namespaces of its own, migrate
 # the running test guest with `virsh migrate --postcopy` and nothing else.
 # Installs libvirt (bookworm's 9.0, see install-deps.sh for why not 11.3),

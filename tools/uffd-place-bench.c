@@ -1,6 +1,6 @@
 /*
  * uffd-place-bench: what placing one background page costs on this
- * kernel, for each way the module could place it (issue 10, point 3).
+ * kernel, for each way the module could place it.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *

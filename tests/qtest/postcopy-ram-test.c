@@ -1112,15 +1112,15 @@ static const TestCase cases[] = {
     { .name = "vcpus/4", .pattern = "random", .vcpus = 4 },
     { .name = "vcpus/hotplugged", .pattern = "random", .vcpus = 1,
       .maxcpus = 2 },
-    /* Finding 1 of issue 9: the placer's last pages fail at cleanup. */
+    /* The placer fails its last pages; the load thread places them. */
     { .name = "failure/placer-last-pages", .pattern = "random", .vcpus = 1,
       .paused = true, .inject = "placer-hold,placer-fail",
       .placer_on = true },
-    /* Finding 2: a placement error must not outlive its recovery. */
+    /* A placement error must not outlive its recovery. */
     { .name = "failure/placement-then-recovery", .pattern = "random",
       .vcpus = 2, .inject = "install-fail=2000:2",
       .during_postcopy = pause_then_recover, .placer_on = true },
-    /* Finding 3: nothing left in the placer's ring across a recovery. */
+    /* Nothing left in the placer's ring across a recovery. */
     { .name = "failure/ring-across-recovery", .pattern = "random",
       .vcpus = 2, .inject = "request-fail=1,placer-hold",
       .during_postcopy = fault_thread_first_then_pause, .placer_on = true,
