@@ -266,7 +266,7 @@ def _migrate(scn, src, dst, progress):
         elif (scn.recover_at_s is not None and paused_s is None and
               status == 'postcopy-active' and
               now - t_postcopy >= scn.recover_at_s):
-            paused_s = _pause_and_recover(scn, src, dst)
+            paused_s = pause_and_recover(scn, src, dst)
         if now > deadline:
             raise MigrationFailed('migration not complete after %d s '
                                   '(status %s)' % (scn.timeout_s, status))
@@ -298,25 +298,27 @@ def _migrate(scn, src, dst, progress):
     return result
 
 
-def _pause_and_recover(scn, src, dst):
-    """Pause the migration on the destination and recover it over a new
-    connection on the same link, as an operator would after a network
-    failure; returns the seconds from the pause to both sides running
-    postcopy again."""
+def pause_and_recover(scn, src, dst, pause=None):
+    """Pause the migration on @pause (the destination by default) and
+    recover it over a new connection on the same link, as an operator
+    would after a network failure; returns the seconds from the pause to
+    both sides running postcopy again."""
     t_pause = time.monotonic()
-    dst.qmp.cmd('migrate-pause')
-    _wait_both(src, dst, 'postcopy-paused', 30)
+    (pause or dst).qmp.cmd('migrate-pause')
+    wait_both(src, dst, 'postcopy-paused', 30)
     dst.qmp.cmd('migrate-recover', uri='tcp:%s:%d' % (scn.dst_addr,
                                                      scn.dst_port or 0))
     # The newest listening address comes first.
     port = scn.dst_port or listening_port(dst)
     src.qmp.cmd('migrate', uri='tcp:%s:%d' % (
         scn.dst_addr, scn.connect_port or port), resume=True)
-    _wait_both(src, dst, 'postcopy-active', 60)
+    wait_both(src, dst, 'postcopy-active', 60)
     return time.monotonic() - t_pause
 
 
-def _wait_both(src, dst, status, timeout):
+def wait_both(src, dst, status, timeout):
+    """Until both sides report @status; MigrationFailed when either fails
+    or @timeout seconds pass first."""
     deadline = time.monotonic() + timeout
     while True:
         infos = [vm.qmp.cmd('query-migrate') for vm in (src, dst)]
@@ -324,7 +326,7 @@ def _wait_both(src, dst, status, timeout):
         if states == [status, status]:
             return
         if 'failed' in states or time.monotonic() > deadline:
-            raise MigrationFailed('recovery: source %s, destination %s '
+            raise MigrationFailed('source %s, destination %s '
                                   '(waiting for %s): %s' % (
                                       states[0], states[1], status,
                                       '; '.join(i.get('error-desc', '')

@@ -40,9 +40,8 @@ import tempfile
 import time
 
 from .migrate import (MigrationFailed, Scenario, Vm, listening_port,
-                      status_of, wait_verify)
+                      pause_and_recover, wait_both, wait_verify)
 
-MiB = 1024 * 1024
 RSS_BOUND_MIB = 32
 PRECOPY_S = 1.0
 SETTLE_S = 0.3
@@ -102,20 +101,6 @@ class Soak:
         vm.qmp.cmd('migrate-set-capabilities', capabilities=[
             {'capability': c, 'state': on} for c, on in caps.items()])
 
-    @staticmethod
-    def wait_both(src, dst, status, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            states = [status_of(vm.qmp.cmd('query-migrate'))
-                      for vm in (src, dst)]
-            if states == [status, status]:
-                return
-            if 'failed' in states or time.monotonic() > deadline:
-                raise MigrationFailed('source %s, destination %s (waiting '
-                                      'for %s)' % (states[0], states[1],
-                                                   status))
-            time.sleep(0.02)
-
     def start(self, src, dst, preempt, postcopy_bps):
         """Precopy for a moment, then postcopy at @postcopy_bps (0: as
         fast as it goes); returns once both sides run postcopy."""
@@ -128,22 +113,17 @@ class Soak:
         src.qmp.cmd('migrate', uri='tcp:127.0.0.1:%d' % listening_port(dst))
         time.sleep(PRECOPY_S)
         src.qmp.cmd('migrate-start-postcopy')
-        self.wait_both(src, dst, 'postcopy-active', 60)
+        wait_both(src, dst, 'postcopy-active', 60)
 
     def recover(self, src, dst, pause_side):
-        pause_side.qmp.cmd('migrate-pause')
-        self.wait_both(src, dst, 'postcopy-paused', 60)
-        dst.qmp.cmd('migrate-recover', uri='tcp:127.0.0.1:0')
-        src.qmp.cmd('migrate', uri='tcp:127.0.0.1:%d' % listening_port(dst),
-                    resume=True)
-        self.wait_both(src, dst, 'postcopy-active', 60)
+        pause_and_recover(self.scenario(), src, dst, pause_side)
 
     def finish(self, src, dst):
         """Let postcopy run free to its end; have the guest check all of
         its memory on @dst."""
         src.qmp.cmd('migrate-set-parameters',
                     **{'max-postcopy-bandwidth': 0})
-        self.wait_both(src, dst, 'completed', 600)
+        wait_both(src, dst, 'completed', 600)
         start = len(dst.console.snapshot())
         dst.console.send('v')
         answers = wait_verify(dst.console, 2, start,
