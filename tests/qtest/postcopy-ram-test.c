@@ -247,6 +247,12 @@ static void set_postcopy_caps(Vm *src, Vm *dst)
     migrate_set_capability(dst->qts, "events", true);
 }
 
+static void set_preempt_caps(QTestState *src, QTestState *dst)
+{
+    migrate_set_capability(src, "postcopy-preempt", true);
+    migrate_set_capability(dst, "postcopy-preempt", true);
+}
+
 /* A source and a destination running pcguest, and the case they run. */
 typedef struct Pair {
     const TestCase *tc;
@@ -521,8 +527,7 @@ static void run_case(const void *opaque)
     }
     set_postcopy_caps(&pair.src, &pair.dst);
     if (tc->preempt) {
-        migrate_set_capability(pair.src.qts, "postcopy-preempt", true);
-        migrate_set_capability(pair.dst.qts, "postcopy-preempt", true);
+        set_preempt_caps(pair.src.qts, pair.dst.qts);
     }
     if (tc->paused) {
         qtest_qmp_assert_success(pair.src.qts, "{ 'execute': 'stop' }");
@@ -849,8 +854,7 @@ static void test_qtest_reads(const void *opaque)
 
     set_postcopy_caps(src, dst);
     if (qc->preempt) {
-        migrate_set_capability(src->qts, "postcopy-preempt", true);
-        migrate_set_capability(dst->qts, "postcopy-preempt", true);
+        set_preempt_caps(src->qts, dst->qts);
     }
     /* Slow enough that most pages are still missing when the reads come. */
     migrate_set_parameter_int(src->qts, "max-bandwidth", 8 * 1000 * 1000);
