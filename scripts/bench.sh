@@ -3,8 +3,10 @@
 # the same QEMU 10.0.2, guest and links, interleaved.  Builds both QEMUs
 # and the test guest first.  Needs root (namespaces, tc, userfaultfd).
 #
-#   scripts/bench.sh                 the default set: random access, 1 and
-#                                    4 GiB, loopback and 10 Gbit/s, 2 reps
+#   scripts/bench.sh                 the default set: random access and a
+#                                    working set, 1 and 4 GiB, loopback
+#                                    and 10 Gbit/s, with and without
+#                                    preempt, 2 reps
 #   scripts/bench.sh --full          the full matrix (hours)
 #   scripts/bench.sh --qemu 10.2.2 ... both modules built into that QEMU
 #                                    (10.0.2, the default, 10.0.13, 10.2.2)

@@ -12,19 +12,27 @@
 #      test guest: byte-exact, access patterns, memory backends, vCPUs,
 #      failures (fault points), refusal;
 #   6. the fault-injection suite's subset (scripts/faults.sh --quick),
-#      and libvirt's first case (scripts/libvirt-test.sh --cases
-#      after-precopy --no-compare: virsh migrate --postcopy
-#      --postcopy-after-precopy between two libvirt daemons);
+#      a short soak (scripts/soak.sh --recoveries 10, then --hops 3: no
+#      fd or thread left behind), and libvirt's first case
+#      (scripts/libvirt-test.sh --cases after-precopy --no-compare: virsh
+#      migrate --postcopy --postcopy-after-precopy between two libvirt
+#      daemons);
 #   7. steps 4 and 5 again on QEMU built with this module under
 #      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
 #      --sanitize): any report aborts the QEMU that made it, and so fails
 #      its test.
+# Steps 1-6 run on QEMU 10.0.2, the version the module is built for, and
+# step 7 on QEMU 10.2.2, the newest it supports: one run covers both
+# versions (the newer one's 18 postcopy tests and our qtests, under the
+# sanitizers) in the time of one version's two halves.  With --qemu
+# VERSION every step runs on VERSION.
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
 #   scripts/test.sh                    all of it
 #   scripts/test.sh --no-sanitize      steps 1-6
-#   scripts/test.sh --sanitize         step 7 alone
+#   scripts/test.sh --sanitize         step 7 alone (on 10.0.2 unless
+#                                      --qemu says otherwise)
 #   scripts/test.sh --skip-qemu-tests  steps 1-3
 #   scripts/test.sh --qemu VERSION ... any of the above with QEMU VERSION
 #                                      (10.0.2, the default, 10.0.13 or
@@ -42,6 +50,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
+# The QEMU of the sanitizer half when no --qemu is given: the plain half
+# runs on the default version, this one on the newest we support, so that
+# one run of the test command covers both (see the top).
+SANITIZE_DEFAULT_VERSION=10.2.2
 PASSED=0
 # Logs and our own build: _build/, or _build-VERSION/ for --qemu VERSION
 OUT=
@@ -63,9 +75,11 @@ record()
     fi
 }
 
+# Each heading says how long the run has taken so far (bash's SECONDS).
 section()
 {
-    printf '\n=== %s ===\n' "$*"
+    printf '\n=== %s === (at %d:%02d)\n' "$*" $((SECONDS / 60)) \
+        $((SECONDS % 60))
 }
 
 run_unit_tests()
@@ -240,6 +254,24 @@ run_channel_race()
     echo "(output: $log)"
 }
 
+# A short form of scripts/soak.sh: a few recoveries, both channel setups,
+# and a few hops, each failing on any fd or thread left behind.
+run_soak()
+{
+    local log="$OUT/soak.log" what rc
+    section "long life: scripts/soak.sh --recoveries 10, --hops 3"
+    mkdir -p "$(dirname "$log")"
+    : > "$log"
+    for what in "--recoveries 10" "--hops 3"; do
+        # shellcheck disable=SC2086 # two words
+        timeout --kill-after=30 900 "$here/soak.sh" $what >> "$log" 2>&1
+        rc=$?
+        grep '^soak:' "$log" | tail -n1
+        record "soak.sh $what" "$rc"
+    done
+    echo "(output: $log)"
+}
+
 run_libvirt()
 {
     local log="$OUT/libvirt-test.log" rc
@@ -288,6 +320,7 @@ run_plain()
         run_our_qtests "$build" "$guest"
         run_faults
         run_channel_race "$build"
+        run_soak
         run_libvirt
     fi
 }
@@ -359,21 +392,30 @@ run_tsan()
     echo "(reports: $logdir/reports.txt, logs: $logdir/tsan.*)"
 }
 
-main()
+# Selects QEMU version $1 for the steps that follow: its build, our build
+# directory and logs (OUT), and its own postcopy tests (11 in 10.0; 10.2
+# adds multifd with postcopy, under a path of its own).
+switch_qemu_version()
 {
-    local mode=all
-    if [ "${1:-}" = --qemu ]; then
-        use_qemu_version "${2:-}"
-        shift 2
-    fi
+    use_qemu_version "$1"
     OUT=$(our_build_dir)
-    # Each version's own postcopy tests: 11 in 10.0; 10.2 adds multifd with
-    # postcopy, under a path of its own.
     QEMU_POSTCOPY_TESTS=(/x86_64/migration/postcopy/)
     case "$QEMU_VERSION" in
     10.2.*) QEMU_POSTCOPY_TESTS+=(/x86_64/migration/multifd+postcopy/) ;;
     esac
     section "QEMU $QEMU_VERSION"
+}
+
+main()
+{
+    local mode=all version=$QEMU_DEFAULT_VERSION
+    # With no --qemu, the sanitizer half runs on the newer QEMU: see the top.
+    local sanitize_version=$SANITIZE_DEFAULT_VERSION
+    if [ "${1:-}" = --qemu ]; then
+        version=${2:-}
+        sanitize_version=$version
+        shift 2
+    fi
     case "${1:-}" in
     --skip-qemu-tests) mode=skip-qemu ;;
     --no-sanitize) mode=plain ;;
@@ -384,11 +426,12 @@ main()
            "--tsan | --skip-qemu-tests]" ;;
     esac
     case $mode in
-    all) run_plain ""; run_sanitized ;;
-    plain) run_plain "" ;;
-    skip-qemu) run_plain 1 ;;
-    sanitize) run_sanitized ;;
-    tsan) run_tsan ;;
+    all) switch_qemu_version "$version"; run_plain ""
+         switch_qemu_version "$sanitize_version"; run_sanitized ;;
+    plain) switch_qemu_version "$version"; run_plain "" ;;
+    skip-qemu) switch_qemu_version "$version"; run_plain 1 ;;
+    sanitize) switch_qemu_version "$version"; run_sanitized ;;
+    tsan) switch_qemu_version "$version"; run_tsan ;;
     esac
 
     section "summary"

@@ -28,8 +28,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-DEFAULT = {'patterns': ['random'], 'sizes_gib': [1, 4], 'vcpus': [2],
-           'links': ['loopback', '10gbit'], 'preempt': [False]}
+# Random access over all of RAM stalls every vCPU most of postcopy with
+# either module; a guest working in a tenth of its RAM (wset) goes on
+# working, and shows what the module's threads cost it.
+DEFAULT = {'patterns': ['random', 'wset'], 'sizes_gib': [1, 4],
+           'vcpus': [2], 'links': ['loopback', '10gbit'],
+           'preempt': [False, True]}
 FULL = {'patterns': ['seq', 'random', 'hot'], 'sizes_gib': [1, 2, 4, 8],
         'vcpus': [1, 4], 'links': ['loopback', '10gbit', '1gbit'],
         'preempt': [False, True]}
@@ -53,6 +57,24 @@ FIGURES = [
     ('ops_per_s', 'guest work rate in postcopy', 'ops/s', False),
     ('ops_per_s_precopy', 'guest work rate before postcopy', 'ops/s',
      False),
+    ('work_fraction', 'guest work rate in postcopy / before', '', False),
+    # CPU of each QEMU thread from the switch until the destination had
+    # every page (THREAD_GROUPS), and the destination's module threads'
+    # CPU per GiB received after the switch.
+    ('cpu_dst_vcpus_s', 'CPU: destination vCPUs', 's', False),
+    ('cpu_dst_load_s', 'CPU: destination load thread (mig/dst/listen)',
+     's', True),
+    ('cpu_dst_placer_s', 'CPU: destination placer (mig/dst/place)', 's',
+     True),
+    ('cpu_dst_fault_s', 'CPU: destination fault thread', 's', True),
+    ('cpu_dst_preempt_s', 'CPU: destination preempt thread', 's', True),
+    ('cpu_dst_other_s', 'CPU: destination, other threads', 's', True),
+    ('cpu_src_migration_s', 'CPU: source migration thread', 's', True),
+    ('cpu_src_return_s', 'CPU: source return path', 's', True),
+    ('cpu_src_other_s', 'CPU: source, other threads (vCPUs stopped)', 's',
+     True),
+    ('cpu_dst_module_per_gib', 'CPU per GiB received after the switch: '
+     'load, placer, fault and preempt threads', 's/GiB', True),
     # --recover-at only: from migrate-pause to postcopy running again
     ('paused_s', 'paused for the recovery', 's', True),
     # Shaped links only: CPU that a real wire would not take from the QEMUs
@@ -60,7 +82,44 @@ FIGURES = [
 ]
 
 # Rows shown only where some run has the figure.
-OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s')
+OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s', 'cpu_dst_placer_s',
+                    'cpu_dst_preempt_s')
+
+# (role, thread name or its prefix, group): QEMU's thread names with
+# -name debug-threads=on; the vCPUs are "CPU N/TCG" or "CPU N/KVM".
+THREAD_GROUPS = (
+    ('dst', 'mig/dst/listen', 'load'),
+    ('dst', 'mig/dst/place', 'placer'),
+    ('dst', 'mig/dst/fault', 'fault'),
+    ('dst', 'mig/dst/preempt', 'preempt'),
+    ('dst', 'CPU ', 'vcpus'),
+    ('src', 'mig/src/main', 'migration'),
+    ('src', 'mig/src/return', 'return'),
+)
+MODULE_THREADS = ('load', 'placer', 'fault', 'preempt')
+
+
+def thread_cpu_figures(thread_cpu, postcopy_bytes):
+    """The cpu_* figures of one run from its 'thread_cpu_s'."""
+    if not thread_cpu:
+        return {}
+    groups = {}
+    for role, threads in thread_cpu.items():
+        for name, seconds in threads.items():
+            group = next((g for r, prefix, g in THREAD_GROUPS
+                          if r == role and name.startswith(prefix)),
+                         'other')
+            key = 'cpu_%s_%s_s' % (role, group)
+            groups[key] = groups.get(key, 0.0) + seconds
+    for role, _, group in THREAD_GROUPS + (('dst', '', 'other'),
+                                           ('src', '', 'other')):
+        if group not in ('placer', 'preempt'):
+            groups.setdefault('cpu_%s_%s_s' % (role, group), 0.0)
+    if postcopy_bytes:
+        module = sum(groups.get('cpu_dst_%s_s' % g, 0.0)
+                     for g in MODULE_THREADS)
+        groups['cpu_dst_module_per_gib'] = module / (postcopy_bytes / GiB)
+    return groups
 
 
 def flatten(result):
@@ -69,7 +128,8 @@ def flatten(result):
     lat = g['latency_postcopy_us']
     vcpu_bt = result['vcpu_blocktime_ms'] or []
     requested = result['pages_requested'] or 0
-    return {
+    precopy_rate = g['ops_per_s_precopy']
+    figures = {
         'postcopy_s': result['postcopy_s'],
         'downtime_ms': result['downtime_ms'],
         'bytes_sent_mib': result['bytes_sent'] / MiB,
@@ -85,7 +145,10 @@ def flatten(result):
         'lat_max_ms': lat['max'] / 1000.0,
         'guest_stalled_ms': stalled_ms(g['hist_postcopy']),
         'ops_per_s': g['ops_per_s_postcopy'],
-        'ops_per_s_precopy': g['ops_per_s_precopy'],
+        'ops_per_s_precopy': precopy_rate,
+        'work_fraction': (g['ops_per_s_postcopy'] / precopy_rate
+                          if precopy_rate and g['ops_per_s_postcopy']
+                          is not None else None),
         'clock_cost_ns': g.get('clock_cost_ns'),
         'batch': g.get('batch', 1),
         'cpl': g.get('cpl', 0),
@@ -94,6 +157,9 @@ def flatten(result):
         'source_queue': result.get('source_queue'),
         'paused_s': result.get('paused_s'),
     }
+    figures.update(thread_cpu_figures(result.get('thread_cpu_s'),
+                                      result['postcopy_bytes']))
+    return figures
 
 
 def summarize(values):

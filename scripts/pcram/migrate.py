@@ -4,8 +4,9 @@ run_scenario() starts a source and a destination QEMU on this machine (or
 in two network namespaces), boots the test guest on the source, migrates
 it with precopy for a while and then postcopy, asks the guest on the
 destination to verify all of its memory, and returns what happened as a
-dict: the fields _result() fills, and 'source_queue', what our module did
-to the source's main channel (source_queue_actions()).
+dict: the fields _result() fills, 'source_queue', what our module did
+to the source's main channel (source_queue_actions()), and
+'thread_cpu_s', the CPU each QEMU thread took during postcopy.
 """
 
 import os
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import time
 
+from . import threadcpu
 from .guest import GuestConsole, GuestReport
 from .qmp import QMP, QMPError
 
@@ -208,13 +210,34 @@ def run_scenario(scn, progress=None):
     try:
         dst = Vm(scn, 'destination', workdir, incoming=True)
         src = Vm(scn, 'source', workdir)
-        return _migrate(scn, src, dst, progress)
+        # "ip netns exec" execs QEMU in its own process: the pids are
+        # QEMU's.
+        sampler = threadcpu.Sampler({str(src.proc.pid): 'src',
+                                     str(dst.proc.pid): 'dst'})
+        sampler.start()
+        try:
+            result = _migrate(scn, src, dst, progress)
+        finally:
+            sampler.stop()
+        result['thread_cpu_s'] = _thread_cpu(sampler, result)
+        return result
     finally:
         for vm in (src, dst):
             if vm:
                 vm.stop()
         if not scn.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _thread_cpu(sampler, result):
+    """{'src'|'dst': {thread name: CPU seconds}} over postcopy, from the
+    switch until the destination had every page."""
+    usage = threadcpu.window_usage(sampler.samples, result['t_postcopy'],
+                                   result['t_done'])
+    out = {'src': {}, 'dst': {}}
+    for (role, name), seconds in usage.items():
+        out[role][name] = round(seconds, 3)
+    return out
 
 
 def _set_caps(vm, caps):
@@ -295,6 +318,9 @@ def _migrate(scn, src, dst, progress):
                      t_start, t_postcopy, t_done)
     result['source_queue'] = source_queue_actions(src.log_text())
     result['paused_s'] = paused_s
+    # The window of the threads' CPU (time.monotonic()).
+    result['t_postcopy'] = t_postcopy or t_done
+    result['t_done'] = t_done
     return result
 
 

@@ -60,11 +60,13 @@ def _thread_times(pid):
 
 
 class Sampler:
-    """Samples in a background thread until stop()."""
+    """Samples in a background thread until stop(): every QEMU on the
+    machine, or only the processes of ``roles`` ({pid: role})."""
 
-    def __init__(self):
+    def __init__(self, roles=None):
         # (time, {(role, pid, tid, thread name): CPU ticks})
         self.samples = []
+        self._roles = roles
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -79,7 +81,9 @@ class Sampler:
         while not self._stop.is_set():
             now = time.monotonic()
             snap = {}
-            for pid, role in _qemu_processes():
+            processes = (self._roles.items() if self._roles is not None
+                         else _qemu_processes())
+            for pid, role in processes:
                 try:
                     for (tid, name), ticks in _thread_times(pid).items():
                         snap[(role, pid, tid, name)] = ticks
@@ -112,6 +116,33 @@ def postcopy_usage(samples):
     rows = sorted(((r, n, s) for (r, n), s in usage.items() if s > 0),
                   key=lambda row: -row[2])
     return inside[-1][0] - t0, rows
+
+
+def window_usage(samples, t0, t1):
+    """{(role, thread name): CPU seconds} between times t0 and t1 (the
+    samples' clock, time.monotonic()).  A thread first seen after t0
+    started inside the window (its baseline is 0); one gone before t1
+    counts up to its last sample, so that threads which end with the
+    migration count (all but at most one sample period of theirs).  The
+    baseline is the last sample before t0."""
+    first = None
+    last = {}
+    for t, snap in samples:
+        if t < t0:
+            first = snap
+            continue
+        if t > t1:
+            break
+        if first is None:
+            first = snap
+        last.update(snap)
+    hz = os.sysconf('SC_CLK_TCK')
+    usage = {}
+    for key, ticks in last.items():
+        role, _, _, name = key
+        spent = (ticks - (first or {}).get(key, 0)) / hz
+        usage[(role, name)] = usage.get((role, name), 0) + spent
+    return {k: v for k, v in usage.items() if v > 0}
 
 
 def report(window):
