@@ -49,7 +49,11 @@
  *             (max and the histogram h are of batch times)
  *   PCG BAD cpu=C page=P addr=0xA kind=K expect=0xE got=0xH,0xM,0xT
  *   PCG V cpu=C pages=P bad=B          (answer to the command 'v')
+ *   PCG DISK reads=R writes=W bad=B errors=E inflight=0|1
+ *                                      (a guest with a disk, before END)
  *   PCG END                            (answer to the command 'q')
+ *   PCG DISK-START                     (answer to 'd', with a disk)
+ * The command 'd' starts the disk's reads and writes (disk.c).
  * Latency bucket B covers [(4 + B % 4) << (B / 4), (5 + B % 4) << (B / 4))
  * nanoseconds.
  */
@@ -86,26 +90,9 @@
 #define RFLAGS_IOPL3    (3ULL << 12)
 
 #include "guest.h"
+#include "io.h"
 
-/* --- Port I/O, TSC -------------------------------------------------------- */
-
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline void outw(uint16_t port, uint16_t v)
-{
-    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
+/* --- TSC ------------------------------------------------------------------ */
 
 static inline uint64_t rdtsc(void)
 {
@@ -417,6 +404,7 @@ static struct {
 } regions[MAX_REGIONS];
 static unsigned int nr_regions;
 static uint64_t total_pages;
+uint64_t disk_area;                     /* 0: no room for a disk */
 static uint32_t *gen;                   /* generation of each page */
 
 static void find_test_memory(const struct mb_info *mbi)
@@ -444,6 +432,14 @@ static void find_test_memory(const struct mb_info *mbi)
         regions[nr_regions].first = total_pages;
         total_pages += regions[nr_regions].pages;
         nr_regions++;
+    }
+    /* The disk's area: the end of the last region, if it is big enough. */
+    if (nr_regions && disk_probe() &&
+        regions[nr_regions - 1].pages > 2 * DISK_AREA_SIZE / PAGE_SIZE) {
+        regions[nr_regions - 1].pages -= DISK_AREA_SIZE / PAGE_SIZE;
+        total_pages -= DISK_AREA_SIZE / PAGE_SIZE;
+        disk_area = regions[nr_regions - 1].base +
+                    regions[nr_regions - 1].pages * PAGE_SIZE;
     }
     /* The generation table must fit below the test pages. */
     if (total_pages * sizeof(uint32_t) > GEN_TABLE_MAX) {
@@ -694,6 +690,38 @@ static void report_interval(uint64_t n, uint64_t t_ms)
     line_send(&l);
 }
 
+/*
+ * The disk's figures, once its last request is done or has taken 10 s
+ * (then inflight=1: a back-end that never answered).
+ */
+static void say_disk(void)
+{
+    uint64_t deadline = clock_ns(0) + 10000000000ULL;
+    Line l = { .len = 0 };
+
+    disk_stop();
+    while (disk_busy() && clock_ns(0) < deadline) {
+        cpu_relax();
+    }
+    put_str(&l, "PCG DISK reads=");
+    put_uint(&l, disk_stats.reads, 10);
+    put_str(&l, " writes=");
+    put_uint(&l, disk_stats.writes, 10);
+    put_str(&l, " bad=");
+    put_uint(&l, disk_stats.bad_reads, 10);
+    put_str(&l, " errors=");
+    put_uint(&l, disk_stats.errors, 10);
+    put_str(&l, " inflight=");
+    put_uint(&l, disk_busy(), 10);
+    if (disk_stats.bad_reads) {
+        put_str(&l, " first_bad_offset=");
+        put_hex(&l, disk_stats.first_bad_offset);
+        put_str(&l, " got=");
+        put_hex(&l, disk_stats.first_bad_value);
+    }
+    line_send(&l);
+}
+
 static void poll_commands(void)
 {
     int ch;
@@ -701,6 +729,9 @@ static void poll_commands(void)
     while ((ch = serial_getc()) >= 0) {
         if (ch == 'v') {
             __atomic_add_fetch(&verify_requests, 1, __ATOMIC_RELEASE);
+        } else if (ch == 'd' && disk_stats.present) {
+            disk_start();
+            say("PCG DISK-START");
         } else if (ch == 'q') {
             __atomic_store_n(&stop_requested, true, __ATOMIC_RELEASE);
         }
@@ -741,6 +772,9 @@ static void run(Cpu *c)
             }
         }
         __atomic_store_n(&c->ops, c->ops + ACCESS_ROUND, __ATOMIC_RELAXED);
+        if (c->index == 0) {
+            disk_poll();
+        }
 
         if (c->verify_seen != __atomic_load_n(&verify_requests,
                                               __ATOMIC_ACQUIRE)) {
@@ -757,6 +791,7 @@ static void run(Cpu *c)
 
             report_interval(++n, (now - start) / 1000000);
             next_report = now + interval;
+            disk_keep_dirty();
             poll_commands();
             /* The report's own time is overhead, not a stall. */
             last = clock_ns(0);
@@ -766,6 +801,9 @@ static void run(Cpu *c)
     if (c->index == 0) {
         while (__atomic_load_n(&cpus_stopped, __ATOMIC_ACQUIRE) < nr_cpus) {
             cpu_relax();
+        }
+        if (disk_stats.present) {
+            say_disk();
         }
         say("PCG END");
     }
@@ -922,6 +960,9 @@ void bsp_main(void)
     kvm_msrs = kvmclock_available();
     use_kvmclock = !cfg.tsc_only && kvm_msrs;
     find_test_memory(mbi);
+    if (disk_area) {
+        disk_init();
+    }
     if (!total_pages) {
         say("PCG FAIL no test memory above 64 MiB");
         return;

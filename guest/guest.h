@@ -8,6 +8,7 @@
 #ifndef PCGUEST_H
 #define PCGUEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* boot.S: the multiboot information's address, saved at entry */
@@ -16,6 +17,40 @@ extern uint32_t mbi_addr;
 extern char trampoline_start[], trampoline_end[];
 /* boot.S: stop this CPU (kernel mode; also SYSCALL's entry point) */
 extern char halt[];
+
+/*
+ * disk.c: a virtio-blk disk, if the guest has one, driven by CPU 0.  Its
+ * ring and buffers take the last DISK_AREA_SIZE bytes of RAM, at
+ * disk_area (guest.c takes them off the test pages): the end of RAM is
+ * what postcopy's background stream sends last, so the buffers are still
+ * missing when the guest uses them.
+ */
+#define DISK_AREA_SIZE          (8ULL << 20)
+extern uint64_t disk_area;
+/* What each 8-byte word of the disk holds: a magic | its byte offset */
+#define DISK_READ_MAGIC         0x5043475200000000ULL   /* "PCGR" */
+#define DISK_WRITE_MAGIC        0x5043475700000000ULL   /* "PCGW" */
+
+typedef struct DiskStats {
+    bool present;
+    uint64_t reads, writes, bad_reads, errors;
+    uint64_t first_bad_offset, first_bad_value;
+} DiskStats;
+
+extern DiskStats disk_stats;
+
+/* At boot: whether there is a disk; then disk_init() sets it up. */
+bool disk_probe(void);
+bool disk_init(void);
+/* Until disk_start(): dirty every data buffer (see disk.c). */
+void disk_keep_dirty(void);
+/* Start reading and writing (the command 'd'); disk_stop() ends it. */
+void disk_start(void);
+void disk_stop(void);
+/* Between rounds: completes a request and issues the next; false if off. */
+bool disk_poll(void);
+/* Whether a request is still in flight (completes it if it is done). */
+bool disk_busy(void);
 
 /* guest.c, called by boot.S on the bootstrap processor */
 void bsp_main(void);

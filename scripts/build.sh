@@ -2,7 +2,8 @@
 # Builds QEMU for x86_64 (KVM and TCG) with this project's postcopy RAM
 # module in place of upstream's, or with upstream's module untouched.
 #
-#   scripts/build.sh [--qemu VERSION] [--upstream | --sanitize | --tsan]
+#   scripts/build.sh [--qemu VERSION]
+#                    [--upstream | --sanitize | --tsan | --backend]
 #                    [ninja targets...]
 #
 # VERSION: 10.0.2 (the default), 10.0.13 or 10.2.2, each from Debian's
@@ -11,8 +12,13 @@
 # build/qemu-VERSION-ours/ and build/qemu-VERSION-upstream/.  Each has
 # its own build/ directory.  --sanitize builds our tree again in
 # build/qemu-ours/build-sanitize/ with AddressSanitizer and
-# UndefinedBehaviorSanitizer, --tsan in build-tsan/ with ThreadSanitizer.  Unpacking and configuring happen once; after an edit to the
-# module only ninja runs again.  Prints the build directory.
+# UndefinedBehaviorSanitizer, --tsan in build-tsan/ with ThreadSanitizer,
+# --backend builds qemu-storage-daemon, the vhost-user back-end of the
+# tests, from a tree of its own (build/qemu-backend/, or
+# build/qemu-VERSION-backend/) whose libvhost-user
+# scripts/fix-libvhost-user.py mended for postcopy.  Unpacking and
+# configuring happen once; after an edit to the module only ninja runs
+# again.  Prints the build directory.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,6 +83,9 @@ sanitizer_opts()
         # No other sanitizer may join TSan; gcc's libtsan has the fiber
         # interface QEMU's coroutines need.
         echo --enable-tsan --extra-cflags=-fno-omit-frame-pointer ;;
+    build-backend)
+        # The later --enable-tools wins over CONFIGURE_OPTS' disable.
+        echo --enable-tools ;;
     esac
 }
 
@@ -139,21 +148,30 @@ main()
         --upstream) flavour=upstream; shift ;;
         --sanitize) dir="build-sanitize"; shift ;;
         --tsan) dir="build-tsan"; shift ;;
+        --backend) flavour=backend; dir="build-backend"; shift ;;
         --qemu) use_qemu_version "${2:-}"; shift 2 ;;
         *) break ;;
         esac
     done
     local targets=("$@")
-    [ ${#targets[@]} -gt 0 ] || targets=("${DEFAULT_TARGETS[@]}")
+    if [ ${#targets[@]} -eq 0 ]; then
+        if [ "$flavour" = backend ]; then
+            targets=(storage-daemon/qemu-storage-daemon)
+        else
+            targets=("${DEFAULT_TARGETS[@]}")
+        fi
+    fi
 
     "$here/install-deps.sh"
     local tree
     tree=$(qemu_tree "$flavour")
     unpack_tree "$tree"
     fill_missing_dtbs "$tree"
-    if [ "$flavour" = ours ]; then
-        "$here/overlay.sh" "$tree"
-    fi
+    case $flavour in
+    ours) "$here/overlay.sh" "$tree" ;;
+    backend) "$here/fix-libvhost-user.py" "$tree" ||
+             die "could not mend libvhost-user in $tree" ;;
+    esac
     use_ccache
     configure_tree "$tree" "$dir"
     link_firmware "$tree/$dir"

@@ -140,6 +140,8 @@ class GuestReport:
         self.intervals = []
         self.bad = []
         self.verify = []
+        # The disk's figures (a guest with a disk: PCG DISK, before END)
+        self.disk = None
         self.ended = False
         for t, text in sorted(lines):
             kind, _, rest = text.partition(' ')
@@ -151,6 +153,8 @@ class GuestReport:
                 self.bad.append(parse_fields(rest))
             elif kind == 'V':
                 self.verify.append(parse_fields(rest))
+            elif kind == 'DISK':
+                self.disk = parse_fields(rest)
             elif kind == 'END':
                 self.ended = True
 

@@ -62,6 +62,7 @@ class Scenario:
         self.accel = kw.pop('accel', 'auto')
         self.backend = kw.pop('backend', 'anon')
         self.max_bandwidth = kw.pop('max_bandwidth', None)   # bytes/s
+        self.max_postcopy_bandwidth = kw.pop('max_postcopy_bandwidth', None)
         self.src_netns = kw.pop('src_netns', None)
         self.dst_netns = kw.pop('dst_netns', None)
         self.dst_addr = kw.pop('dst_addr', '127.0.0.1')
@@ -72,6 +73,15 @@ class Scenario:
         # Where they go; by default the run's directory, removed after it.
         self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
+        # Arguments for one side only: {'source': [...], 'destination': [...]}
+        self.side_args = kw.pop('side_args', {})
+        # Called as before_postcopy(src, dst) right before
+        # migrate-start-postcopy.
+        self.before_postcopy = kw.pop('before_postcopy', None)
+        # Called as pause_when(src, dst) while postcopy runs, until it says
+        # True: then the destination pauses and the harness recovers, as
+        # with recover_at_s.
+        self.pause_when = kw.pop('pause_when', None)
         # Environment variables set for the destination's QEMU only
         # (QEMU_POSTCOPY_INJECT, QEMU_POSTCOPY_TUNE).
         self.dst_env = kw.pop('dst_env', {})
@@ -123,6 +133,7 @@ class Vm:
                 % self.serial_path,
                 '-serial', 'chardev:ser0', '-monitor', 'none']
         args += self.backend_args(scn) + list(scn.extra_args)
+        args += list(scn.side_args.get(name, []))
         if incoming:
             args += ['-incoming', 'defer']
             if scn.trace:
@@ -257,6 +268,9 @@ def _migrate(scn, src, dst, progress):
     if scn.max_bandwidth:
         src.qmp.cmd('migrate-set-parameters',
                     **{'max-bandwidth': int(scn.max_bandwidth)})
+    if scn.max_postcopy_bandwidth:
+        src.qmp.cmd('migrate-set-parameters', **{
+            'max-postcopy-bandwidth': int(scn.max_postcopy_bandwidth)})
     # Port 0: QEMU picks a free port itself (no race with other users).
     dst.qmp.cmd('migrate-incoming', uri='tcp:%s:%d' % (scn.dst_addr,
                                                        scn.dst_port or 0))
@@ -284,11 +298,12 @@ def _migrate(scn, src, dst, progress):
                                   info.get('error-desc', 'no reason given'))
         if t_postcopy is None and now - t_start >= scn.precopy_s:
             if status == 'active':
+                if scn.before_postcopy:
+                    scn.before_postcopy(src, dst)
                 src.qmp.cmd('migrate-start-postcopy')
                 t_postcopy = time.monotonic()
-        elif (scn.recover_at_s is not None and paused_s is None and
-              status == 'postcopy-active' and
-              now - t_postcopy >= scn.recover_at_s):
+        elif (paused_s is None and status == 'postcopy-active' and
+              _pause_due(scn, src, dst, now - t_postcopy)):
             paused_s = pause_and_recover(scn, src, dst)
         if now > deadline:
             raise MigrationFailed('migration not complete after %d s '
@@ -322,6 +337,13 @@ def _migrate(scn, src, dst, progress):
     result['t_postcopy'] = t_postcopy or t_done
     result['t_done'] = t_done
     return result
+
+
+def _pause_due(scn, src, dst, postcopy_s):
+    """Whether the scenario's pause is due, @postcopy_s into postcopy."""
+    if scn.pause_when:
+        return scn.pause_when(src, dst)
+    return scn.recover_at_s is not None and postcopy_s >= scn.recover_at_s
 
 
 def pause_and_recover(scn, src, dst, pause=None):
@@ -517,6 +539,7 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
             'pages_checked': checked,
             'bad_pages': bad_pages + len(report.bad),
             'bad_reports': report.bad[:20],
+            'disk': report.disk,
             'verdict': 'clean' if not bad_pages and not report.bad
                        else 'CORRUPT',
         },

@@ -1,0 +1,305 @@
+"""A vhost-user back-end through postcopy: the shared-userfaultfd path.
+
+    python3 -m pcram.vhost_user --qemu QEMU --qsd QEMU-STORAGE-DAEMON \\
+        --guest pcguest.bin [--module ours|upstream] [--preempt] [--pause]
+
+Each side's QEMU gets a vhost-user-blk-pci disk served by a
+qemu-storage-daemon of its own (QEMU's libvhost-user, which answers
+postcopy's advise, listen and end with a userfaultfd of its own); both
+daemons serve one image file.  The guest's RAM is a shared memfd, as
+vhost-user needs.  The test guest (guest/disk.c) keeps the disk's buffers
+dirty until postcopy starts, then reads and writes the disk, one 4 KiB
+request at a time, each into a buffer it leaves to the device: the
+daemon on the destination is the first to touch those pages, and the
+destination's fault thread must read the daemon's userfaultfd, ask the
+source for the page, place it and wake the daemon.
+
+Checks: the migration completes; the guest's memory is exact; every
+block the guest read held what the image had and every block it wrote is
+in the image; the guest's last request completed; and the destination's
+trace shows requests from the shared userfaultfd (more than zero: a run
+where the daemon never faulted proves nothing).  --pause pauses the
+destination right after such a request and recovers (the daemon's fault
+is then, most likely, outstanding across the pause); --preempt turns on
+postcopy-preempt.  Prints one line "vhost-user: ..." and exits non-zero
+on any failure.
+"""
+
+import argparse
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from .migrate import MigrationFailed, Scenario, run_scenario
+
+MiB = 1024 * 1024
+IMAGE_BYTES = 64 * MiB
+BLOCK = 4096
+# guest/guest.h
+READ_MAGIC = 0x5043475200000000
+WRITE_MAGIC = 0x5043475700000000
+
+# The trace event of a request from another process's userfaultfd, per
+# module: ours (postcopy-shared.c) and upstream's postcopy-ram.c.
+SHARED_REQUEST_EVENT = {'ours': 'postcopy_shared_request',
+                        'upstream': 'postcopy_request_shared_page'}
+
+
+def block_words(offset, magic):
+    """One 4 KiB block as the disk holds it: magic | byte offset per word."""
+    return struct.pack('<512Q', *[magic | (offset + i * 8)
+                                  for i in range(BLOCK // 8)])
+
+
+def make_image(path):
+    """The image: its first half as the guest expects to read it, the
+    second half zero (the guest writes there)."""
+    with open(path, 'wb') as f:
+        for offset in range(0, IMAGE_BYTES // 2, BLOCK):
+            f.write(block_words(offset, READ_MAGIC))
+        f.truncate(IMAGE_BYTES)
+
+
+def check_written(path, writes):
+    """The first blocks of the second half that the guest wrote (it
+    writes them in order, round the half): a list of what is wrong."""
+    half = IMAGE_BYTES // 2
+    blocks = min(writes, half // BLOCK)
+    wrong = []
+    with open(path, 'rb') as f:
+        for b in range(blocks):
+            offset = half + b * BLOCK
+            f.seek(offset)
+            if f.read(BLOCK) != block_words(offset, WRITE_MAGIC):
+                wrong.append(offset)
+    return wrong
+
+
+class StorageDaemon:
+    """qemu-storage-daemon exporting the image over a vhost-user socket."""
+
+    def __init__(self, qsd, image, sock, log_path):
+        self.sock = sock
+        self.log = open(log_path, 'w')
+        # locking=off: the other side's daemon has the image open too.
+        self.proc = subprocess.Popen(
+            [qsd, '--blockdev', 'driver=file,node-name=disk,filename=%s,'
+             'locking=off' % image,
+             '--export', 'type=vhost-user-blk,id=exp,node-name=disk,'
+             'addr.type=unix,addr.path=%s,writable=on' % sock],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise MigrationFailed('qemu-storage-daemon did not start: '
+                                      '%s' % self.log_text())
+            time.sleep(0.05)
+
+    def log_text(self):
+        with open(self.log.name, errors='replace') as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def last_line(path):
+    try:
+        with open(path, errors='replace') as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return 'no log'
+    return lines[-1] if lines else 'nothing logged'
+
+
+def count_events(path, event):
+    try:
+        with open(path, errors='replace') as f:
+            return sum(1 for line in f if re.search(r'\b%s\b' % event, line))
+    except OSError:
+        return 0
+
+
+def start_disk_io(src, dst):
+    """Right before the switch, have the guest stop dirtying the disk's
+    buffers and start its requests (guest/disk.c): the buffers it uses
+    from then on are dirty at the switch, so missing on the destination."""
+    del dst
+    start = len(src.console.snapshot())
+    src.console.send('d')
+    if not src.console.wait_for(lambda t: t == 'DISK-START', 30, start):
+        raise MigrationFailed('the guest did not start its disk requests '
+                              '(no PCG DISK-START within 30 s)')
+
+
+class Watchdog:
+    """Kills the run's QEMUs once @limit_s have passed: a destination whose
+    main thread hangs (holding the BQL) answers no QMP, and the run would
+    wait on it for good."""
+
+    def __init__(self, workdir, limit_s):
+        self.workdir = workdir
+        self.fired = False
+        self.timer = threading.Timer(limit_s, self._fire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+    def _fire(self):
+        self.fired = True
+        for pid in os.listdir('/proc'):
+            if not pid.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                    args = f.read().split(b'\0')
+            except OSError:
+                continue
+            if any(self.workdir.encode() in a for a in args) and \
+                    os.path.basename(args[0]).startswith(b'qemu-system'):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def run(args):
+    workdir = args.workdir or tempfile.mkdtemp(prefix='pcram-vu-')
+    os.makedirs(workdir, exist_ok=True)
+    image = os.path.join(workdir, 'disk.img')
+    trace = os.path.join(workdir, 'destination.trace')
+    event = SHARED_REQUEST_EVENT[args.module]
+    make_image(image)
+    daemons = {}
+    try:
+        for side in ('source', 'destination'):
+            daemons[side] = StorageDaemon(
+                args.qsd, image, os.path.join(workdir, side + '.vhost'),
+                os.path.join(workdir, side + '-qsd.log'))
+        side_args = {side: ['-chardev', 'socket,id=vu0,path=%s' % d.sock,
+                            '-device', 'vhost-user-blk-pci,chardev=vu0,'
+                            'num-queues=1']
+                     for side, d in daemons.items()}
+
+        def pause_when(src, dst):
+            del src, dst
+            return count_events(trace, event) > 0
+
+        # A working set, so that CPU 0 keeps issuing requests in
+        # postcopy; precopy slow enough that its first pass is not done at
+        # the switch, so the buffers the guest dirtied until then are
+        # missing on the destination.
+        scn = Scenario(qemu=args.qemu, guest=args.guest, pattern='wset',
+                       ram_mb=args.ram_mb, vcpus=2, backend='memfd',
+                       max_bandwidth=args.precopy_bps,
+                       preempt=args.preempt, precopy_s=args.precopy_s,
+                       side_args=side_args, before_postcopy=start_disk_io,
+                       pause_when=pause_when if args.pause else None,
+                       trace='postcopy_*', trace_file=trace,
+                       workdir=workdir, timeout_s=600,
+                       # Slow enough that the daemon's requests find
+                       # pages still missing.
+                       max_postcopy_bandwidth=args.postcopy_bps)
+        t0 = time.monotonic()
+        with Watchdog(workdir, args.limit_s) as watchdog:
+            try:
+                result = run_scenario(scn)
+            except (MigrationFailed, OSError) as e:
+                if watchdog.fired:
+                    raise MigrationFailed(
+                        'no end after %d s: killed both QEMUs (the '
+                        'destination\'s last trace event: %s)' % (
+                            args.limit_s, last_line(trace)))
+                raise MigrationFailed(str(e)) from e
+        took = time.monotonic() - t0
+    finally:
+        for d in daemons.values():
+            d.stop()
+    disk = result['guest'].get('disk') or {}
+    shared = count_events(trace, event)
+    problems = []
+    if result['guest']['verdict'] != 'clean':
+        problems.append('guest memory %s' % result['guest']['verdict'])
+    if not disk:
+        problems.append('the guest reported no disk')
+    else:
+        for key in ('bad', 'errors', 'inflight'):
+            if int(disk.get(key, 0)):
+                problems.append('disk %s=%s' % (key, disk[key]))
+        if not int(disk.get('reads', 0)) or not int(disk.get('writes', 0)):
+            problems.append('the guest did no disk I/O (%s)' % disk)
+        wrong = check_written(image, int(disk.get('writes', 0)))
+        if wrong:
+            problems.append('%d written blocks wrong in the image, the '
+                            'first at offset 0x%x' % (len(wrong), wrong[0]))
+    if shared == 0:
+        problems.append('no request came from the daemon\'s userfaultfd '
+                        '(%s)' % event)
+    if args.pause and not result.get('paused_s'):
+        problems.append('the migration was not paused')
+    summary = ('vhost-user: %s module, %s%s: %s; %d requests from the '
+               'back-end\'s userfaultfd, disk reads %s, writes %s, '
+               'postcopy %.1f s, %.0f s in all' % (
+                   args.module, 'preempt' if args.preempt else 'main channel',
+                   ', paused and recovered' if args.pause else '',
+                   'FAILED: ' + '; '.join(problems) if problems else 'clean',
+                   shared, disk.get('reads', '?'), disk.get('writes', '?'),
+                   result['postcopy_s'], took))
+    return summary, not problems, workdir
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='vhost_user')
+    p.add_argument('--qemu', required=True)
+    p.add_argument('--qsd', required=True)
+    p.add_argument('--guest', required=True)
+    p.add_argument('--module', default='ours', choices=sorted(
+        SHARED_REQUEST_EVENT))
+    p.add_argument('--preempt', action='store_true')
+    p.add_argument('--pause', action='store_true')
+    p.add_argument('--ram-mb', type=int, default=256)
+    p.add_argument('--precopy-s', type=float, default=1.0)
+    p.add_argument('--precopy-bps', type=int, default=16 * 1000 * 1000)
+    p.add_argument('--postcopy-bps', type=int, default=20 * 1000 * 1000)
+    p.add_argument('--workdir', help='keep the run\'s files here')
+    p.add_argument('--limit-s', type=int, default=240,
+                   help='kill both QEMUs after this long and fail')
+    return p.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    try:
+        summary, ok, workdir = run(args)
+    except MigrationFailed as e:
+        print('vhost-user: %s module, %s: FAILED: %s' % (
+            args.module, 'preempt' if args.preempt else 'main channel',
+            str(e).splitlines()[0]))
+        return 1
+    print(summary)
+    if not ok:
+        print('(files: %s)' % workdir)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

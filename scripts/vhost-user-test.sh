@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A vhost-user back-end through postcopy (scripts/pcram/vhost_user.py):
+# qemu-storage-daemon serving a vhost-user-blk disk on each side, the test
+# guest doing disk I/O into pages that only the back-end touches, and the
+# destination's fault thread serving the back-end's userfaultfd.  Builds
+# QEMU, the back-end (scripts/build.sh --backend) and the guest first.
+# Needs root (userfaultfd).  Prints a line per case and a last line
+# "vhost-user: N cases, N clean".
+#
+#   scripts/vhost-user-test.sh                  every case: main channel,
+#                                               a pause and recovery while
+#                                               the back-end faults, preempt
+#   scripts/vhost-user-test.sh --cases main,preempt
+#   scripts/vhost-user-test.sh --upstream ...   upstream's module
+#   scripts/vhost-user-test.sh --qemu VERSION ...
+# --upstream and --qemu may come anywhere among the options.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+ALL_CASES=main,pause,preempt
+
+case_options()
+{
+    case "$1" in
+    main) ;;
+    pause) echo --pause ;;
+    preempt) echo --preempt ;;
+    *) die "unknown case $1 (cases: $ALL_CASES)" ;;
+    esac
+}
+
+main()
+{
+    [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
+    local build backend guest cases=$ALL_CASES c clean=0 total=0 opts
+    parse_module_options "$@"
+    set -- "${REST[@]+"${REST[@]}"}"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --cases) cases=${2:-}; shift 2 ;;
+        *) die "usage: vhost-user-test.sh [--qemu VERSION] [--upstream]" \
+               "[--cases $ALL_CASES]" ;;
+        esac
+    done
+    for c in ${cases//,/ }; do
+        case_options "$c" > /dev/null
+    done
+    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
+    backend=$("$here/build.sh" --backend)
+    guest=$("$here/build-guest.sh")
+    for c in ${cases//,/ }; do
+        read -r -a opts <<< "$(case_options "$c")"
+        total=$((total + 1))
+        if PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" /usr/bin/python3 \
+                -m pcram.vhost_user --qemu "$build/qemu-system-x86_64" \
+                --qsd "$backend/storage-daemon/qemu-storage-daemon" \
+                --guest "$guest" --module "$MODULE" \
+                "${opts[@]+"${opts[@]}"}"; then
+            clean=$((clean + 1))
+        fi
+    done
+    echo "vhost-user: $total cases, $clean clean"
+    [ "$clean" -eq "$total" ]
+}
+
+main "$@"
