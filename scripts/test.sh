@@ -17,21 +17,24 @@
 #      (scripts/libvirt-test.sh --cases after-precopy --no-compare: virsh
 #      migrate --postcopy --postcopy-after-precopy between two libvirt
 #      daemons);
-#   7. steps 4 and 5 again on QEMU built with this module under
+#   7. a vhost-user back-end (qemu-storage-daemon) through postcopy
+#      (scripts/vhost-user-test.sh: main channel, a pause, preempt);
+#   8. steps 4, 5 and 7 again on QEMU built with this module under
 #      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
 #      --sanitize): any report aborts the QEMU that made it, and so fails
 #      its test.
-# Steps 1-6 run on QEMU 10.0.2, the version the module is built for, and
-# step 7 on QEMU 10.2.2, the newest it supports: one run covers both
-# versions (the newer one's 18 postcopy tests and our qtests, under the
-# sanitizers) in the time of one version's two halves.  With --qemu
+# Steps 1-7 run on QEMU 10.0.2, the version the module is built for, and
+# step 8 on QEMU 10.2.2, the newest it supports: one run covers both
+# versions (the newer one's 18 postcopy tests, our qtests and the
+# vhost-user cases, under the sanitizers) in the time of one version's
+# two halves.  With --qemu
 # VERSION every step runs on VERSION.
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
 #   scripts/test.sh                    all of it
-#   scripts/test.sh --no-sanitize      steps 1-6
-#   scripts/test.sh --sanitize         step 7 alone (on 10.0.2 unless
+#   scripts/test.sh --no-sanitize      steps 1-7
+#   scripts/test.sh --sanitize         step 8 alone (on 10.0.2 unless
 #                                      --qemu says otherwise)
 #   scripts/test.sh --skip-qemu-tests  steps 1-3
 #   scripts/test.sh --qemu VERSION ... any of the above with QEMU VERSION
@@ -272,6 +275,31 @@ run_soak()
     echo "(output: $log)"
 }
 
+# A vhost-user back-end's faults through postcopy; "$@": --sanitize or
+# nothing.
+run_vhost_user()
+{
+    local log="$OUT/vhost-user$LOG_SUFFIX.log" line summary=
+    section "vhost-user: scripts/vhost-user-test.sh${*:+ $*}"
+    mkdir -p "$(dirname "$log")"
+    : > "$log"
+    while IFS= read -r line; do
+        echo "$line" >> "$log"
+        case "$line" in
+        "vhost-user: "*" cases, "*) echo "$line"; summary=1 ;;
+        "vhost-user: "*)
+            echo "$line"
+            case "$line" in
+            *": clean;"*) record "${line%%: clean;*}" 0 > /dev/null ;;
+            *) record "${line%%: FAILED*}" 1 > /dev/null ;;
+            esac ;;
+        esac
+    done < <(timeout --kill-after=30 1200 "$here/vhost-user-test.sh" "$@" \
+             2>&1)
+    [ -n "$summary" ] || record "vhost-user-test.sh ended early" 1
+    echo "(full output: $log)"
+}
+
 run_libvirt()
 {
     local log="$OUT/libvirt-test.log" rc
@@ -321,6 +349,7 @@ run_plain()
         run_faults
         run_channel_race "$build"
         run_soak
+        run_vhost_user
         run_libvirt
     fi
 }
@@ -338,6 +367,7 @@ run_sanitized()
     section "under ASan and UBSan"
     run_qemu_postcopy_tests "$build"
     run_our_qtests "$build" "$guest"
+    run_vhost_user --sanitize
 }
 
 # The placer's ring (tests/unit/test-postcopy-placeq.c) under TSan, built

@@ -13,6 +13,7 @@
 #   scripts/vhost-user-test.sh --cases main,preempt
 #   scripts/vhost-user-test.sh --upstream ...   upstream's module
 #   scripts/vhost-user-test.sh --qemu VERSION ...
+#   scripts/vhost-user-test.sh --sanitize ...   our module under ASan/UBSan
 # --upstream and --qemu may come anywhere among the options.
 set -euo pipefail
 
@@ -41,8 +42,9 @@ main()
     while [ $# -gt 0 ]; do
         case "$1" in
         --cases) cases=${2:-}; shift 2 ;;
+        --sanitize) FLAVOUR+=(--sanitize); shift ;;
         *) die "usage: vhost-user-test.sh [--qemu VERSION] [--upstream]" \
-               "[--cases $ALL_CASES]" ;;
+               "[--sanitize] [--cases $ALL_CASES]" ;;
         esac
     done
     for c in ${cases//,/ }; do

@@ -288,6 +288,9 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
+    # A SIGTERM (timeout(1)) unwinds, so that the QEMUs and daemons, in
+    # sessions of their own, are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         summary, ok, workdir = run(args)
     except MigrationFailed as e:
