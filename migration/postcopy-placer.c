@@ -5,31 +5,26 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Why: during postcopy the main load thread is the bottleneck, and most
- * of its time is UFFDIO_COPY.  In a 4 GiB run here (perf, see
- * docs/devel/migration/postcopy.rst) the load thread was busy 100% of the
- * time, 87% of it inside that ioctl, mostly the kernel copying into pages
- * it had just allocated; meanwhile the second core idled, because the
- * vCPUs were waiting for pages.  Two threads placing pages at once
- * place them about twice as fast on that machine.
+ * Why: during postcopy the main load thread is often the bottleneck, and
+ * most of its time goes to UFFDIO_COPY, the kernel copying into pages it
+ * has just allocated, while the vCPUs wait for pages and another core
+ * idles.  A second thread placing pages beside it places them faster
+ * (measured in docs/bench/fault-path.md).
  *
  * How: when ram.c hands the load thread a whole page, the thread copies
  * it into a free slot of a small ring (postcopy-placeq.c) and goes back
  * to reading the stream; the placer thread places the slots in order.
  * Slots whose pages follow one another in a RAMBlock, as the background
- * stream's mostly do, it places with one UFFDIO_COPY per run: on this
- * kernel one call for 16 pages cost 0.63x as much per page as one call
- * each (tools/uffd-place-bench, docs/bench/fault-path.md).  It
- * takes the run that is there and never waits for one to grow, so no page
- * waits longer for it.
+ * stream's mostly do, it places with one UFFDIO_COPY per run, which costs
+ * less per page than a call each (tools/uffd-place-bench).  It takes the
+ * run that is there and never waits for one to grow, so no page waits
+ * longer for it.
  * Only while some fault waits for a page (unless QEMU_POSTCOPY_TUNE asks
  * for placer=on): the hand-over costs CPU (a copy, a second thread's
- * cache misses and wake-ups; 3.6 CPU-s more for 4 GiB in one run here),
- * which is spare while the vCPUs wait, but which a guest whose working
- * set is already in would have used: with the placer always on, such a
- * guest did 0.65x the work of upstream's module in postcopy here, and
- * with it off 1.05x.  The price is a longer postcopy phase while the
- * vCPUs run (docs/bench/fault-path.md).
+ * cache misses and wake-ups), which is spare while the vCPUs wait, but
+ * which a guest whose working set is already in would have used.  The
+ * price is a longer postcopy phase while the vCPUs run
+ * (docs/bench/fault-path.md).
  * When every slot is taken, the load thread places the page itself, so
  * both threads place pages in parallel and neither ever waits for the
  * other.  Not handed over (placed at once by the thread that got them):
@@ -45,8 +40,8 @@
  * Wake-ups: the load thread wakes a sleeping placer once per
  * PLACER_WAKE_BATCH pages handed over, not once per page.  When the link
  * sets the pace the placer keeps up and sleeps after nearly every page;
- * woken per page, it preempted the load thread about 26,000 times in a
- * one-second 1 GiB run here (docs/bench/matrix.md).  A page may then wait
+ * woken per page, it would preempt the load thread about as often
+ * (docs/bench/matrix.md).  A page may then wait
  * in a slot for the next few, unless something waits for it: the load
  * thread, after queueing a page, wakes the placer if that page is now
  * requested, and the fault thread, after each fault's request, wakes it

@@ -8,7 +8,7 @@
  *
  * The names, types and semantics declared here are the contract that
  * savevm.c, ram.c, migration.c, options.c, system/runstate.c, system/vl.c
- * and hw/virtio/vhost-user.c rely on.  docs/devel/migration/postcopy.rst
+ * and hw/virtio/vhost-user.c rely on.  docs/devel/migration/postcopy-ram-module.rst
  * describes how the module behind them works.
  */
 #ifndef QEMU_POSTCOPY_RAM_H

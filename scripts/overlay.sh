@@ -6,7 +6,9 @@
 #  - migration/meson.build compiles them (migration/postcopy.build);
 #  - migration/trace-events carries their events instead of the
 #    "# postcopy-ram.c" section;
-#  - docs/devel/migration/postcopy.rst and the tests in tests/qtest are ours.
+#  - docs/devel/migration/postcopy-ram-module.rst (listed in QEMU's
+#    features.rst, after its own postcopy.rst) and the tests in tests/qtest
+#    are ours.
 # Idempotent; files are rewritten only when their content changes, so that
 # ninja rebuilds no more than it must.
 #
@@ -97,12 +99,22 @@ add_qtests()
         { print }' "$orig" | write_if_changed "$build"
 }
 
+# QEMU's own postcopy.rst stays whole (a tree overlaid before it was kept
+# gets it back); the module's design is a page of its own, listed after it
+# in the migration features' index.
 copy_docs()
 {
-    local doc="$PCRAM_ROOT/docs/devel/migration/postcopy.rst"
-    [ -f "$doc" ] || return 0
-    pristine "$tree/docs/devel/migration/postcopy.rst" >/dev/null
-    write_if_changed "$tree/docs/devel/migration/postcopy.rst" < "$doc"
+    local dir="$tree/docs/devel/migration"
+    local doc="$PCRAM_ROOT/docs/devel/migration/postcopy-ram-module.rst"
+    local index="$dir/features.rst"
+    if [ -f "$dir/postcopy.rst.orig" ]; then
+        write_if_changed "$dir/postcopy.rst" < "$dir/postcopy.rst.orig"
+    fi
+    write_if_changed "$dir/postcopy-ram-module.rst" < "$doc"
+    grep -q '^   postcopy$' "$(pristine "$index")" ||
+        die "$index: no 'postcopy' entry (not QEMU $QEMU_VERSION?)"
+    sed 's/^   postcopy$/   postcopy\n   postcopy-ram-module/' \
+        "$(pristine "$index")" | write_if_changed "$index"
 }
 
 main()

@@ -18,7 +18,8 @@
 #      migrate --postcopy --postcopy-after-precopy between two libvirt
 #      daemons);
 #   7. a vhost-user back-end (qemu-storage-daemon) through postcopy
-#      (scripts/vhost-user-test.sh: main channel, a pause, preempt);
+#      (scripts/vhost-user-test.sh: main channel, a pause, preempt, the
+#      back-end killed);
 #   8. steps 4, 5 and 7 again on QEMU built with this module under
 #      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
 #      --sanitize): any report aborts the QEMU that made it, and so fails

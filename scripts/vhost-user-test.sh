@@ -9,7 +9,9 @@
 #
 #   scripts/vhost-user-test.sh                  every case: main channel,
 #                                               a pause and recovery while
-#                                               the back-end faults, preempt
+#                                               the back-end faults,
+#                                               preempt, the destination's
+#                                               back-end killed in postcopy
 #   scripts/vhost-user-test.sh --cases main,preempt
 #   scripts/vhost-user-test.sh --upstream ...   upstream's module
 #   scripts/vhost-user-test.sh --qemu VERSION ...
@@ -21,7 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
-ALL_CASES=main,pause,preempt
+ALL_CASES=main,pause,preempt,kill-backend
 
 case_options()
 {
@@ -29,6 +31,7 @@ case_options()
     main) ;;
     pause) echo --pause ;;
     preempt) echo --preempt ;;
+    kill-backend) echo --kill-backend ;;
     *) die "unknown case $1 (cases: $ALL_CASES)" ;;
     esac
 }

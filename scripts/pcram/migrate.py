@@ -78,6 +78,9 @@ class Scenario:
         # Called as before_postcopy(src, dst) right before
         # migrate-start-postcopy.
         self.before_postcopy = kw.pop('before_postcopy', None)
+        # Called as during_postcopy(src, dst) at each look at the
+        # migration while postcopy runs.
+        self.during_postcopy = kw.pop('during_postcopy', None)
         # Called as pause_when(src, dst) while postcopy runs, until it says
         # True: then the destination pauses and the harness recovers, as
         # with recover_at_s.
@@ -302,8 +305,10 @@ def _migrate(scn, src, dst, progress):
                     scn.before_postcopy(src, dst)
                 src.qmp.cmd('migrate-start-postcopy')
                 t_postcopy = time.monotonic()
-        elif (paused_s is None and status == 'postcopy-active' and
-              _pause_due(scn, src, dst, now - t_postcopy)):
+        elif status == 'postcopy-active' and scn.during_postcopy:
+            scn.during_postcopy(src, dst)
+        if (paused_s is None and status == 'postcopy-active' and
+                _pause_due(scn, src, dst, now - t_postcopy)):
             paused_s = pause_and_recover(scn, src, dst)
         if now > deadline:
             raise MigrationFailed('migration not complete after %d s '

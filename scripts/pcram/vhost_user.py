@@ -204,6 +204,12 @@ def run(args):
             del src, dst
             return count_events(trace, event) > 0
 
+        def kill_backend(src, dst):
+            del src, dst
+            if daemons['destination'].proc.poll() is None and \
+                    count_events(trace, event) > 0:
+                daemons['destination'].proc.kill()
+
         # A working set, so that CPU 0 keeps issuing requests in
         # postcopy; precopy slow enough that its first pass is not done at
         # the switch, so the buffers the guest dirtied until then are
@@ -214,6 +220,8 @@ def run(args):
                        preempt=args.preempt, precopy_s=args.precopy_s,
                        side_args=side_args, before_postcopy=start_disk_io,
                        pause_when=pause_when if args.pause else None,
+                       during_postcopy=(kill_backend if args.kill_backend
+                                        else None),
                        trace='postcopy_*', trace_file=trace,
                        workdir=workdir, timeout_s=600,
                        # Slow enough that the daemon's requests find
@@ -239,11 +247,19 @@ def run(args):
     problems = []
     if result['guest']['verdict'] != 'clean':
         problems.append('guest memory %s' % result['guest']['verdict'])
+    if args.kill_backend:
+        # The daemon died with a request of the guest's in flight: that
+        # request is lost with it; what must hold is the migration and
+        # the guest's memory, and a destination that says what happened.
+        if daemons['destination'].proc.returncode is None:
+            problems.append('the destination\'s daemon was never killed')
+        disk = dict(disk, inflight='0 (lost with the daemon: %s)' %
+                    disk.get('inflight', '?'))
     if not disk:
         problems.append('the guest reported no disk')
     else:
         for key in ('bad', 'errors', 'inflight'):
-            if int(disk.get(key, 0)):
+            if str(disk.get(key, 0)).split()[0] != '0':
                 problems.append('disk %s=%s' % (key, disk[key]))
         if not int(disk.get('reads', 0)) or not int(disk.get('writes', 0)):
             problems.append('the guest did no disk I/O (%s)' % disk)
@@ -260,7 +276,9 @@ def run(args):
                'back-end\'s userfaultfd, disk reads %s, writes %s, '
                'postcopy %.1f s, %.0f s in all' % (
                    args.module, 'preempt' if args.preempt else 'main channel',
-                   ', paused and recovered' if args.pause else '',
+                   ', paused and recovered' if args.pause else
+                   ', the back-end killed in postcopy' if args.kill_backend
+                   else '',
                    'FAILED: ' + '; '.join(problems) if problems else 'clean',
                    shared, disk.get('reads', '?'), disk.get('writes', '?'),
                    result['postcopy_s'], took))
@@ -276,6 +294,9 @@ def parse_args(argv):
         SHARED_REQUEST_EVENT))
     p.add_argument('--preempt', action='store_true')
     p.add_argument('--pause', action='store_true')
+    p.add_argument('--kill-backend', action='store_true',
+                   help='kill the destination\'s daemon after its first '
+                   'fault in postcopy')
     p.add_argument('--ram-mb', type=int, default=256)
     p.add_argument('--precopy-s', type=float, default=1.0)
     p.add_argument('--precopy-bps', type=int, default=16 * 1000 * 1000)
