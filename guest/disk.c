@@ -125,10 +125,11 @@ static struct {
     Region common, notify, device;
     unsigned int num;                   /* queue size */
     VringDesc *desc;
+    /* volatile: the device reads and writes these under our feet */
     volatile uint16_t *avail;           /* flags, idx, ring[num] */
     volatile uint16_t *used;            /* flags, idx, then elements */
     BlkReq *req;
-    volatile uint8_t *status;
+    volatile uint8_t *status;           /* volatile: the device's */
     uint64_t blocks;                    /* 4 KiB blocks in each half */
     uint16_t avail_idx, used_seen;
     bool started, busy, busy_read;
@@ -272,12 +273,13 @@ static void setup_queue(void)
         p[i] = 0;
     }
     d.desc = (VringDesc *)ring;
-    d.avail = (volatile uint16_t *)(ring + d.num * sizeof(VringDesc));
+    d.avail = (volatile uint16_t *)(ring +      /* volatile: shared */
+                                    d.num * sizeof(VringDesc));
     /* The used ring on a page of its own: the back-end writes it. */
     used = ((uint64_t)(d.avail + 3 + d.num) + BLOCK - 1) & ~(BLOCK - 1);
-    d.used = (volatile uint16_t *)used;
+    d.used = (volatile uint16_t *)used;         /* volatile: shared */
     d.req = (BlkReq *)(disk_area + REQ_OFFSET);
-    d.status = (volatile uint8_t *)(d.req + 1);
+    d.status = (volatile uint8_t *)(d.req + 1); /* volatile: shared */
     vwrite(&d.common, COMMON_Q_SIZE, 2, d.num);
     vwrite64(&d.common, COMMON_Q_DESC, (uint64_t)d.desc);
     vwrite64(&d.common, COMMON_Q_AVAIL, (uint64_t)d.avail);
@@ -347,6 +349,7 @@ void disk_keep_dirty(void)
         return;
     }
     for (i = 0; i < DISK_BUFFERS; i++) {
+        /* volatile: a store the compiler must not drop */
         ((volatile uint64_t *)buffer(i))[1] = i;
     }
 }
