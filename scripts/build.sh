@@ -24,6 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
+help_if_asked "$@"
 
 DEFAULT_TARGETS=(qemu-system-x86_64 tests/qtest/migration-test)
 

@@ -147,3 +147,18 @@ run_migration_tests()
     [ $failed -gt 255 ] && failed=255
     return $failed
 }
+
+# -h or --help anywhere among a script's options: print its header comment
+# (what it does and how to call it) and exit, before anything is built.
+help_if_asked()
+{
+    local a
+    for a in "$@"; do
+        case "$a" in
+        -h|--help)
+            awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next }
+                 { exit }' "$0"
+            exit 0 ;;
+        esac
+    done
+}

@@ -53,6 +53,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
+help_if_asked "$@"
 
 # The QEMU of the sanitizer half when no --qemu is given: the plain half
 # runs on the default version, this one on the newest we support, so that
