@@ -250,6 +250,13 @@ static void put_uint(Line *l, uint64_t v, unsigned int base)
     }
 }
 
+/* " name=value" (decimal), as every report line is made of. */
+static void put_field(Line *l, const char *name, uint64_t v)
+{
+    put_str(l, name);
+    put_uint(l, v, 10);
+}
+
 static void put_hex(Line *l, uint64_t v)
 {
     put_str(l, "0x");
@@ -703,16 +710,11 @@ static void say_disk(void)
     while (disk_busy() && clock_ns(0) < deadline) {
         cpu_relax();
     }
-    put_str(&l, "PCG DISK reads=");
-    put_uint(&l, disk_stats.reads, 10);
-    put_str(&l, " writes=");
-    put_uint(&l, disk_stats.writes, 10);
-    put_str(&l, " bad=");
-    put_uint(&l, disk_stats.bad_reads, 10);
-    put_str(&l, " errors=");
-    put_uint(&l, disk_stats.errors, 10);
-    put_str(&l, " inflight=");
-    put_uint(&l, disk_busy(), 10);
+    put_field(&l, "PCG DISK reads=", disk_stats.reads);
+    put_field(&l, " writes=", disk_stats.writes);
+    put_field(&l, " bad=", disk_stats.bad_reads);
+    put_field(&l, " errors=", disk_stats.errors);
+    put_field(&l, " inflight=", disk_busy());
     if (disk_stats.bad_reads) {
         put_str(&l, " first_bad_offset=");
         put_hex(&l, disk_stats.first_bad_offset);
@@ -828,27 +830,19 @@ static void say_ready(void)
 {
     Line l = { .len = 0 };
 
-    put_str(&l, "PCG READY cpus=");
-    put_uint(&l, nr_cpus, 10);
-    put_str(&l, " pages=");
-    put_uint(&l, total_pages, 10);
-    put_str(&l, " tsc_khz=");
-    put_uint(&l, tsc_khz, 10);
+    put_field(&l, "PCG READY cpus=", nr_cpus);
+    put_field(&l, " pages=", total_pages);
+    put_field(&l, " tsc_khz=", tsc_khz);
     put_str(&l, " clock=");
     put_str(&l, use_kvmclock ? "kvmclock" : "tsc");
-    put_str(&l, " clock_ns=");
-    put_uint(&l, measure_clock_cost(0), 10);
-    put_str(&l, " batch=");
-    put_uint(&l, cfg.batch, 10);
+    put_field(&l, " clock_ns=", measure_clock_cost(0));
+    put_field(&l, " batch=", cfg.batch);
     put_str(&l, cfg.kernel_mode ? " cpl=0" : " cpl=3");
     put_str(&l, " pattern=");
     put_str(&l, pattern_names[cfg.pattern]);
-    put_str(&l, " writes=");
-    put_uint(&l, cfg.writes, 10);
-    put_str(&l, " hot=");
-    put_uint(&l, cfg.hot, 10);
-    put_str(&l, " interval=");
-    put_uint(&l, cfg.interval_ms, 10);
+    put_field(&l, " writes=", cfg.writes);
+    put_field(&l, " hot=", cfg.hot);
+    put_field(&l, " interval=", cfg.interval_ms);
     line_send(&l);
 }
 
