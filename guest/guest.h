@@ -25,7 +25,7 @@ extern char halt[];
  * what postcopy's background stream sends last, so the buffers are still
  * missing when the guest uses them.
  */
-#define DISK_AREA_SIZE          (8ULL << 20)
+#define DISK_AREA_SIZE          (32ULL << 20)
 extern uint64_t disk_area;
 /* What each 8-byte word of the disk holds: a magic | its byte offset */
 #define DISK_READ_MAGIC         0x5043475200000000ULL   /* "PCGR" */
