@@ -8,9 +8,11 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "migration.h"
 #include "postcopy-ram.h"
 #include "postcopy-compat.h"
+#include "postcopy-internal.h"
 #include "trace.h"
 
 void postcopy_thread_create(MigrationIncomingState *mis,
@@ -22,6 +24,17 @@ void postcopy_thread_create(MigrationIncomingState *mis,
     qemu_thread_create(thread, name, fn, mis, joinable);
     /* @fn signals once it is registered with RCU and has read its state. */
     postcopy_thread_sync_wait(mis);
+}
+
+void postcopy_fault_thread_wake(MigrationIncomingState *mis)
+{
+    uint64_t one = 1;
+
+    /* An eventfd write only fails if the counter would overflow. */
+    if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
+        error_report("postcopy: cannot wake the fault thread: %s",
+                     strerror(errno));
+    }
 }
 
 bool postcopy_is_paused(MigrationStatus status)

@@ -11,9 +11,7 @@
  * (who owns the listen thread, which entry points exist) are the files
  * postcopy-contract-10.0.c and postcopy-contract-10.2.c, of which
  * migration/postcopy.build compiles the one matching QEMU's version.
- * POSTCOPY_CONTRACT_10_2 (postcopy-ram.h) tests QEMU_VERSION_MAJOR and
- * _MINOR from config-host.h, which every file includes through
- * qemu/osdep.h.
+ * The version tests are in postcopy-version.h.
  */
 #ifndef QEMU_POSTCOPY_COMPAT_H
 #define QEMU_POSTCOPY_COMPAT_H
@@ -23,12 +21,7 @@
 #include "exec/target_page.h"
 #include "migration.h"
 #include "qemu-file.h"
-
-/*
- * POSTCOPY_CONTRACT_10_2 (postcopy-ram.h): 10.2 has the module own the
- * listen thread (postcopy-contract-10.2.c), passes the faulting thread's
- * id with each page request and reports fault latencies in query-migrate.
- */
+#include "postcopy-version.h"
 
 #if POSTCOPY_CONTRACT_10_2
 #include "system/ramblock.h"

@@ -8,7 +8,7 @@
  * The thread polls three kinds of fd:
  *  - mis->userfault_fd: faults of QEMU's own threads (vCPUs, devices) on
  *    guest RAM; it asks the source for each missing host page;
- *  - mis->userfault_event_fd: written by postcopy_fault_thread_notify() to
+ *  - mis->userfault_event_fd: written by postcopy_fault_thread_wake() to
  *    make it quit, notice a broken return path, or see new shared fds;
  *  - the shared userfaultfds of other processes (vhost-user back-ends),
  *    whose messages it hands to the owner's handler.
@@ -29,7 +29,8 @@
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
-#include "postcopy-queue.h"
+#include "postcopy-tcp-queue.h"
+#include "postcopy-tune.h"
 #include "postcopy-inject.h"
 #include "postcopy-prepage.h"
 #include "trace.h"
@@ -357,7 +358,7 @@ void *postcopy_fault_thread(void *opaque)
     /* No RAMBlock has been asked for on this return path yet. */
     ft.mis->last_rb = NULL;
     fault_thread_refresh_pollfds(&ft);
-    postcopy_prepage_init(&ft.prepage, postcopy_queue_prepage());
+    postcopy_prepage_init(&ft.prepage, postcopy_tune()->prepage);
     postcopy_thread_sync_signal(ft.mis);
 
     while (fault_thread_round(&ft)) {

@@ -14,8 +14,9 @@
  *
  * which makes the point fire on its Nth to (N+K-1)th pass (N and K
  * default to 1).  The points are listed in postcopy_inject_names[]
- * (postcopy-inject.c) and in docs/devel/migration/postcopy-ram-module.rst.  An armed
- * point is reported once, as a warning, so that it is never on unseen.
+ * (postcopy-inject.c) and in docs/devel/migration/postcopy-ram-module.rst.
+ * An armed point is reported once, as a warning, so that it is never on
+ * unseen.
  *
  * Cost when nothing is armed: one load of a read-mostly flag.
  */

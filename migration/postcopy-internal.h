@@ -15,11 +15,12 @@
  *   postcopy-probe.c          can this host receive postcopy?
  *   postcopy-place.c          placing one page, request bookkeeping
  *   postcopy-shared.c         shared (vhost-user) userfaultfds
- *   postcopy-queue.c          bounding the queues ahead of a request
+ *   postcopy-tcp-queue-qemu.c bounding the TCP queues ahead of a request
  *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
  *
- * Below them all: the pure logic (postcopy-blocktime.c, -placeq.c,
- * -discard.c, -notify.c, -inject.c, -queue-tune.c) and postcopy-common.c.
+ * Below them all: the pure logic (postcopy-blocktime.c, -placer-ring.c,
+ * -discard.c, -notify.c, -inject.c, -tcp-queue.c, -tune.c) and
+ * postcopy-common.c.
  */
 #ifndef QEMU_POSTCOPY_INTERNAL_H
 #define QEMU_POSTCOPY_INTERNAL_H
@@ -146,8 +147,8 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
 /*
  * postcopy_install() of @pages consecutive host pages of @rb, @host on,
  * from as many consecutive pages at @from: one UFFDIO_COPY for the run,
- * which costs far less per page than one each (docs/bench/fault-path.md),
- * then page by page for whatever that one did not place (a page there
+ * which costs far less per page than one each
+ * (docs/notes/2026-12-02-fault-path.md), then page by page for whatever that one did not place (a page there
  * already, a failure), so that each page ends as postcopy_install()
  * would leave it.  Sets *@placed to the pages placed, all of them on
  * success; else returns the negative errno of page *@placed.  Any thread.
@@ -192,6 +193,14 @@ void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
 void postcopy_blocktime_page_placed(MigrationIncomingState *mis, void *page);
 /* Total blocktime in milliseconds, 0 without accounting. */
 uint64_t postcopy_blocktime_total_ms(MigrationIncomingState *mis);
+
+/* postcopy-common.c */
+
+/*
+ * Make the fault thread look at its eventfd: to quit, for a broken path,
+ * or for a new shared fd.  Any thread.
+ */
+void postcopy_fault_thread_wake(MigrationIncomingState *mis);
 
 /* postcopy-preempt.c */
 

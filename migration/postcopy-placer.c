@@ -9,11 +9,11 @@
  * most of its time goes to UFFDIO_COPY, the kernel copying into pages it
  * has just allocated, while the vCPUs wait for pages and another core
  * idles.  A second thread placing pages beside it places them faster
- * (measured in docs/bench/fault-path.md).
+ * (measured in docs/notes/2026-12-02-fault-path.md).
  *
  * How: when ram.c hands the load thread a whole page, the thread copies
- * it into a free slot of a small ring (postcopy-placeq.c) and goes back
- * to reading the stream; the placer thread places the slots in order.
+ * it into a free slot of a small ring (postcopy-placer-ring.c) and goes
+ * back to reading the stream; the placer thread places the slots in order.
  * Slots whose pages follow one another in a RAMBlock, as the background
  * stream's mostly do, it places with one UFFDIO_COPY per run, which costs
  * less per page than a call each (tools/uffd-place-bench).  It takes the
@@ -24,7 +24,7 @@
  * cache misses and wake-ups), which is spare while the vCPUs wait, but
  * which a guest whose working set is already in would have used.  The
  * price is a longer postcopy phase while the vCPUs run
- * (docs/bench/fault-path.md).
+ * (docs/notes/2026-12-02-fault-path.md).
  * When every slot is taken, the load thread places the page itself, so
  * both threads place pages in parallel and neither ever waits for the
  * other.  Not handed over (placed at once by the thread that got them):
@@ -41,7 +41,7 @@
  * PLACER_WAKE_BATCH pages handed over, not once per page.  When the link
  * sets the pace the placer keeps up and sleeps after nearly every page;
  * woken per page, it would preempt the load thread about as often
- * (docs/bench/matrix.md).  A page may then wait
+ * (docs/notes/2026-11-22-matrix.md).  A page may then wait
  * in a slot for the next few, unless something waits for it: the load
  * thread, after queueing a page, wakes the placer if that page is now
  * requested, and the fault thread, after each fault's request, wakes it
@@ -84,8 +84,8 @@
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
 #include "postcopy-inject.h"
-#include "postcopy-placeq.h"
-#include "postcopy-queue.h"
+#include "postcopy-placer-ring.h"
+#include "postcopy-tune.h"
 #include "trace.h"
 
 /* 64 pages of 4 KiB: enough to ride out the placer's scheduling hiccups. */
@@ -117,7 +117,7 @@ typedef struct PostcopyPlacer {
     /* Set at start: the most slots placed with one UFFDIO_COPY. */
     unsigned int run_max;
     size_t page_size;
-    PostcopyPlaceQueue queue;
+    PostcopyPlacerRing queue;
     /* Slot i's destination and, at pages + i * page_size, its data */
     PostcopyPlaceTarget slots[PLACER_SLOTS];
     uint8_t *pages;
@@ -179,10 +179,10 @@ static int placer_install_slot(PostcopyPlacer *p, int slot)
  */
 static void placer_place_run(PostcopyPlacer *p)
 {
-    int slot = postcopy_placeq_peek(&p->queue);
+    int slot = postcopy_placer_ring_peek(&p->queue);
     PostcopyPlaceTarget *s = &p->slots[slot];
-    unsigned int pages = postcopy_placeq_run(&p->queue, p->slots,
-                                             p->page_size, p->run_max);
+    unsigned int pages = postcopy_placer_ring_run(&p->queue, p->slots,
+                                                  p->page_size, p->run_max);
     unsigned int placed = 0;
     int ret;
 
@@ -195,7 +195,7 @@ static void placer_place_run(PostcopyPlacer *p)
     }
     qatomic_set(&p->placed, p->placed + placed);
     p->runs++;
-    postcopy_placeq_release_n(&p->queue, placed);
+    postcopy_placer_ring_release_n(&p->queue, placed);
     if (ret) {
         trace_postcopy_placer_stalled((uint8_t *)s->host +
                                       (size_t)placed * p->page_size, ret);
@@ -214,7 +214,7 @@ static bool placer_has_work(PostcopyPlacer *p)
         !qatomic_read(&p->quit) && !qatomic_read(&p->draining)) {
         return false;
     }
-    return postcopy_placeq_peek(&p->queue) >= 0;
+    return postcopy_placer_ring_peek(&p->queue) >= 0;
 }
 
 static void *placer_thread(void *opaque)
@@ -267,14 +267,14 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
         trace_postcopy_placer_off("this process may use one CPU only");
         return true;
     }
-    if (!postcopy_queue_placer_wanted()) {
+    if (postcopy_tune()->no_placer) {
         trace_postcopy_placer_off("QEMU_POSTCOPY_TUNE=placer=off");
         return true;
     }
     p = g_new0(PostcopyPlacer, 1);
     p->mis = mis;
-    p->always = postcopy_queue_placer_always();
-    p->run_max = postcopy_queue_placer_run();
+    p->always = postcopy_tune()->placer_always;
+    p->run_max = postcopy_tune()->placer_run;
     p->page_size = qemu_real_host_page_size();
     p->pages = postcopy_map_anonymous(PLACER_SLOTS * p->page_size,
                                       "the postcopy placer's slots", errp);
@@ -282,7 +282,7 @@ bool postcopy_placer_start(MigrationIncomingState *mis, Error **errp)
         g_free(p);
         return false;
     }
-    postcopy_placeq_init(&p->queue, PLACER_SLOTS);
+    postcopy_placer_ring_init(&p->queue, PLACER_SLOTS);
     qemu_event_init(&p->wake, false);
     placer = p;
     postcopy_thread_create(mis, &p->thread, POSTCOPY_THREAD_DST_PLACER,
@@ -304,7 +304,7 @@ static int placer_place_leftovers(PostcopyPlacer *p)
     int first_err = 0;
     int slot;
 
-    while ((slot = postcopy_placeq_peek(&p->queue)) >= 0) {
+    while ((slot = postcopy_placer_ring_peek(&p->queue)) >= 0) {
         int ret = postcopy_inject_hit(POSTCOPY_INJECT_PLACE_LEFTOVERS) ?
                   -EIO : placer_install_slot(p, slot);
 
@@ -312,7 +312,7 @@ static int placer_place_leftovers(PostcopyPlacer *p)
             first_err = ret;
         }
         p->taken_over++;
-        postcopy_placeq_release(&p->queue);
+        postcopy_placer_ring_release(&p->queue);
     }
     return first_err;
 }
@@ -387,7 +387,7 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
         p->unwaited++;
         return false;
     }
-    slot = postcopy_placeq_reserve(&p->queue);
+    slot = postcopy_placer_ring_reserve(&p->queue);
     if (slot < 0) {
         p->ring_full++;
         return false;
@@ -395,7 +395,7 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
     p->slots[slot] = (PostcopyPlaceTarget) { .rb = rb, .host = host };
     /* @from is ram.c's buffer, which it reuses as soon as we return. */
     memcpy(placer_page(p, slot), from, p->page_size);
-    postcopy_placeq_publish(&p->queue);
+    postcopy_placer_ring_publish(&p->queue);
     /*
      * Pairs with the barrier in postcopy_placer_kick(): either we see the
      * fault thread's request for the page we just queued (it faulted
@@ -419,7 +419,7 @@ void postcopy_placer_kick(void)
 
     /* Pairs with the barrier in postcopy_placer_offer() */
     smp_mb();
-    if (p && !postcopy_placeq_is_empty(&p->queue)) {
+    if (p && !postcopy_placer_ring_is_empty(&p->queue)) {
         qemu_event_set(&p->wake);
     }
 }
@@ -437,12 +437,12 @@ static int placer_empty_ring(PostcopyPlacer *p, MigrationIncomingState *mis)
     /* Fewer than PLACER_WAKE_BATCH pages may wait for a wake-up. */
     qemu_event_set(&p->wake);
     /* Rare (pause, tail) and short (at most PLACER_SLOTS pages): poll. */
-    while (!postcopy_placeq_is_empty(&p->queue)) {
+    while (!postcopy_placer_ring_is_empty(&p->queue)) {
         ret = postcopy_placer_take_over(mis);
         if (ret && !first_err) {
             first_err = ret;
         }
-        if (!postcopy_placeq_is_empty(&p->queue)) {
+        if (!postcopy_placer_ring_is_empty(&p->queue)) {
             g_usleep(100);
         }
     }

@@ -23,7 +23,8 @@
  * Without the preempt channel QEMU's source already moves its background
  * scan to each requested page and goes on from there, which serves a walk
  * by itself; with preempt it does not.  Off unless QEMU_POSTCOPY_TUNE asks
- * for it (postcopy-queue.h): docs/bench/fault-path.md has the figures.
+ * for it (postcopy-tune.h): docs/notes/2026-12-02-fault-path.md has the
+ * figures.
  */
 #ifndef QEMU_POSTCOPY_PREPAGE_H
 #define QEMU_POSTCOPY_PREPAGE_H

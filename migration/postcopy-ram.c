@@ -38,13 +38,15 @@
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
 #include "postcopy-inject.h"
-#include "postcopy-queue.h"
+#include "postcopy-tcp-queue.h"
+#include "postcopy-tune.h"
 #include "trace.h"
 
 /* At QEMU's start-up, on every host (system/runstate.c). */
 void postcopy_infrastructure_init(void)
 {
     postcopy_shared_init();
+    postcopy_tune_init();
     postcopy_queue_init();
 }
 
@@ -261,22 +263,10 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
 
 /* --- Destination: end of migration ---------------------------------------- */
 
-/* Make the fault thread look at its eventfd (quit, broken path). */
-static void fault_thread_wake(MigrationIncomingState *mis)
-{
-    uint64_t one = 1;
-
-    /* An eventfd write only fails if the counter would overflow. */
-    if (write(mis->userfault_event_fd, &one, sizeof(one)) != sizeof(one)) {
-        error_report("postcopy: cannot wake the fault thread: %s",
-                     strerror(errno));
-    }
-}
-
 static void postcopy_fault_thread_stop(MigrationIncomingState *mis)
 {
     qatomic_set(&mis->fault_thread_quit, true);
-    fault_thread_wake(mis);
+    postcopy_fault_thread_wake(mis);
     trace_postcopy_fault_thread_join();
     qemu_thread_join(&mis->fault_thread);
     mis->have_fault_thread = false;
@@ -405,7 +395,7 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
         }
         postcopy_placer_drain(mis);
     }
-    fault_thread_wake(mis);
+    postcopy_fault_thread_wake(mis);
 }
 
 /* --- Destination: placing pages ------------------------------------------- */

@@ -8,22 +8,19 @@
  *
  * The names, types and semantics declared here are the contract that
  * savevm.c, ram.c, migration.c, options.c, system/runstate.c, system/vl.c
- * and hw/virtio/vhost-user.c rely on.  docs/devel/migration/postcopy-ram-module.rst
- * describes how the module behind them works.
+ * and hw/virtio/vhost-user.c rely on.
+ * docs/devel/migration/postcopy-ram-module.rst describes how the module
+ * behind them works.
  */
 #ifndef QEMU_POSTCOPY_RAM_H
 #define QEMU_POSTCOPY_RAM_H
 
 #include "qapi/qapi-types-migration.h"
-
 /*
  * QEMU 10.2 changed the contract: the declarations that differ are at the
  * end of this header, and postcopy-compat.h hides the rest.
  */
-#define POSTCOPY_QEMU_AT_LEAST(major, minor) \
-    (QEMU_VERSION_MAJOR > (major) || \
-     (QEMU_VERSION_MAJOR == (major) && QEMU_VERSION_MINOR >= (minor)))
-#define POSTCOPY_CONTRACT_10_2 POSTCOPY_QEMU_AT_LEAST(10, 2)
+#include "postcopy-version.h"
 
 /*
  * Host capability probe.  True when this host (kernel userfaultfd, page

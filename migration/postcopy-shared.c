@@ -45,8 +45,9 @@ void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
         qatomic_inc(&shared_fds_generation);
     }
     trace_postcopy_shared_fd_register(pcfd->idstr, pcfd->fd);
+    /* The fault thread polls the new fd from its next wake-up. */
     if (mis->have_fault_thread) {
-        postcopy_fault_thread_notify(mis);
+        postcopy_fault_thread_wake(mis);
     }
 }
 

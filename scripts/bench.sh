@@ -13,6 +13,9 @@
 #   scripts/bench.sh --reps 3 --sizes 1,2 --links loopback,1gbit ...
 #                                    any part of it: --patterns, --sizes,
 #                                    --vcpus, --links, --preempt (off,on)
+#   scripts/bench.sh --render results/bench/bench.json
+#                                    the report of an earlier run again
+#                                    (its bench.md), building nothing
 #
 # Output: results/bench/bench.{md,json} and results/bench/*.png.
 set -euo pipefail
@@ -24,14 +27,16 @@ help_if_asked "$@"
 
 main()
 {
+    if [ "${1:-}" = --render ]; then
+        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
+            -m pcram.bench "$@"
+    fi
     [ "$(id -u)" = 0 ] ||
         die "run as root: the benchmark creates network namespaces, shapes" \
             "them with tc, and QEMU needs /dev/userfaultfd"
     local ours upstream guest command="scripts/bench.sh${*:+ $*}"
-    if [ "${1:-}" = --qemu ]; then
-        use_qemu_version "${2:-}"
-        shift 2
-    fi
+    take_qemu_option "$@"
+    set -- "${REST[@]}"
     # The report names the version, also the default.
     export PCRAM_QEMU_VERSION=$QEMU_VERSION
     ours=$("$here/build.sh" qemu-system-x86_64)

@@ -56,6 +56,22 @@ use_qemu_version()
     export PCRAM_QEMU_VERSION=$1
 }
 
+# --qemu VERSION anywhere among a script's options: selects VERSION and
+# sets REST to the other options, in order; QEMU_VERSION_GIVEN to 1 if it
+# was there.
+# shellcheck disable=SC2034 # used by the scripts that source this
+take_qemu_option()
+{
+    REST=()
+    QEMU_VERSION_GIVEN=
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --qemu) use_qemu_version "${2:-}"; QEMU_VERSION_GIVEN=1; shift 2 ;;
+        *) REST+=("$1"); shift ;;
+        esac
+    done
+}
+
 # The options every harness script takes anywhere among its own:
 # --upstream (upstream's module) and --qemu VERSION.  Sets FLAVOUR (the
 # build.sh option, or none), MODULE (ours, upstream) and REST (the other
@@ -63,16 +79,18 @@ use_qemu_version()
 # shellcheck disable=SC2034 # used by the scripts that source this
 parse_module_options()
 {
+    local arg others=()
     FLAVOUR=()
     MODULE=ours
-    REST=()
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --upstream) FLAVOUR=(--upstream); MODULE=upstream; shift ;;
-        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
-        *) REST+=("$1"); shift ;;
-        esac
+    for arg in "$@"; do
+        if [ "$arg" = --upstream ]; then
+            FLAVOUR=(--upstream)
+            MODULE=upstream
+        else
+            others+=("$arg")
+        fi
     done
+    take_qemu_option "${others[@]}"
 }
 
 # This repository's own build directory (guest, unit tests, test logs):

@@ -20,16 +20,18 @@
 #   7. a vhost-user back-end (qemu-storage-daemon) through postcopy
 #      (scripts/vhost-user-test.sh: main channel, a pause, preempt, the
 #      back-end killed);
-#   8. steps 4, 5 and 7 again on QEMU built with this module under
-#      AddressSanitizer and UndefinedBehaviorSanitizer (scripts/build.sh
-#      --sanitize): any report aborts the QEMU that made it, and so fails
-#      its test.
+#   8. on QEMU built with this module under AddressSanitizer and
+#      UndefinedBehaviorSanitizer (scripts/build.sh --sanitize), where any
+#      report aborts the QEMU that made it and so fails its test: QEMU's
+#      own postcopy tests (step 4), our qtests of the failure, recovery
+#      and preempt paths (failure/, qtest-reads/: the paths where a
+#      memory error would hide; the plain placement cases of step 5 add
+#      nothing under the sanitizers that QEMU's tests do not), and the
+#      vhost-user cases but the killed back-end (step 7).
 # Steps 1-7 run on QEMU 10.0.2, the version the module is built for, and
 # step 8 on QEMU 10.2.2, the newest it supports: one run covers both
-# versions (the newer one's 18 postcopy tests, our qtests and the
-# vhost-user cases, under the sanitizers) in the time of one version's
-# two halves.  With --qemu
-# VERSION every step runs on VERSION.
+# versions in the time of one version's two halves.  With --qemu VERSION
+# every step runs on VERSION (and step 8 runs every qtest and case).
 # Prints each runner's summary and a last line "N passed, N failed";
 # exits non-zero when anything failed.
 #
@@ -356,9 +358,10 @@ run_plain()
     fi
 }
 
+# With $1 non-empty, every qtest and vhost-user case (see the top).
 run_sanitized()
 {
-    local build guest
+    local sanitize_all=$1 build guest
     section "build (ASan, UBSan)"
     build=$(build_qemu --sanitize) ||
         die "the ASan/UBSan build failed; its tests did not run"
@@ -368,15 +371,22 @@ run_sanitized()
     LOG_SUFFIX=-sanitize
     section "under ASan and UBSan"
     run_qemu_postcopy_tests "$build"
-    run_our_qtests "$build" "$guest"
-    run_vhost_user --sanitize
+    if [ -n "$sanitize_all" ]; then
+        run_our_qtests "$build" "$guest"
+        run_vhost_user --sanitize
+    else
+        local paths="-p /x86_64/postcopy-ram/failure"
+        paths+=" -p /x86_64/postcopy-ram/qtest-reads"
+        QTEST_PATHS=$paths run_our_qtests "$build" "$guest"
+        run_vhost_user --sanitize --cases main,pause,preempt
+    fi
 }
 
-# The placer's ring (tests/unit/test-postcopy-placeq.c) under TSan, built
+# The placer's ring (tests/unit/test-postcopy-placer-ring.c) under TSan, built
 # against the TSan tree's libraries; its two-thread test is the point.
-run_tsan_placeq()
+run_tsan_placer_ring()
 {
-    local build=$1 tree bin=$OUT/tsan/test-postcopy-placeq rc
+    local build=$1 tree bin=$OUT/tsan/test-postcopy-placer-ring rc
     tree=$(dirname "$build")
     # shellcheck disable=SC2046 # pkg-config's words
     gcc -fsanitize=thread -g -O1 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
@@ -385,8 +395,8 @@ run_tsan_placeq()
         -iquote "$tree/host/include/x86_64" \
         -iquote "$tree/host/include/generic" -isystem "$tree/linux-headers" \
         -I"$PCRAM_ROOT/migration" $(pkg-config --cflags glib-2.0) \
-        "$PCRAM_ROOT/tests/unit/test-postcopy-placeq.c" \
-        "$PCRAM_ROOT/migration/postcopy-placeq.c" -o "$bin" \
+        "$PCRAM_ROOT/tests/unit/test-postcopy-placer-ring.c" \
+        "$PCRAM_ROOT/migration/postcopy-placer-ring.c" -o "$bin" \
         -Wl,--start-group "$build/libqemuutil.a" "$build"/libqom.a.p/*.o \
         "$build"/libevent-loop-base.a.p/*.o -Wl,--end-group \
         $(pkg-config --libs glib-2.0 gio-2.0 gobject-2.0 gmodule-2.0 \
@@ -396,7 +406,7 @@ run_tsan_placeq()
         "$bin" > "$bin.log" 2>&1
         rc=$?
     fi
-    record "tsan: placer ring (test-postcopy-placeq)" "$rc"
+    record "tsan: placer ring (test-postcopy-placer-ring)" "$rc"
 }
 
 run_tsan()
@@ -415,7 +425,7 @@ run_tsan()
     section "under ThreadSanitizer"
     QTEST_PATHS="-p /x86_64/postcopy-ram/qtest-reads" \
         run_our_qtests "$build" ""
-    run_tsan_placeq "$build"
+    run_tsan_placer_ring "$build"
     (cd "$here" && python3 -m pcram.tsan_reports "$logdir"/tsan.*) \
         > "$logdir/reports.txt"
     rc=$?
@@ -442,11 +452,13 @@ main()
 {
     local mode=all version=$QEMU_DEFAULT_VERSION
     # With no --qemu, the sanitizer half runs on the newer QEMU: see the top.
-    local sanitize_version=$SANITIZE_DEFAULT_VERSION
-    if [ "${1:-}" = --qemu ]; then
-        version=${2:-}
+    local sanitize_version=$SANITIZE_DEFAULT_VERSION sanitize_all=
+    take_qemu_option "$@"
+    set -- "${REST[@]}"
+    if [ -n "$QEMU_VERSION_GIVEN" ]; then
+        version=$QEMU_VERSION
         sanitize_version=$version
-        shift 2
+        sanitize_all=1
     fi
     case "${1:-}" in
     --skip-qemu-tests) mode=skip-qemu ;;
@@ -459,10 +471,11 @@ main()
     esac
     case $mode in
     all) switch_qemu_version "$version"; run_plain ""
-         switch_qemu_version "$sanitize_version"; run_sanitized ;;
+         switch_qemu_version "$sanitize_version"
+         run_sanitized "$sanitize_all" ;;
     plain) switch_qemu_version "$version"; run_plain "" ;;
     skip-qemu) switch_qemu_version "$version"; run_plain 1 ;;
-    sanitize) switch_qemu_version "$version"; run_sanitized ;;
+    sanitize) switch_qemu_version "$version"; run_sanitized 1 ;;
     tsan) switch_qemu_version "$version"; run_tsan ;;
     esac
 

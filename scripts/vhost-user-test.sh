@@ -55,7 +55,10 @@ main()
         case_options "$c" > /dev/null
     done
     build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
-    backend=$("$here/build.sh" --backend)
+    # The back-end is a program of its own that speaks the vhost-user
+    # protocol to whichever QEMU runs the guest: one build of it, from the
+    # default version's tree, serves every version.
+    backend=$("$here/build.sh" --qemu "$QEMU_DEFAULT_VERSION" --backend)
     guest=$("$here/build-guest.sh")
     for c in ${cases//,/ }; do
         read -r -a opts <<< "$(case_options "$c")"

@@ -312,6 +312,34 @@ def tcp_congestion_control():
     return tcp_sysctl('congestion_control') or '?'
 
 
+# The short table at the top of a report (and the README's): what a
+# VM's owner feels, and what the module's threads cost for it.
+SUMMARY_FIGURES = [
+    ('postcopy_s', 'postcopy time', 's', 2),
+    ('fault_service_ms', 'fault service', 'ms', 1),
+    ('lat_max_ms', 'worst stall', 'ms', 0),
+    ('work_fraction', 'guest work in postcopy / before', '', 2),
+    ('cpu_dst_module_per_gib', 'module CPU per GiB', 's', 2),
+]
+
+
+def summary_table(agg):
+    """One row per scenario, each cell ours / upstream's median."""
+    lines = ['| scenario | %s |' % ' | '.join(
+                 '%s%s' % (label, ' (%s)' % unit if unit else '')
+                 for _, label, unit, _ in SUMMARY_FIGURES),
+             '|%s' % (' --- |' * (len(SUMMARY_FIGURES) + 1))]
+    for key, entry in agg.items():
+        cells = []
+        for fig, _, _, digits in SUMMARY_FIGURES:
+            pair = [entry['modules'].get(m, {}).get('summary', {}).get(fig)
+                    for m in ('ours', 'upstream')]
+            cells.append(' / '.join('%.*f' % (digits, s['median'])
+                                    if s else 'n/a' for s in pair))
+        lines.append('| %s | %s |' % (key, ' | '.join(cells)))
+    return lines + ['']
+
+
 def markdown(agg, meta):
     lines = ['Benchmark of %s: QEMU %s, %s, %s, TCP %s, %s accel, '
              '%d repetitions; command: `%s`%s' % (
@@ -327,7 +355,9 @@ def markdown(agg, meta):
              'Each cell: median (min-max) over the repetitions.  '
              'Ratio: ours / upstream of the medians (below 1 is better '
              'for all but the work rate).  Limit: the link measured in '
-             'the same run.', '']
+             'the same run.', '',
+             'In short, ours / upstream (medians):', '',
+             *summary_table(agg)]
     for key, entry in agg.items():
         ours = entry['modules'].get('ours', {}).get('summary', {})
         up = entry['modules'].get('upstream', {}).get('summary', {})
@@ -520,9 +550,12 @@ def plots(agg, out_dir):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='bench')
-    p.add_argument('--ours', required=True)
-    p.add_argument('--upstream', required=True)
-    p.add_argument('--guest', required=True)
+    p.add_argument('--ours')
+    p.add_argument('--upstream')
+    p.add_argument('--guest')
+    p.add_argument('--render', metavar='BENCH_JSON',
+                   help='write the report of an earlier run again, from '
+                   'its bench.json (with this version of the report)')
     p.add_argument('--full', action='store_true',
                    help='the full matrix (patterns, 1-8 GiB, 1 and 4 '
                    'vCPUs, three links, with and without preempt)')
@@ -545,7 +578,21 @@ def parse_args(argv):
                    'emulated links\' namespaces (default: the host\'s; '
                    'loopback always has the host\'s)')
     p.add_argument('--out', default=os.path.join(REPO, 'results', 'bench'))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.render and not (args.ours and args.upstream and args.guest):
+        p.error('--ours, --upstream and --guest are needed to run')
+    return args
+
+
+def render(path):
+    """bench.md again from @path, an earlier run's bench.json."""
+    with open(path) as f:
+        run = json.load(f)
+    md = markdown(run['summary'], run['meta'])
+    with open(os.path.join(os.path.dirname(path), 'bench.md'), 'w') as f:
+        f.write(md)
+    print(md)
+    return 0
 
 
 def command_line(argv):
@@ -560,6 +607,8 @@ def command_line(argv):
 
 def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    if args.render:
+        return render(args.render)
     matrix = dict(FULL if args.full else DEFAULT)
     if args.sizes:
         matrix['sizes_gib'] = [int(x) for x in args.sizes.split(',')]

@@ -47,8 +47,8 @@ import tempfile
 import threading
 import time
 
-from .faults import DST_ADDR, SRC_NS, Case, CaseFailed, Namespaces
-from .quit_hang import Args
+from .faults import (DST_ADDR, SRC_NS, Case, CaseArgs, CaseFailed,
+                     Namespaces)
 
 HIT_TIMEOUT_S = 30
 
@@ -171,7 +171,7 @@ def postcopy_under_way(case):
 
 def source_paused_before_connect(qemu):
     with Namespaces():
-        case = Case(Args(qemu), 'pause-src', 'recovery', True, False,
+        case = Case(CaseArgs(qemu), 'pause-src', 'recovery', True, False,
                     tempfile.mkdtemp(prefix='pcram-race-'))
         gdb = None
         try:
@@ -222,7 +222,7 @@ def main(argv):
         return source_paused_before_connect(qemu)
     connect = '--no-connect' not in argv[1:]
     with Namespaces():
-        case = Case(Args(qemu), 'pause-dst', 'early', True, False,
+        case = Case(CaseArgs(qemu), 'pause-dst', 'early', True, False,
                     tempfile.mkdtemp(prefix='pcram-race-'))
         gdb = None
         try:

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 
-from .migrate import MigrationFailed, Scenario, Vm
+from .migrate import MigrationFailed, Scenario, Vm, poll_until
 from .netlink import create_veth_namespaces, run
 from .qmp import QMPError
 
@@ -124,6 +124,17 @@ class Namespaces:
 
 class CaseFailed(Exception):
     pass
+
+
+class CaseArgs:
+    """What a Case needs of the command line, for callers without one: the
+    QEMU binary, the test guest this repository builds, no TLS."""
+
+    def __init__(self, qemu):
+        self.qemu = qemu
+        self.guest = os.path.join(os.path.dirname(__file__), '..', '..',
+                                  '_build', 'pcguest.bin')
+        self.psk_dir = None
 
 
 class Case:
@@ -203,12 +214,13 @@ class Case:
     # --- waiting ---------------------------------------------------------
 
     def wait_until(self, predicate, timeout, what, poll=0.05):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s, d = self.status(self.src), self.status(self.dst)
-            if predicate(s, d):
-                return s, d
-            time.sleep(poll)
+        def both_if_reached():
+            both = self.status(self.src), self.status(self.dst)
+            return both if predicate(*both) else None
+
+        reached = poll_until(both_if_reached, timeout, poll)
+        if reached:
+            return reached
         raise CaseFailed('%s not reached in %d s (source %s, destination '
                          '%s)' % (what, timeout, self.status(self.src),
                                   self.status(self.dst)))

@@ -36,7 +36,7 @@ import time
 
 from .guest import GuestConsole, GuestReport
 from .libvirt_hosts import HostError, TwoHosts
-from .migrate import MigrationFailed, wait_verify
+from .migrate import MigrationFailed, poll_until, wait_verify
 
 DOMAIN = 'pcguest'
 RAM_MB = 1024
@@ -195,11 +195,8 @@ class Case:
                                               self.domstate(self.dst))
 
     def wait_until(self, predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
+        if poll_until(predicate, timeout):
+            return
         raise CaseFailed('%s: not within %d s (%s)' % (
             what, timeout, self.both_states()))
 

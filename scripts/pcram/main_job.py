@@ -46,16 +46,46 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def show_progress(elapsed, info):
-    ram = info.get('ram', {})
-    line = ('\r[%6.1f s] %-16s remaining %8.1f MiB  sent %8.1f MiB  '
-            'fault requests %7d' % (
-                elapsed, info.get('status', '?'),
-                ram.get('remaining', 0) / MiB,
-                ram.get('transferred', 0) / MiB,
-                ram.get('postcopy-requests', 0)))
-    sys.stderr.write(line)
-    sys.stderr.flush()
+class Progress:
+    """The migration's progress on stderr: on a terminal one live line,
+    rewritten in place; in a pipe or a file a plain line per second and
+    at each change of state, so that a log holds lines, not one line of
+    carriage returns."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.last_status = None
+        self.last_line_s = None
+
+    @staticmethod
+    def line(elapsed, info):
+        ram = info.get('ram', {})
+        total = ram.get('total') or 0
+        received = (100.0 * (total - ram.get('remaining', total)) / total
+                    if total else 0.0)
+        return ('[%6.1f s] %-16s %5.1f%% of RAM sent  %7.1f MB/s  '
+                'fault requests %d' % (
+                    elapsed, info.get('status', '?'), received,
+                    ram.get('mbps', 0) / 8, ram.get('postcopy-requests', 0)))
+
+    def __call__(self, elapsed, info):
+        status = info.get('status', '?')
+        if self.live:
+            self.stream.write('\r' + self.line(elapsed, info) + '\033[K')
+        elif (status != self.last_status or self.last_line_s is None or
+              elapsed - self.last_line_s >= 1.0):
+            self.stream.write(self.line(elapsed, info) + '\n')
+            self.last_line_s = elapsed
+        self.last_status = status
+        self.stream.flush()
+
+    def end(self):
+        """Leave the live line, if any, so that what follows starts a line
+        of its own."""
+        if self.live:
+            self.stream.write('\n')
+            self.stream.flush()
 
 
 def fmt(v, unit='', digits=1):
@@ -138,12 +168,14 @@ def main(argv=None):
                    precopy_s=args.precopy_s, preempt=args.preempt,
                    backend=args.backend, accel=args.accel)
     started = time.strftime('%Y-%m-%d %H:%M:%S')
+    progress = Progress()
     try:
-        result = run_scenario(scn, progress=show_progress)
+        result = run_scenario(scn, progress=progress)
     except MigrationFailed as e:
-        sys.stderr.write('\nmain-job: FAILED: %s\n' % e)
+        progress.end()
+        sys.stderr.write('main-job: FAILED: %s\n' % e)
         return 1
-    sys.stderr.write('\n')
+    progress.end()
     result['module'] = args.module
     result['started'] = started
     print_report(result, args.module)

@@ -389,7 +389,7 @@ def wait_both(src, dst, status, timeout):
 
 def _trace_source_queues(src):
     """Have the source log what this module does to its main channel when
-    postcopy starts (postcopy-queue.c); upstream's module has no such
+    postcopy starts (postcopy-tcp-queue-qemu.c); upstream's module has no such
     events, and QEMU refuses the pattern: nothing to log then."""
     try:
         src.qmp.cmd('trace-event-set-state', name='postcopy_queue_*',
@@ -457,6 +457,19 @@ def _queue_settings(log):
     if m:
         pace = int(m.group(1))
     return lowat, pace
+
+
+def poll_until(check, timeout, poll=0.1):
+    """Call @check every @poll seconds until it returns something true, for
+    up to @timeout seconds: that value, or None when time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)
 
 
 def _wait_destination(dst, timeout):

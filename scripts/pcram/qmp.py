@@ -1,12 +1,47 @@
-"""A small synchronous QMP client over a UNIX socket."""
+"""QMP for the harness: QEMU's own client (python/qemu/qmp of the unpacked
+QEMU tree, through its synchronous interface, qemu.qmp.legacy) behind the
+few calls the harness makes.
 
-import json
+What this adds to it: connecting while QEMU is still creating its socket
+(or has died trying), and the harness's exceptions: QMPError for a
+command that QEMU refused, ConnectionError when the connection is gone,
+TimeoutError when QEMU does not answer.
+"""
+
+import asyncio
+import glob
+import os
 import socket
+import sys
 import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 class QMPError(Exception):
     """A QMP command answered with an error."""
+
+
+def _qemu_python_dir():
+    """python/ of an unpacked QEMU tree (scripts/build.sh unpacks them);
+    qemu.qmp is the same in every version this project builds."""
+    cache = os.environ.get('PCRAM_CACHE', os.path.join(REPO, 'build'))
+    for path in sorted(glob.glob(os.path.join(cache, 'qemu*', 'python'))):
+        if os.path.exists(os.path.join(path, 'qemu', 'qmp', 'legacy.py')):
+            return path
+    raise ImportError('no unpacked QEMU tree with python/qemu/qmp under %s '
+                      '(scripts/build.sh unpacks one)' % cache)
+
+
+def _qemu_qmp():
+    """The qemu.qmp package, imported from the unpacked tree."""
+    try:
+        import qemu.qmp.legacy
+    except ImportError:
+        sys.path.insert(0, _qemu_python_dir())
+        import qemu.qmp.legacy
+    return qemu.qmp
 
 
 def connect_unix(path, wait=30.0, timeout=None, alive=None):
@@ -30,44 +65,59 @@ def connect_unix(path, wait=30.0, timeout=None, alive=None):
 
 
 class QMP:
+    """One QEMU's monitor.  Events that arrive are kept in @events."""
+
     def __init__(self, path, timeout=60.0):
         self.path = path
-        self.sock = None
-        self.buf = b''
-        self.events = []
         self.timeout = timeout
+        self._monitor = None
+        self._events = []
 
     def connect(self, wait=30.0, alive=None):
-        self.sock = connect_unix(self.path, wait, self.timeout, alive)
-        self._read_message()                    # greeting
-        self.cmd('qmp_capabilities')
+        qmp = _qemu_qmp()
+        sock = connect_unix(self.path, wait, None, alive)
+        self._monitor = qmp.legacy.QEMUMonitorProtocol(sock)
+        self.settimeout(self.timeout)
+        try:
+            self._monitor.connect()         # greeting, qmp_capabilities
+        except qmp.QMPError as e:
+            self._monitor = None
+            raise ConnectionError('QMP: %s' % e) from e
 
-    def _read_message(self):
-        while b'\n' not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError('QMP connection closed by QEMU')
-            self.buf += chunk
-        line, self.buf = self.buf.split(b'\n', 1)
-        return json.loads(line)
+    def settimeout(self, timeout):
+        """How long a command may wait for its answer (None: for ever)."""
+        self.timeout = timeout
+        if self._monitor:
+            self._monitor.settimeout(timeout)
 
     def cmd(self, command, /, **args):
         """Run @command; its arguments may include one called 'name'."""
-        msg = {'execute': command}
-        if args:
-            msg['arguments'] = args
-        self.sock.sendall(json.dumps(msg).encode() + b'\n')
-        while True:
-            resp = self._read_message()
-            if 'event' in resp:
-                self.events.append(resp)
-                continue
-            if 'error' in resp:
-                raise QMPError('%s: %s' % (command,
-                                           resp['error'].get('desc')))
-            return resp.get('return')
+        qmp = _qemu_qmp()
+        if not self._monitor:
+            raise ConnectionError('QMP: not connected')
+        try:
+            return self._monitor.cmd(command, **args)
+        except qmp.ExecuteError as e:
+            raise QMPError('%s: %s' % (command, e)) from e
+        except asyncio.TimeoutError as e:
+            raise TimeoutError('QMP: %s unanswered after %s s' % (
+                command, self.timeout)) from e
+        except (qmp.QMPError, EOFError) as e:
+            why = str(e) or type(e).__name__
+            raise ConnectionError('QMP connection closed by QEMU (%s: %s)'
+                                  % (command, why)) from e
+
+    @property
+    def events(self):
+        """Every event received so far, oldest first."""
+        if self._monitor:
+            self._events.extend(self._monitor.get_events(wait=False))
+        return self._events
 
     def close(self):
-        if self.sock:
-            self.sock.close()
-            self.sock = None
+        monitor, self._monitor = self._monitor, None
+        if monitor:
+            try:
+                monitor.close()
+            except Exception:       # a QEMU gone already: nothing to close
+                pass

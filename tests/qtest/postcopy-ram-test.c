@@ -626,7 +626,7 @@ typedef struct QReadsCase {
     bool prepage;
     /*
      * The source leaves its send bound to its second look into postcopy
-     * (QEMU_POSTCOPY_TUNE=recheck=only, migration/postcopy-queue.h), which
+     * (QEMU_POSTCOPY_TUNE=recheck=only, migration/postcopy-tune.h), which
      * must take it once, and set nothing: precopy, throttled and brief,
      * measured no path.
      */
@@ -634,7 +634,7 @@ typedef struct QReadsCase {
     /*
      * The source bounds its send queue at the switch (queue=send) and the
      * recovery goes over TCP: the new main channel must get the bound too
-     * (recovery=keep, migration/postcopy-queue.h).
+     * (recovery=keep, migration/postcopy-tune.h).
      */
     bool keep_bound;
     /*

@@ -22,7 +22,7 @@
  * the receive queue (SO_RCVBUF on the destination's main channel)
  * shortened faults there but cost as much postcopy time and saved no
  * blocktime, so it is off unless asked for.
- * Only TCP channels.  docs/bench/fault-path.md has the measurements.
+ * Only TCP channels.  docs/notes/2026-12-02-fault-path.md has the measurements.
  *
  * With the preempt channel a requested page skips the main channel's
  * queues in the sockets, but not the one at the path's bottleneck, which
@@ -49,76 +49,18 @@
  * bound and pacing the old one had, and the second look if it was still
  * due when the migration paused.
  *
- * Tuning, for benchmarks (the environment of either QEMU):
- *
- *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
- *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
- *                                           (and the source's pacing)
- *   QEMU_POSTCOPY_TUNE=queue=send           bound the send queue always
- *   QEMU_POSTCOPY_TUNE=queue=receive|on     the receive queue only, or both
- *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
- *                                           fixed bounds instead of sized
- *                                           (rcvbuf= turns the receive
- *                                           bound on)
- *   QEMU_POSTCOPY_TUNE=prepage=PAGES        the destination asks for up to
- *                                           PAGES pages ahead of a walking
- *                                           vCPU's faults (pre-paging,
- *                                           postcopy-prepage.h); 0, the
- *                                           default, never
- *   QEMU_POSTCOPY_TUNE=pace=auto|off|PERCENT
- *                                           auto, the default: with the
- *                                           preempt channel, pace the main
- *                                           channel at
- *                                           POSTCOPY_PACE_PERCENT of the
- *                                           path's rate, where the path is
- *                                           the bottleneck (as above);
- *                                           PERCENT: at that share, with
- *                                           or without preempt, even where
- *                                           the receiver seemed to limit
- *                                           the sender; off: never
- *   QEMU_POSTCOPY_TUNE=recheck=auto|off|only
- *                                           auto, the default: the source
- *                                           looks again into postcopy
- *                                           where the switch left the
- *                                           send bound or pacing unset
- *                                           (as above); off: never;
- *                                           only: the switch sets neither
- *                                           (unless fixed or forced) and
- *                                           the second look decides
- *   QEMU_POSTCOPY_TUNE=recovery=keep|off    keep, the default: after a
- *                                           postcopy recovery the new main
- *                                           channel gets the send bound
- *                                           and pacing the old one had,
- *                                           and the second look if it was
- *                                           still due; off: the kernel's
- *                                           defaults
- *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
- *                                           destination hands background
- *                                           pages to the placer thread
- *                                           (postcopy-placer.c) while a
- *                                           fault waits for a page; on:
- *                                           always; off: never, every page
- *                                           is placed by the thread that
- *                                           read it, as upstream's module
- *                                           does
- *
- * The functions down to postcopy_queue_pace_rate() are pure (postcopy-queue-
- * tune.c): tests/unit drives them.
+ * The functions down to postcopy_queue_recheck() are pure
+ * (postcopy-tcp-queue.c): tests/unit drives them; postcopy-tcp-queue-qemu.c
+ * applies them to the sockets.  The knobs: postcopy-tune.h.
  */
-#ifndef QEMU_POSTCOPY_QUEUE_H
-#define QEMU_POSTCOPY_QUEUE_H
+#ifndef QEMU_POSTCOPY_TCP_QUEUE_H
+#define QEMU_POSTCOPY_TCP_QUEUE_H
 
 /* Neither bound goes below or above these, however the path measures. */
 #define POSTCOPY_QUEUE_MIN      (64 * 1024)
 #define POSTCOPY_QUEUE_MAX      (4 * 1024 * 1024)
 /* The destination's receive buffer when nothing else is asked for. */
 #define POSTCOPY_RCVBUF_DEFAULT (256 * 1024)
-/*
- * pace=auto's share of the path's rate, in percent: the lowest fault
- * service on the emulated 1 Gbit/s link with the postcopy time unchanged
- * (docs/bench/fault-path.md, "Pacing the main channel").
- */
-#define POSTCOPY_PACE_PERCENT   97
 /* Less precopy than this measures no rate worth pacing at. */
 #define POSTCOPY_PACE_MIN_BUSY_US 100000
 /*
@@ -126,8 +68,8 @@
  * channel, and how close its rate then must be to precopy's to bound and
  * pace it (postcopy_queue_recheck()): at most ABOVE percent faster, as a
  * path does not speed up when the source's vCPUs stop, and at most BELOW
- * percent slower.  On the emulated 1 Gbit/s link, the path the bottleneck,
- * 27 looks read 0.88-1.08 of precopy's rate (docs/bench/fault-path.md).
+ * percent slower (measured: docs/notes/2026-12-02-fault-path.md, "The
+ * second look's tolerance").
  */
 #define POSTCOPY_RECHECK_MS     500
 #define POSTCOPY_RECHECK_ABOVE_PERCENT 10
@@ -140,49 +82,11 @@
 #define POSTCOPY_WATCH_MS       100
 
 /*
- * The most consecutive pages of its ring the placer thread places with
- * one UFFDIO_COPY (placerun=), by default and at most: a run is never
- * waited for, only taken when it is there (postcopy-placer.c).
- */
-#define POSTCOPY_PLACER_RUN_DEFAULT 16
-#define POSTCOPY_PLACER_RUN_MAX     64
-
-typedef struct PostcopyQueueTune {
-    bool no_send;               /* queue=off or queue=receive */
-    bool send_always;           /* queue=send or on: even receiver-limited */
-    bool no_receive;            /* unless queue=receive or queue=on */
-    uint32_t lowat;             /* 0: from the path */
-    uint32_t rcvbuf;            /* 0: POSTCOPY_RCVBUF_DEFAULT */
-    uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
-    bool no_placer;             /* placer=off */
-    /* placerun=: pages the placer places per UFFDIO_COPY, at most */
-    uint32_t placer_run;
-    bool placer_always;         /* placer=on: even while no fault waits */
-    /* pace=: percent of the path's rate; 0 never */
-    uint32_t pace_percent;
-    /* pace=PERCENT: with or without preempt, whoever seemed to limit */
-    bool pace_forced;
-    bool no_recheck;            /* recheck=off: the switch decides alone */
-    bool recheck_only;          /* recheck=only: the second look alone */
-    /* recovery=off: a recovery's new main channel keeps the defaults */
-    bool no_recovery_keep;
-} PostcopyQueueTune;
-
-/*
- * Parse QEMU_POSTCOPY_TUNE's text (NULL or "" for the defaults) into
- * @tune.  False with @errp naming the bad item; @tune then holds the
- * defaults, as for an unset QEMU_POSTCOPY_TUNE, so that a caller that
- * warns and goes on runs as the warning says.
- */
-bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
-                               Error **errp);
-
-/*
  * Whether the send queue is worth bounding, from the main channel's
  * history: of the @busy_us microseconds it had data to send, @rwnd_us it
  * waited for the receiver's window.  Where the receiver mostly limited it,
  * the backlog is in the receiver's buffer, not in the send queue, and a
- * send bound only throttles (measured: docs/bench/fault-path.md).
+ * send bound only throttles (measured: docs/notes/2026-12-02-fault-path.md).
  */
 bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us);
 
@@ -238,7 +142,7 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
                                             uint64_t precopy_rate_bps,
                                             unsigned int percent);
 
-/* Set both sides' bounds (postcopy-queue.c). */
+/* Set both sides' bounds (postcopy-tcp-queue-qemu.c). */
 
 /* Register the source's hook on QEMU's migration notifiers.  Once. */
 void postcopy_queue_init(void);
@@ -249,13 +153,5 @@ void postcopy_queue_init(void);
  * through the load thread's file, which a pause may close meanwhile.
  */
 void postcopy_queue_bound_incoming(MigrationIncomingState *mis);
-/* QEMU_POSTCOPY_TUNE's prepage=, for the fault thread. */
-unsigned int postcopy_queue_prepage(void);
-/* Whether QEMU_POSTCOPY_TUNE leaves the placer thread on (the default). */
-bool postcopy_queue_placer_wanted(void);
-/* Whether it asks for the placer even while no fault waits (placer=on). */
-bool postcopy_queue_placer_always(void);
-/* The most pages the placer may place with one UFFDIO_COPY (placerun=). */
-unsigned int postcopy_queue_placer_run(void);
 
 #endif

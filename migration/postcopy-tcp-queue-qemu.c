@@ -1,6 +1,6 @@
 /*
- * Postcopy: bounding the queues ahead of a requested page (see
- * postcopy-queue.h): the socket options on both sides.
+ * Postcopy: bounding the TCP queues ahead of a requested page (see
+ * postcopy-tcp-queue.h): the socket options on both sides.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -20,11 +20,10 @@
 #include "options.h"
 #include "qemu-file.h"
 #include "postcopy-compat.h"
-#include "postcopy-queue.h"
+#include "postcopy-tcp-queue.h"
+#include "postcopy-tune.h"
 #include "trace.h"
 
-/* Written once by postcopy_queue_init() at start-up, then only read. */
-static PostcopyQueueTune queue_tune;
 static NotifierWithReturn queue_notifier;
 
 /* The TCP socket under @f's channel (through TLS), or -1. */
@@ -120,8 +119,10 @@ static uint32_t queue_bound_send(int fd, uint32_t lowat)
 /* Whether pace= wants the main channel paced where the path limits it. */
 static bool queue_pace_wanted(void)
 {
-    return queue_tune.pace_percent &&
-           (queue_tune.pace_forced || migrate_postcopy_preempt());
+    const PostcopyTune *tune = postcopy_tune();
+
+    return tune->pace_percent &&
+           (tune->pace_forced || migrate_postcopy_preempt());
 }
 
 /*
@@ -156,7 +157,7 @@ static uint64_t queue_pace(int fd, uint64_t rate)
  *   can seem to limit a sender that, once they stop, the path limits: on
  *   the emulated 1 Gbit/s link the window held the sender back 28-85% of
  *   its busy time in precopy and 0-25% in the first half second of
- *   postcopy (docs/bench/fault-path.md, "A second look");
+ *   postcopy (docs/notes/2026-12-02-fault-path.md, "A second look");
  * - a recovery's new main channel: every POSTCOPY_WATCH_MS it checks
  *   that the main channel is still the socket it set up, and sets up a
  *   new one as the old one was (recovery=keep).
@@ -248,8 +249,10 @@ static void queue_watch_new_channel(int fd, ino_t ino, int64_t now_ms)
 /* Whether the watch has anything left to do on a later tick. */
 static bool queue_watch_wanted(void)
 {
+    const PostcopyTune *tune = postcopy_tune();
+
     return watch.look_due ||
-           (!queue_tune.no_recovery_keep && (watch.lowat || watch.pace_bps));
+           (!tune->no_recovery_keep && (watch.lowat || watch.pace_bps));
 }
 
 static void queue_watch_arm(int64_t now_ms)
@@ -265,6 +268,7 @@ static void queue_watch_arm(int64_t now_ms)
 
 static void queue_watch_run(void *opaque)
 {
+    const PostcopyTune *tune = postcopy_tune();
     MigrationState *s = migrate_get_current();
     int64_t now_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     MigrationStatus state;
@@ -284,7 +288,7 @@ static void queue_watch_run(void *opaque)
     if (fd >= 0) {
         ino = queue_socket_ino(fd);
         if (fd != watch.fd || ino != watch.ino) {
-            if (queue_tune.no_recovery_keep) {
+            if (tune->no_recovery_keep) {
                 return;
             }
             queue_watch_new_channel(fd, ino, now_ms);
@@ -309,6 +313,7 @@ static void queue_watch_start(int fd, uint32_t lowat, uint64_t pace_bps,
                               uint64_t precopy_rate,
                               unsigned int look_pace_percent)
 {
+    const PostcopyTune *tune = postcopy_tune();
     int64_t now_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
 
     if (!watch.timer) {
@@ -320,8 +325,8 @@ static void queue_watch_start(int fd, uint32_t lowat, uint64_t pace_bps,
     watch.ino = queue_socket_ino(fd);
     watch.lowat = lowat;
     watch.pace_bps = pace_bps;
-    watch.look_due = info && !queue_tune.no_recheck &&
-                     ((!lowat && !queue_tune.lowat) ||
+    watch.look_due = info && !tune->no_recheck &&
+                     ((!lowat && !tune->lowat) ||
                       (look_pace_percent && precopy_rate));
     if (info) {
         watch.look_from = *info;
@@ -342,6 +347,7 @@ static void queue_watch_start(int fd, uint32_t lowat, uint64_t pace_bps,
 static int queue_source_notify(NotifierWithReturn *notifier,
                                MigrationEvent *e, Error **errp)
 {
+    const PostcopyTune *tune = postcopy_tune();
     MigrationState *s = migrate_get_current();
     int64_t elapsed_ms = MAX(qemu_clock_get_ms(QEMU_CLOCK_REALTIME) -
                              s->start_time, 0);
@@ -353,7 +359,7 @@ static int queue_source_notify(NotifierWithReturn *notifier,
 
     if (e->type != MIG_EVENT_PRECOPY_DONE ||
         s->state != MIGRATION_STATUS_DEVICE || !migrate_postcopy_ram() ||
-        queue_tune.no_send) {
+        tune->no_send) {
         return 0;
     }
     fd = queue_tcp_fd(s->to_dst_file);
@@ -362,20 +368,20 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     }
     if (!queue_read_path(fd, &info)) {
         /* An old kernel: the smallest bound, and no pacing. */
-        lowat = queue_tune.lowat ? queue_tune.lowat : POSTCOPY_QUEUE_MIN;
+        lowat = tune->lowat ? tune->lowat : POSTCOPY_QUEUE_MIN;
         queue_watch_start(fd, queue_bound_send(fd, lowat), 0, NULL, 0, 0);
         return 0;
     }
-    path_limited = !queue_tune.recheck_only &&
+    path_limited = !tune->recheck_only &&
                    postcopy_queue_send_bound_wanted(info.busy_time,
                                                     info.rwnd_limited);
-    if (queue_tune.lowat) {
-        lowat = queue_tune.lowat;
-    } else if (path_limited || queue_tune.send_always) {
+    if (tune->lowat) {
+        lowat = tune->lowat;
+    } else if (path_limited || tune->send_always) {
         lowat = postcopy_queue_lowat(info.delivery_rate,
                                      queue_path_rtt(&info));
     } else {
-        trace_postcopy_queue_bound("source", queue_tune.recheck_only ?
+        trace_postcopy_queue_bound("source", tune->recheck_only ?
                                    "left to the second look, no bound" :
                                    "receiver-limited, no bound", 0);
     }
@@ -383,24 +389,24 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     precopy_rate = postcopy_queue_pace_rate(info.bytes_acked, info.busy_time,
                                             elapsed_ms * 1000, 100);
     /* The rate of a receiver-limited sender is the receiver's. */
-    if (queue_pace_wanted() && (path_limited || queue_tune.pace_forced)) {
-        pace_rate = precopy_rate * queue_tune.pace_percent / 100;
+    if (queue_pace_wanted() && (path_limited || tune->pace_forced)) {
+        pace_rate = precopy_rate * tune->pace_percent / 100;
         trace_postcopy_queue_pace(pace_rate, info.busy_time, elapsed_ms);
         pace_rate = queue_pace(fd, pace_rate);
     }
     queue_watch_start(fd, lowat, pace_rate, &info, precopy_rate,
                       queue_pace_wanted() && !pace_rate ?
-                      queue_tune.pace_percent : 0);
+                      tune->pace_percent : 0);
     return 0;
 }
 
 void postcopy_queue_bound_incoming(MigrationIncomingState *mis)
 {
-    int rcvbuf = queue_tune.rcvbuf ? queue_tune.rcvbuf
-                                   : POSTCOPY_RCVBUF_DEFAULT;
+    const PostcopyTune *tune = postcopy_tune();
+    int rcvbuf = tune->rcvbuf ? tune->rcvbuf : POSTCOPY_RCVBUF_DEFAULT;
     int fd;
 
-    if (queue_tune.no_receive) {
+    if (tune->no_receive) {
         return;
     }
     /*
@@ -421,34 +427,7 @@ void postcopy_queue_bound_incoming(MigrationIncomingState *mis)
     trace_postcopy_queue_bound("destination", "rcvbuf", rcvbuf);
 }
 
-unsigned int postcopy_queue_prepage(void)
-{
-    return queue_tune.prepage;
-}
-
-bool postcopy_queue_placer_wanted(void)
-{
-    return !queue_tune.no_placer;
-}
-
-bool postcopy_queue_placer_always(void)
-{
-    return queue_tune.placer_always;
-}
-
-unsigned int postcopy_queue_placer_run(void)
-{
-    return queue_tune.placer_run;
-}
-
 void postcopy_queue_init(void)
 {
-    Error *err = NULL;
-
-    if (!postcopy_queue_tune_parse(g_getenv("QEMU_POSTCOPY_TUNE"),
-                                   &queue_tune, &err)) {
-        error_prepend(&err, "QEMU_POSTCOPY_TUNE ignored: ");
-        warn_report_err(err);
-    }
     migration_add_notifier(&queue_notifier, queue_source_notify);
 }

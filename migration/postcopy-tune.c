@@ -1,5 +1,6 @@
 /*
- * Postcopy: sizing the queues ahead of a requested page (pure logic).
+ * Postcopy: QEMU_POSTCOPY_TUNE, the knobs for benchmarks (pure logic, but
+ * for reading the environment once).
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -7,8 +8,9 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qapi/error.h"
-#include "postcopy-queue.h"
+#include "postcopy-tune.h"
 #include "postcopy-prepage.h"
 
 /* @text, a number of @unit from @min to @max, into *@value. */
@@ -52,17 +54,17 @@ static bool tune_parse_word(const char *name, const char *text,
 static bool tune_parse_bytes(const char *name, const char *text,
                              uint32_t *bytes, Error **errp)
 {
-    return tune_parse_uint(name, text, "bytes", POSTCOPY_QUEUE_MIN / 16,
-                           POSTCOPY_QUEUE_MAX * 4, bytes, errp);
+    return tune_parse_uint(name, text, "bytes", POSTCOPY_TUNE_BYTES_MIN,
+                           POSTCOPY_TUNE_BYTES_MAX, bytes, errp);
 }
 
 /*
  * queue=auto, the default, bounds the send queue where the path rather
  * than the receiver limits the sender, and leaves the receive queue alone:
  * measured, the receive bound cost throughput wherever the destination was
- * the bottleneck (docs/bench/fault-path.md).
+ * the bottleneck (docs/notes/2026-12-02-fault-path.md).
  */
-static bool tune_parse_queue(const char *value, PostcopyQueueTune *tune)
+static bool tune_parse_queue(const char *value, PostcopyTune *tune)
 {
     static const struct {
         const char *name;
@@ -88,7 +90,7 @@ static bool tune_parse_queue(const char *value, PostcopyQueueTune *tune)
 }
 
 /* pace=auto|off|PERCENT */
-static bool tune_parse_pace(const char *value, PostcopyQueueTune *tune,
+static bool tune_parse_pace(const char *value, PostcopyTune *tune,
                             Error **errp)
 {
     if (!g_strcmp0(value, "auto")) {
@@ -115,9 +117,9 @@ static bool tune_parse_pace(const char *value, PostcopyQueueTune *tune,
 }
 
 /* What an unset QEMU_POSTCOPY_TUNE means. */
-static void tune_set_defaults(PostcopyQueueTune *tune)
+static void tune_set_defaults(PostcopyTune *tune)
 {
-    *tune = (PostcopyQueueTune) { .placer_run = POSTCOPY_PLACER_RUN_DEFAULT };
+    *tune = (PostcopyTune) { .placer_run = POSTCOPY_PLACER_RUN_DEFAULT };
     tune_parse_queue("auto", tune);
     tune_parse_pace("auto", tune, &error_abort);
 }
@@ -126,7 +128,7 @@ static void tune_set_defaults(PostcopyQueueTune *tune)
  * Each comma-separated item of @text into @tune, in order.  On a failure
  * the items before the bad one are applied: the caller resets @tune.
  */
-static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
+static bool tune_parse_items(const char *text, PostcopyTune *tune,
                              Error **errp)
 {
     g_auto(GStrv) items = g_strsplit(text ? text : "", ",", -1);
@@ -208,7 +210,7 @@ static bool tune_parse_items(const char *text, PostcopyQueueTune *tune,
     return true;
 }
 
-bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
+bool postcopy_tune_parse(const char *text, PostcopyTune *tune,
                                Error **errp)
 {
     tune_set_defaults(tune);
@@ -228,78 +230,21 @@ bool postcopy_queue_tune_parse(const char *text, PostcopyQueueTune *tune,
     return true;
 }
 
-uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us)
+/* Written once by postcopy_tune_init() at start-up, then only read. */
+static PostcopyTune tune_from_env;
+
+void postcopy_tune_init(void)
 {
-    /* rate < 2^40 B/s and rtt < 2^32 us: the product cannot overflow. */
-    uint64_t bdp = MIN(rate_bps, 1ULL << 40) * rtt_us / 1000000;
+    Error *err = NULL;
 
-    return MIN(MAX(bdp, POSTCOPY_QUEUE_MIN), POSTCOPY_QUEUE_MAX);
-}
-
-bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us)
-{
-    /* Nothing measured: bound, as where the path is the bottleneck. */
-    return !busy_us || rwnd_us <= busy_us / 2;
-}
-
-uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
-                                  uint64_t elapsed_us, unsigned int percent)
-{
-    uint64_t busy_ms = busy_us / 1000;
-
-    if (!percent || busy_us < POSTCOPY_PACE_MIN_BUSY_US ||
-        busy_us < elapsed_us / 4 * 3) {
-        return 0;
+    if (!postcopy_tune_parse(g_getenv("QEMU_POSTCOPY_TUNE"), &tune_from_env,
+                             &err)) {
+        error_prepend(&err, "QEMU_POSTCOPY_TUNE ignored: ");
+        warn_report_err(err);
     }
-    /* Exact below 2^54 bytes acked, and 2^64 is beyond any migration. */
-    bytes_acked = MIN(bytes_acked, 1ULL << 54);
-    return bytes_acked * 1000 / busy_ms * percent / 100;
 }
 
-/*
- * Whether @postcopy_bps is close enough to @precopy_bps to be the same
- * path's rate.  Apart by more below than above: in half a second the path
- * gives a little less now and then (the one look that read 12% less had
- * the receiver hold the sender back a third of the time), but it never
- * gives more than it did, and a rate that rose came from the endpoints'
- * CPU.
- */
-static bool queue_rates_agree(uint64_t precopy_bps, uint64_t postcopy_bps)
+const PostcopyTune *postcopy_tune(void)
 {
-    /* Divided first: no product can overflow, whatever the caller passes. */
-    if (postcopy_bps >= precopy_bps) {
-        return postcopy_bps - precopy_bps <=
-               precopy_bps / 100 * POSTCOPY_RECHECK_ABOVE_PERCENT;
-    }
-    return precopy_bps - postcopy_bps <=
-           precopy_bps / 100 * POSTCOPY_RECHECK_BELOW_PERCENT;
-}
-
-PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
-                                            uint64_t rwnd_us,
-                                            uint64_t bytes_acked,
-                                            uint64_t interval_us,
-                                            uint64_t precopy_rate_bps,
-                                            unsigned int percent)
-{
-    PostcopyQueueRecheck verdict = {
-        .rate_bps = postcopy_queue_pace_rate(bytes_acked, busy_us,
-                                             interval_us, 100),
-    };
-
-    /* pace_rate() also wants the sender busy most of the interval. */
-    if (!verdict.rate_bps || !precopy_rate_bps ||
-        !postcopy_queue_send_bound_wanted(busy_us, rwnd_us) ||
-        !queue_rates_agree(precopy_rate_bps, verdict.rate_bps)) {
-        return verdict;
-    }
-    verdict.bound = true;
-    /*
-     * Each rate is what the path delivered to a busy sender, so it carries
-     * at least the higher: @percent of the lower would throttle it more
-     * than @percent says.
-     */
-    verdict.pace_bps = MAX(precopy_rate_bps, verdict.rate_bps) / 100 *
-                       percent;
-    return verdict;
+    return &tune_from_env;
 }

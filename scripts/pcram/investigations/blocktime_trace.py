@@ -1,7 +1,7 @@
 """How this module's vCPU waits end, from the destination's trace.
 
-    python3 -m pcram.blocktime_trace QEMU GUEST [--size GIB] [--link LINK]
-                                     [--relay DELAY-RELAY]
+    python3 -m pcram.investigations.blocktime_trace QEMU GUEST
+        [--size GIB] [--link LINK] [--relay DELAY-RELAY]
 
 Migrates the test guest once over one of the benchmark's links (default
 4 GiB over 10gbit) with QEMU built with this module, tracing the
@@ -18,7 +18,7 @@ a woken vCPU can fault again first: then its page comes just after.
 
 Upstream QEMU 10.0's account keeps one address and one start time per
 vCPU and overwrites both at the vCPU's next fault, so the second kind of
-wait never reaches its total (docs/bench/fault-path.md).
+wait never reaches its total (docs/notes/2026-12-02-fault-path.md).
 """
 
 import argparse
@@ -28,8 +28,8 @@ import shutil
 import sys
 import tempfile
 
-from .migrate import Scenario, run_scenario
-from .netlink import Link
+from ..migrate import Scenario, run_scenario
+from ..netlink import Link
 
 LINE = re.compile(r'^\d+@(\d+\.\d+):(\S+) (.*)$')
 PAGE_MASK = ~0xfff

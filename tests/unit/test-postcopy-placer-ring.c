@@ -1,6 +1,6 @@
 /*
  * Unit tests: the placer's single-producer, single-consumer queue
- * (migration/postcopy-placeq.c)
+ * (migration/postcopy-placer-ring.c)
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -9,83 +9,83 @@
 
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
-#include "postcopy-placeq.h"
+#include "postcopy-placer-ring.h"
 
 #define QSIZE 8
 
 static void test_empty_full_order(void)
 {
-    PostcopyPlaceQueue q;
+    PostcopyPlacerRing q;
     int i, slot;
 
-    postcopy_placeq_init(&q, QSIZE);
-    g_assert_true(postcopy_placeq_is_empty(&q));
-    g_assert_cmpint(postcopy_placeq_peek(&q), ==, -1);
+    postcopy_placer_ring_init(&q, QSIZE);
+    g_assert_true(postcopy_placer_ring_is_empty(&q));
+    g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, -1);
 
     /* Every slot can be taken, in order, and then no more. */
     for (i = 0; i < QSIZE; i++) {
-        slot = postcopy_placeq_reserve(&q);
+        slot = postcopy_placer_ring_reserve(&q);
         g_assert_cmpint(slot, ==, i);
         /* Reserving again without publishing gives the same slot. */
-        g_assert_cmpint(postcopy_placeq_reserve(&q), ==, slot);
-        postcopy_placeq_publish(&q);
-        g_assert_false(postcopy_placeq_is_empty(&q));
+        g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, slot);
+        postcopy_placer_ring_publish(&q);
+        g_assert_false(postcopy_placer_ring_is_empty(&q));
     }
-    g_assert_cmpint(postcopy_placeq_reserve(&q), ==, -1);
+    g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, -1);
 
     /*
      * The consumer sees them oldest first; a slot frees on release only,
      * and the producer fills it again at once.
      */
     for (i = 0; i < QSIZE; i++) {
-        g_assert_cmpint(postcopy_placeq_peek(&q), ==, i);
-        g_assert_cmpint(postcopy_placeq_peek(&q), ==, i);
-        g_assert_cmpint(postcopy_placeq_reserve(&q), ==, -1);
-        postcopy_placeq_release(&q);
-        g_assert_cmpint(postcopy_placeq_reserve(&q), ==, i);
-        postcopy_placeq_publish(&q);
+        g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, i);
+        g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, i);
+        g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, -1);
+        postcopy_placer_ring_release(&q);
+        g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, i);
+        postcopy_placer_ring_publish(&q);
     }
     for (i = 0; i < QSIZE; i++) {
-        g_assert_cmpint(postcopy_placeq_peek(&q), ==, i);
-        postcopy_placeq_release(&q);
+        g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, i);
+        postcopy_placer_ring_release(&q);
     }
-    g_assert_true(postcopy_placeq_is_empty(&q));
-    g_assert_cmpint(postcopy_placeq_peek(&q), ==, -1);
+    g_assert_true(postcopy_placer_ring_is_empty(&q));
+    g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, -1);
 }
 
 /* The free-running indices wrap at UINT_MAX without losing a slot. */
 static void test_index_wrap(void)
 {
-    PostcopyPlaceQueue q;
+    PostcopyPlacerRing q;
     unsigned int n;
     int slot;
 
-    postcopy_placeq_init(&q, QSIZE);
+    postcopy_placer_ring_init(&q, QSIZE);
     q.head = q.tail = UINT_MAX - 2;
     for (n = 0; n < 3 * QSIZE; n++) {
-        slot = postcopy_placeq_reserve(&q);
+        slot = postcopy_placer_ring_reserve(&q);
         g_assert_cmpint(slot, ==, (int)((UINT_MAX - 2 + n) & (QSIZE - 1)));
-        postcopy_placeq_publish(&q);
-        g_assert_cmpint(postcopy_placeq_peek(&q), ==, slot);
-        postcopy_placeq_release(&q);
-        g_assert_true(postcopy_placeq_is_empty(&q));
+        postcopy_placer_ring_publish(&q);
+        g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, slot);
+        postcopy_placer_ring_release(&q);
+        g_assert_true(postcopy_placer_ring_is_empty(&q));
     }
     for (n = 0; n < QSIZE; n++) {
-        g_assert_cmpint(postcopy_placeq_reserve(&q), >=, 0);
-        postcopy_placeq_publish(&q);
+        g_assert_cmpint(postcopy_placer_ring_reserve(&q), >=, 0);
+        postcopy_placer_ring_publish(&q);
     }
-    g_assert_cmpint(postcopy_placeq_reserve(&q), ==, -1);
+    g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, -1);
 }
 
 /* Publish a slot whose page goes to @host of @rb. */
-static void publish_target(PostcopyPlaceQueue *q, PostcopyPlaceTarget *t,
+static void publish_target(PostcopyPlacerRing *q, PostcopyPlaceTarget *t,
                            RAMBlock *rb, uintptr_t host)
 {
-    int slot = postcopy_placeq_reserve(q);
+    int slot = postcopy_placer_ring_reserve(q);
 
     g_assert_cmpint(slot, >=, 0);
     t[slot] = (PostcopyPlaceTarget) { .rb = rb, .host = (void *)host };
-    postcopy_placeq_publish(q);
+    postcopy_placer_ring_publish(q);
 }
 
 /*
@@ -98,36 +98,36 @@ static void test_runs(void)
     static int block_a, block_b;
     RAMBlock *a = (RAMBlock *)&block_a, *b = (RAMBlock *)&block_b;
     PostcopyPlaceTarget t[QSIZE] = { 0 };
-    PostcopyPlaceQueue q;
+    PostcopyPlacerRing q;
     const uintptr_t ps = 4096, base = 0x100000;
 
-    postcopy_placeq_init(&q, QSIZE);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 0);
+    postcopy_placer_ring_init(&q, QSIZE);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 0);
 
     /* Slots 0-2 follow one another; 3 jumps; 4 is in another block. */
     publish_target(&q, t, a, base);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 1);
     publish_target(&q, t, a, base + ps);
     publish_target(&q, t, a, base + 2 * ps);
     publish_target(&q, t, a, base + 4 * ps);
     publish_target(&q, t, b, base + 5 * ps);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 3);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 3);
     /* Capped by @max; a run of one when @max is 1. */
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 2), ==, 2);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 1), ==, 1);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 2), ==, 2);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 1), ==, 1);
     /* Only published slots count: a reserved one does not. */
-    g_assert_cmpint(postcopy_placeq_reserve(&q), ==, 5);
+    g_assert_cmpint(postcopy_placer_ring_reserve(&q), ==, 5);
     t[5] = (PostcopyPlaceTarget) { .rb = b, .host = (void *)(base + 6 * ps) };
 
-    postcopy_placeq_release_n(&q, 3);
-    g_assert_cmpint(postcopy_placeq_peek(&q), ==, 3);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
-    postcopy_placeq_release(&q);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 1);
-    postcopy_placeq_publish(&q);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
-    postcopy_placeq_release_n(&q, 2);
-    g_assert_true(postcopy_placeq_is_empty(&q));
+    postcopy_placer_ring_release_n(&q, 3);
+    g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, 3);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 1);
+    postcopy_placer_ring_release(&q);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 1);
+    postcopy_placer_ring_publish(&q);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 2);
+    postcopy_placer_ring_release_n(&q, 2);
+    g_assert_true(postcopy_placer_ring_is_empty(&q));
 
     /*
      * Slots 6, 7, 0, 1 hold consecutive pages, but the ring's end splits
@@ -137,12 +137,12 @@ static void test_runs(void)
     publish_target(&q, t, a, base + ps);
     publish_target(&q, t, a, base + 2 * ps);
     publish_target(&q, t, a, base + 3 * ps);
-    g_assert_cmpint(postcopy_placeq_peek(&q), ==, 6);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
-    postcopy_placeq_release_n(&q, 2);
-    g_assert_cmpuint(postcopy_placeq_run(&q, t, ps, 16), ==, 2);
-    postcopy_placeq_release_n(&q, 2);
-    g_assert_true(postcopy_placeq_is_empty(&q));
+    g_assert_cmpint(postcopy_placer_ring_peek(&q), ==, 6);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 2);
+    postcopy_placer_ring_release_n(&q, 2);
+    g_assert_cmpuint(postcopy_placer_ring_run(&q, t, ps, 16), ==, 2);
+    postcopy_placer_ring_release_n(&q, 2);
+    g_assert_true(postcopy_placer_ring_is_empty(&q));
 }
 
 /*
@@ -160,7 +160,7 @@ static void test_runs(void)
 #define STREAM_LEAST    (QSIZE * 64)
 
 typedef struct Stream {
-    PostcopyPlaceQueue q;
+    PostcopyPlacerRing q;
     uint64_t slots[QSIZE];
     uint64_t full_seen;
     uint64_t end;       /* the stream's length, once the producer stops */
@@ -172,7 +172,7 @@ static void *stream_consumer(void *opaque)
     uint64_t expect = 0;
 
     while (expect < qatomic_load_acquire(&s->end)) {
-        int slot = postcopy_placeq_peek(&s->q);
+        int slot = postcopy_placer_ring_peek(&s->q);
         uint64_t got;
 
         if (slot < 0) {
@@ -190,7 +190,7 @@ static void *stream_consumer(void *opaque)
             g_usleep(1);
         }
         g_assert_cmpuint(s->slots[slot], ==, got);
-        postcopy_placeq_release(&s->q);
+        postcopy_placer_ring_release(&s->q);
         expect++;
     }
     return NULL;
@@ -204,14 +204,14 @@ static void test_two_threads(void)
                        STREAM_SECONDS * G_USEC_PER_SEC;
     uint64_t n = 0;
 
-    postcopy_placeq_init(&s->q, QSIZE);
+    postcopy_placer_ring_init(&s->q, QSIZE);
     s->end = UINT64_MAX;
     qemu_thread_create(&consumer, "consumer", stream_consumer, s,
                        QEMU_THREAD_JOINABLE);
     while (n < STREAM_LEN &&
            (n < STREAM_LEAST || n % 1024 ||
             g_get_monotonic_time() < deadline)) {
-        int slot = postcopy_placeq_reserve(&s->q);
+        int slot = postcopy_placer_ring_reserve(&s->q);
 
         if (slot < 0) {
             s->full_seen++;
@@ -219,7 +219,7 @@ static void test_two_threads(void)
             continue;
         }
         s->slots[slot] = n++;
-        postcopy_placeq_publish(&s->q);
+        postcopy_placer_ring_publish(&s->q);
     }
     qatomic_store_release(&s->end, n);
     qemu_thread_join(&consumer);
@@ -227,7 +227,7 @@ static void test_two_threads(void)
         g_test_message("the stream stopped after %" PRIu64 " numbers, at "
                        "its deadline", n);
     }
-    g_assert_true(postcopy_placeq_is_empty(&s->q));
+    g_assert_true(postcopy_placer_ring_is_empty(&s->q));
     /* The full-ring path ran too. */
     g_assert_cmpuint(s->full_seen, >, 0);
     g_free(s);
@@ -236,10 +236,10 @@ static void test_two_threads(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/postcopy/placeq/empty-full-order",
+    g_test_add_func("/postcopy/placer-ring/empty-full-order",
                     test_empty_full_order);
-    g_test_add_func("/postcopy/placeq/index-wrap", test_index_wrap);
-    g_test_add_func("/postcopy/placeq/runs", test_runs);
-    g_test_add_func("/postcopy/placeq/two-threads", test_two_threads);
+    g_test_add_func("/postcopy/placer-ring/index-wrap", test_index_wrap);
+    g_test_add_func("/postcopy/placer-ring/runs", test_runs);
+    g_test_add_func("/postcopy/placer-ring/two-threads", test_two_threads);
     return g_test_run();
 }

@@ -11,9 +11,9 @@
 
 #include "qemu/osdep.h"
 #include "qemu/atomic.h"
-#include "postcopy-placeq.h"
+#include "postcopy-placer-ring.h"
 
-void postcopy_placeq_init(PostcopyPlaceQueue *q, unsigned int size)
+void postcopy_placer_ring_init(PostcopyPlacerRing *q, unsigned int size)
 {
     assert(size && !(size & (size - 1)));
     q->tail = 0;
@@ -21,7 +21,7 @@ void postcopy_placeq_init(PostcopyPlaceQueue *q, unsigned int size)
     q->size = size;
 }
 
-int postcopy_placeq_reserve(PostcopyPlaceQueue *q)
+int postcopy_placer_ring_reserve(PostcopyPlacerRing *q)
 {
     unsigned int head = qatomic_load_acquire(&q->head);
 
@@ -31,12 +31,12 @@ int postcopy_placeq_reserve(PostcopyPlaceQueue *q)
     return q->tail & (q->size - 1);
 }
 
-void postcopy_placeq_publish(PostcopyPlaceQueue *q)
+void postcopy_placer_ring_publish(PostcopyPlacerRing *q)
 {
     qatomic_store_release(&q->tail, q->tail + 1);
 }
 
-int postcopy_placeq_peek(PostcopyPlaceQueue *q)
+int postcopy_placer_ring_peek(PostcopyPlacerRing *q)
 {
     unsigned int tail = qatomic_load_acquire(&q->tail);
 
@@ -46,14 +46,14 @@ int postcopy_placeq_peek(PostcopyPlaceQueue *q)
     return q->head & (q->size - 1);
 }
 
-void postcopy_placeq_release(PostcopyPlaceQueue *q)
+void postcopy_placer_ring_release(PostcopyPlacerRing *q)
 {
-    postcopy_placeq_release_n(q, 1);
+    postcopy_placer_ring_release_n(q, 1);
 }
 
-unsigned int postcopy_placeq_run(PostcopyPlaceQueue *q,
-                                 const PostcopyPlaceTarget *targets,
-                                 size_t page_size, unsigned int max)
+unsigned int postcopy_placer_ring_run(PostcopyPlacerRing *q,
+                                      const PostcopyPlaceTarget *targets,
+                                      size_t page_size, unsigned int max)
 {
     unsigned int published = qatomic_load_acquire(&q->tail) - q->head;
     unsigned int first = q->head & (q->size - 1);
@@ -72,12 +72,12 @@ unsigned int postcopy_placeq_run(PostcopyPlaceQueue *q,
     return MIN(n, limit);
 }
 
-void postcopy_placeq_release_n(PostcopyPlaceQueue *q, unsigned int n)
+void postcopy_placer_ring_release_n(PostcopyPlacerRing *q, unsigned int n)
 {
     qatomic_store_release(&q->head, q->head + n);
 }
 
-bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q)
+bool postcopy_placer_ring_is_empty(PostcopyPlacerRing *q)
 {
     return qatomic_load_acquire(&q->head) == qatomic_load_acquire(&q->tail);
 }

@@ -1,5 +1,6 @@
 /*
- * Postcopy: the queue between the main load thread and the placer thread.
+ * Postcopy: the placer's ring, between the main load thread and the placer
+ * thread.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -16,30 +17,30 @@
  * head: release() after the consumer is done with a slot, acquire in
  * reserve() before the producer overwrites it.
  */
-#ifndef QEMU_POSTCOPY_PLACEQ_H
-#define QEMU_POSTCOPY_PLACEQ_H
+#ifndef QEMU_POSTCOPY_PLACER_RING_H
+#define QEMU_POSTCOPY_PLACER_RING_H
 
-typedef struct PostcopyPlaceQueue {
+typedef struct PostcopyPlacerRing {
     /* Slots published; written by the producer only. */
     unsigned int tail;
     /* Slots released; written by the consumer only. */
     unsigned int head;
     /* A power of two */
     unsigned int size;
-} PostcopyPlaceQueue;
+} PostcopyPlacerRing;
 
 /* An empty queue of @size slots; @size must be a power of two. */
-void postcopy_placeq_init(PostcopyPlaceQueue *q, unsigned int size);
+void postcopy_placer_ring_init(PostcopyPlacerRing *q, unsigned int size);
 
 /* Producer: the free slot to fill next, or -1 when every slot is taken. */
-int postcopy_placeq_reserve(PostcopyPlaceQueue *q);
+int postcopy_placer_ring_reserve(PostcopyPlacerRing *q);
 /* Producer: hand the slot reserve() gave to the consumer. */
-void postcopy_placeq_publish(PostcopyPlaceQueue *q);
+void postcopy_placer_ring_publish(PostcopyPlacerRing *q);
 
 /* Consumer: the oldest published slot, or -1 when there is none. */
-int postcopy_placeq_peek(PostcopyPlaceQueue *q);
+int postcopy_placer_ring_peek(PostcopyPlacerRing *q);
 /* Consumer: done with the slot peek() gave; the producer may reuse it. */
-void postcopy_placeq_release(PostcopyPlaceQueue *q);
+void postcopy_placer_ring_release(PostcopyPlacerRing *q);
 
 /* Where the page in a slot goes: the caller's array of these. */
 typedef struct PostcopyPlaceTarget {
@@ -55,13 +56,13 @@ typedef struct PostcopyPlaceTarget {
  * one before, in the same RAMBlock.  One UFFDIO_COPY can place such a run.
  * 0 when nothing is published; 1 at least otherwise.
  */
-unsigned int postcopy_placeq_run(PostcopyPlaceQueue *q,
-                                 const PostcopyPlaceTarget *targets,
-                                 size_t page_size, unsigned int max);
+unsigned int postcopy_placer_ring_run(PostcopyPlacerRing *q,
+                                      const PostcopyPlaceTarget *targets,
+                                      size_t page_size, unsigned int max);
 /* Consumer: done with the @n oldest slots (release() @n times). */
-void postcopy_placeq_release_n(PostcopyPlaceQueue *q, unsigned int n);
+void postcopy_placer_ring_release_n(PostcopyPlacerRing *q, unsigned int n);
 
 /* Any thread: whether every published slot has been released. */
-bool postcopy_placeq_is_empty(PostcopyPlaceQueue *q);
+bool postcopy_placer_ring_is_empty(PostcopyPlacerRing *q);
 
 #endif

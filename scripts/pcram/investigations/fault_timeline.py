@@ -1,8 +1,8 @@
 """Where a remote fault's time goes, from both QEMUs' traces.
 
-    python3 -m pcram.fault_timeline QEMU GUEST [--size GIB] [--link LINK]
-                                    [--preempt] [--reps N]
-                                    [--relay DELAY-RELAY]
+    python3 -m pcram.investigations.fault_timeline QEMU GUEST
+        [--size GIB] [--link LINK] [--preempt] [--reps N]
+        [--relay DELAY-RELAY]
 
 Migrates the test guest over one of the benchmark's links (default 1 GiB
 over 10gbit, no preempt) with QEMU built with this module, both QEMUs
@@ -40,10 +40,10 @@ import statistics
 import sys
 import tempfile
 
-from .bench import flatten
+from ..bench import flatten
 from .blocktime_trace import parse
-from .migrate import Scenario, run_scenario
-from .netlink import Link
+from ..migrate import Scenario, run_scenario
+from ..netlink import Link
 
 DESTINATION_EVENTS = ('postcopy_fault', 'postcopy_request_done')
 SOURCE_EVENTS = ('migrate_handle_rp_req_pages', 'get_queued_page',

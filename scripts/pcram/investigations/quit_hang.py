@@ -1,6 +1,6 @@
 """Evidence for a QEMU 10.0 hang that is not the postcopy module's.
 
-    python3 -m pcram.quit_hang QEMU OUT.txt
+    python3 -m pcram.investigations.quit_hang QEMU OUT.txt
 
 Migrates the test guest between two namespaces, kills the source early in
 postcopy, waits until the destination reports postcopy-paused, asks it to
@@ -18,21 +18,13 @@ import sys
 import tempfile
 import time
 
-from .faults import Case, Namespaces
-
-
-class Args:
-    def __init__(self, qemu):
-        self.qemu = qemu
-        self.guest = os.path.join(os.path.dirname(__file__), '..', '..',
-                                  '_build', 'pcguest.bin')
-        self.psk_dir = None
+from ..faults import Case, CaseArgs, Namespaces
 
 
 def main(argv):
     qemu, out = argv
     with Namespaces():
-        case = Case(Args(qemu), 'kill-src', 'early', False, False,
+        case = Case(CaseArgs(qemu), 'kill-src', 'early', False, False,
                     tempfile.mkdtemp(prefix='pcram-hang-'))
         case.start_migration()
         case.start_postcopy()
@@ -42,7 +34,7 @@ def main(argv):
         case.wait_until(lambda s, d: d == 'postcopy-paused', 60, 'pause')
         print('destination paused; query-status answers: %s' %
               case.dst.qmp.cmd('query-status'))
-        case.dst.qmp.sock.settimeout(10)
+        case.dst.qmp.settimeout(10)
         t0 = time.monotonic()
         try:
             case.dst.qmp.cmd('quit')

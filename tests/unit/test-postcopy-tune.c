@@ -8,11 +8,12 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "postcopy-queue.h"
+#include "postcopy-tune.h"
+#include "postcopy-tcp-queue.h"
 
 /* Field by field: the struct's padding is not part of its value. */
-static void assert_tune_equal(const PostcopyQueueTune *a,
-                              const PostcopyQueueTune *b)
+static void assert_tune_equal(const PostcopyTune *a,
+                              const PostcopyTune *b)
 {
     g_assert_cmpint(a->no_send, ==, b->no_send);
     g_assert_cmpint(a->send_always, ==, b->send_always);
@@ -32,10 +33,10 @@ static void assert_tune_equal(const PostcopyQueueTune *a,
 
 static void test_tune_defaults(void)
 {
-    PostcopyQueueTune tune = { .no_send = true, .lowat = 1 };
+    PostcopyTune tune = { .no_send = true, .lowat = 1 };
 
     /* auto: the send queue, where the path limits the sender. */
-    g_assert_true(postcopy_queue_tune_parse(NULL, &tune, &error_abort));
+    g_assert_true(postcopy_tune_parse(NULL, &tune, &error_abort));
     g_assert_false(tune.no_send);
     g_assert_false(tune.send_always);
     g_assert_true(tune.no_receive);
@@ -49,81 +50,81 @@ static void test_tune_defaults(void)
     g_assert_false(tune.no_recheck);
     g_assert_false(tune.recheck_only);
     g_assert_false(tune.no_recovery_keep);
-    g_assert_true(postcopy_queue_tune_parse("", &tune, &error_abort));
+    g_assert_true(postcopy_tune_parse("", &tune, &error_abort));
     g_assert_false(tune.no_send);
 }
 
 static void test_tune_items(void)
 {
-    PostcopyQueueTune tune;
+    PostcopyTune tune;
 
-    g_assert_true(postcopy_queue_tune_parse("queue=off", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("queue=off", &tune,
+                                      &error_abort));
     g_assert_true(tune.no_send && tune.no_receive);
-    g_assert_true(postcopy_queue_tune_parse("queue=send", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("queue=send", &tune,
+                                      &error_abort));
     g_assert_true(!tune.no_send && tune.send_always && tune.no_receive);
-    g_assert_true(postcopy_queue_tune_parse("queue=receive", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("queue=receive", &tune,
+                                      &error_abort));
     g_assert_true(tune.no_send && !tune.no_receive);
-    g_assert_true(postcopy_queue_tune_parse("queue=on", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("queue=on", &tune,
+                                      &error_abort));
     g_assert_false(tune.no_send || tune.no_receive);
-    g_assert_true(postcopy_queue_tune_parse("lowat=131072,,rcvbuf=1048576",
-                                            &tune, &error_abort));
+    g_assert_true(postcopy_tune_parse("lowat=131072,,rcvbuf=1048576",
+                                      &tune, &error_abort));
     g_assert_false(tune.no_send || tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 131072);
     g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
     g_assert_cmpuint(tune.prepage, ==, 0);
-    g_assert_true(postcopy_queue_tune_parse("prepage=32", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("prepage=32", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.prepage, ==, 32);
     g_assert_false(tune.no_send);
     g_assert_false(tune.no_placer);
-    g_assert_true(postcopy_queue_tune_parse("placer=off", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("placer=off", &tune,
+                                      &error_abort));
     g_assert_true(tune.no_placer);
     g_assert_false(tune.placer_always);
-    g_assert_true(postcopy_queue_tune_parse("placer=on", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("placer=on", &tune,
+                                      &error_abort));
     g_assert_false(tune.no_placer);
     g_assert_true(tune.placer_always);
-    g_assert_true(postcopy_queue_tune_parse("placer=auto", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("placer=auto", &tune,
+                                      &error_abort));
     g_assert_false(tune.no_placer || tune.placer_always);
     g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_DEFAULT);
-    g_assert_true(postcopy_queue_tune_parse("placerun=1", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("placerun=1", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.placer_run, ==, 1);
-    g_assert_true(postcopy_queue_tune_parse("placerun=64,placer=on", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("placerun=64,placer=on", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.placer_run, ==, POSTCOPY_PLACER_RUN_MAX);
     g_assert_true(tune.placer_always);
-    g_assert_true(postcopy_queue_tune_parse("pace=off", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("pace=off", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, 0);
-    g_assert_true(postcopy_queue_tune_parse("pace=90", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("pace=90", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, 90);
     g_assert_true(tune.pace_forced);
-    g_assert_true(postcopy_queue_tune_parse("pace=auto", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("pace=auto", &tune,
+                                      &error_abort));
     g_assert_cmpuint(tune.pace_percent, ==, POSTCOPY_PACE_PERCENT);
     g_assert_false(tune.pace_forced);
-    g_assert_true(postcopy_queue_tune_parse("recheck=off", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("recheck=off", &tune,
+                                      &error_abort));
     g_assert_true(tune.no_recheck && !tune.recheck_only);
-    g_assert_true(postcopy_queue_tune_parse("recheck=only", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("recheck=only", &tune,
+                                      &error_abort));
     g_assert_true(!tune.no_recheck && tune.recheck_only);
-    g_assert_true(postcopy_queue_tune_parse("recovery=off", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("recovery=off", &tune,
+                                      &error_abort));
     g_assert_true(tune.no_recovery_keep);
-    g_assert_true(postcopy_queue_tune_parse("recovery=keep", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("recovery=keep", &tune,
+                                      &error_abort));
     g_assert_false(tune.no_recovery_keep);
-    g_assert_true(postcopy_queue_tune_parse("recheck=auto", &tune,
-                                            &error_abort));
+    g_assert_true(postcopy_tune_parse("recheck=auto", &tune,
+                                      &error_abort));
     g_assert_false(tune.no_recheck || tune.recheck_only);
 }
 
@@ -137,16 +138,16 @@ static void test_tune_errors(void)
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on",
     };
-    PostcopyQueueTune defaults;
+    PostcopyTune defaults;
     unsigned int i;
 
-    g_assert_true(postcopy_queue_tune_parse(NULL, &defaults, &error_abort));
+    g_assert_true(postcopy_tune_parse(NULL, &defaults, &error_abort));
     for (i = 0; i < ARRAY_SIZE(bad); i++) {
         /* Nothing like the defaults: a caller's zeroed or stale tuning. */
-        PostcopyQueueTune tune = { .rcvbuf = 7, .placer_always = true };
+        PostcopyTune tune = { .rcvbuf = 7, .placer_always = true };
         Error *err = NULL;
 
-        g_assert_false(postcopy_queue_tune_parse(bad[i], &tune, &err));
+        g_assert_false(postcopy_tune_parse(bad[i], &tune, &err));
         g_assert_nonnull(err);
         g_assert_nonnull(strstr(error_get_pretty(err),
                                 "QEMU_POSTCOPY_TUNE"));
@@ -158,13 +159,13 @@ static void test_tune_errors(void)
 
 static void test_tune_error_after_good_items(void)
 {
-    PostcopyQueueTune defaults, tune = { 0 };
+    PostcopyTune defaults, tune = { 0 };
     Error *err = NULL;
 
-    g_assert_true(postcopy_queue_tune_parse(NULL, &defaults, &error_abort));
+    g_assert_true(postcopy_tune_parse(NULL, &defaults, &error_abort));
     /* The good items before the bad one are not applied either. */
-    g_assert_false(postcopy_queue_tune_parse("queue=on,placerun=4,pace=off,"
-                                             "prepage=bad", &tune, &err));
+    g_assert_false(postcopy_tune_parse("queue=on,placerun=4,pace=off,"
+                                       "prepage=bad", &tune, &err));
     error_free(err);
     assert_tune_equal(&tune, &defaults);
     g_assert_true(tune.no_receive);
@@ -174,18 +175,18 @@ static void test_tune_error_after_good_items(void)
 
 static void test_tune_error_words(void)
 {
-    PostcopyQueueTune tune;
+    PostcopyTune tune;
     Error *err = NULL;
 
     /* A word that no choice has: the message lists the choices. */
-    g_assert_false(postcopy_queue_tune_parse("placer=always", &tune,
-                                             &err));
+    g_assert_false(postcopy_tune_parse("placer=always", &tune,
+                                       &err));
     g_assert_cmpstr(error_get_pretty(err), ==,
                     "QEMU_POSTCOPY_TUNE: placer wants auto, on or off");
     error_free(err);
     err = NULL;
-    g_assert_false(postcopy_queue_tune_parse("recheck", &tune,
-                                             &err));
+    g_assert_false(postcopy_tune_parse("recheck", &tune,
+                                       &err));
     g_assert_cmpstr(error_get_pretty(err), ==,
                     "QEMU_POSTCOPY_TUNE: recheck wants auto, off or only");
     error_free(err);
@@ -206,21 +207,21 @@ static void test_tune_order(void)
         { "pace=50,pace=auto", "pace=auto" },
         { "placer=off,placerun=4", "placerun=4,placer=off" },
     };
-    PostcopyQueueTune tune;
+    PostcopyTune tune;
     unsigned int i;
 
     for (i = 0; i < ARRAY_SIZE(pairs); i++) {
-        PostcopyQueueTune a, b;
+        PostcopyTune a, b;
 
         g_test_message("%s against %s", pairs[i][0], pairs[i][1]);
-        g_assert_true(postcopy_queue_tune_parse(pairs[i][0], &a,
-                                                &error_abort));
-        g_assert_true(postcopy_queue_tune_parse(pairs[i][1], &b,
-                                                &error_abort));
+        g_assert_true(postcopy_tune_parse(pairs[i][0], &a,
+                                          &error_abort));
+        g_assert_true(postcopy_tune_parse(pairs[i][1], &b,
+                                          &error_abort));
         assert_tune_equal(&a, &b);
     }
-    g_assert_true(postcopy_queue_tune_parse("rcvbuf=1048576,queue=auto",
-                                            &tune, &error_abort));
+    g_assert_true(postcopy_tune_parse("rcvbuf=1048576,queue=auto",
+                                      &tune, &error_abort));
     g_assert_false(tune.no_receive);
     g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
 }
