@@ -119,7 +119,10 @@ bool postcopy_tune_parse(const char *text, PostcopyTune *tune, Error **errp);
 
 /* Read QEMU_POSTCOPY_TUNE; a text that does not parse warns. Once. */
 void postcopy_tune_init(void);
-/* The process's tuning: the defaults before postcopy_tune_init(). */
+/*
+ * The process's tuning, valid once postcopy_tune_init() ran at start-up
+ * (postcopy_infrastructure_init()); all zeroes before.
+ */
 const PostcopyTune *postcopy_tune(void);
 
 #endif

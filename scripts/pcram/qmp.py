@@ -71,10 +71,11 @@ class QMP:
         self.path = path
         self.timeout = timeout
         self._monitor = None
+        self._qmp = None            # the qemu.qmp package, once connected
         self._events = []
 
     def connect(self, wait=30.0, alive=None):
-        qmp = _qemu_qmp()
+        qmp = self._qmp = _qemu_qmp()
         sock = connect_unix(self.path, wait, None, alive)
         self._monitor = qmp.legacy.QEMUMonitorProtocol(sock)
         self.settimeout(self.timeout)
@@ -92,7 +93,7 @@ class QMP:
 
     def cmd(self, command, /, **args):
         """Run @command; its arguments may include one called 'name'."""
-        qmp = _qemu_qmp()
+        qmp = self._qmp
         if not self._monitor:
             raise ConnectionError('QMP: not connected')
         try:
