@@ -134,26 +134,29 @@ select_qemu_version "${PCRAM_QEMU_VERSION:-$QEMU_DEFAULT_VERSION}"
 
 # Runs the tests of QEMU's migration-test whose paths start with $2, one
 # process each under a timeout of $3 seconds (a hang is then one failure
-# with a name), against the build directory $1.  Appends their output to
-# $4.  Prints "PASS: path" or "FAIL: path (...)" per test; returns the
-# number of failures (capped at 255).
+# with a name), against the build directory $1, but those that the
+# extended regular expression $5 (if any) matches.  Appends their output
+# to $4.  Prints "PASS: path (N s)" or "FAIL: path (...)" per test;
+# returns the number of failures (capped at 255).
 run_migration_tests()
 {
-    local build=$1 prefix=$2 limit=$3 log=$4 tests test rc failed=0
+    local build=$1 prefix=$2 limit=$3 log=$4 skip=${5:-} tests test rc
+    local start failed=0
     tests=$(cd "$build" && QTEST_QEMU_BINARY=./qemu-system-x86_64 \
             ./tests/qtest/migration-test --full -l 2>/dev/null |
-            grep "^$prefix")
+            grep "^$prefix" | grep -Ev "${skip:-^$}")
     if [ -z "$tests" ]; then
         echo "FAIL: no migration-test matches $prefix"
         return 1
     fi
     for test in $tests; do
+        start=$SECONDS
         (cd "$build" && QTEST_QEMU_BINARY=./qemu-system-x86_64 \
          timeout --kill-after=10 "$limit" ./tests/qtest/migration-test \
          --full -p "$test") >> "$log" 2>&1
         rc=$?
         if [ $rc -eq 0 ]; then
-            echo "PASS: $test"
+            echo "PASS: $test ($((SECONDS - start)) s)"
         elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
             echo "FAIL: $test (timeout after $limit s)"
             failed=$((failed + 1))

@@ -60,13 +60,15 @@ class Progress:
 
     @staticmethod
     def line(elapsed, info):
+        # "remaining" is what the source still has to send of its dirty
+        # bitmap: it refills at each precopy pass and at the switch, so
+        # it is shown as an amount, not as a share of RAM sent.
         ram = info.get('ram', {})
-        total = ram.get('total') or 0
-        received = (100.0 * (total - ram.get('remaining', total)) / total
-                    if total else 0.0)
-        return ('[%6.1f s] %-16s %5.1f%% of RAM sent  %7.1f MB/s  '
-                'fault requests %d' % (
-                    elapsed, info.get('status', '?'), received,
+        return ('[%6.1f s] %-16s sent %7.1f MiB, left %7.1f MiB  '
+                '%7.1f MB/s  fault requests %d' % (
+                    elapsed, info.get('status', '?'),
+                    ram.get('transferred', 0) / MiB,
+                    ram.get('remaining', 0) / MiB,
                     ram.get('mbps', 0) / 8, ram.get('postcopy-requests', 0)))
 
     def __call__(self, elapsed, info):
