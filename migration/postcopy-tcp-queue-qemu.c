@@ -374,7 +374,8 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     }
     path_limited = !tune->recheck_only &&
                    postcopy_queue_send_bound_wanted(info.busy_time,
-                                                    info.rwnd_limited);
+                                                    info.rwnd_limited,
+                                                    elapsed_ms * 1000);
     if (tune->lowat) {
         lowat = tune->lowat;
     } else if (path_limited || tune->send_always) {
@@ -383,7 +384,7 @@ static int queue_source_notify(NotifierWithReturn *notifier,
     } else {
         trace_postcopy_queue_bound("source", tune->recheck_only ?
                                    "left to the second look, no bound" :
-                                   "receiver-limited, no bound", 0);
+                                   "path not the bottleneck, no bound", 0);
     }
     lowat = queue_bound_send(fd, lowat);
     precopy_rate = postcopy_queue_pace_rate(info.bytes_acked, info.busy_time,

@@ -17,10 +17,13 @@ uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us)
     return MIN(MAX(bdp, POSTCOPY_QUEUE_MIN), POSTCOPY_QUEUE_MAX);
 }
 
-bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us)
+bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us,
+                                      uint64_t elapsed_us)
 {
-    /* Nothing measured: bound, as where the path is the bottleneck. */
-    return !busy_us || rwnd_us <= busy_us / 2;
+    if (busy_us < elapsed_us / 4 * 3) {
+        return false;
+    }
+    return rwnd_us <= busy_us / 2;
 }
 
 uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
@@ -70,7 +73,7 @@ PostcopyQueueRecheck postcopy_queue_recheck(uint64_t busy_us,
 
     /* pace_rate() also wants the sender busy most of the interval. */
     if (!verdict.rate_bps || !precopy_rate_bps ||
-        !postcopy_queue_send_bound_wanted(busy_us, rwnd_us) ||
+        !postcopy_queue_send_bound_wanted(busy_us, rwnd_us, interval_us) ||
         !queue_rates_agree(precopy_rate_bps, verdict.rate_bps)) {
         return verdict;
     }

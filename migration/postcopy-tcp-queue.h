@@ -18,7 +18,9 @@
  * smoothed one counts the queues too, and precopy fills them.  Where the
  * destination is the bottleneck (the sender mostly waited for the
  * receiver's window during precopy) the backlog sits in the receive queue
- * instead; a send bound there only throttles, so none is set.  Bounding
+ * instead; a send bound there only throttles, so none is set.  Nor where
+ * the sender was mostly idle: no backlog forms, and a bound would only
+ * cost the source CPU.  Bounding
  * the receive queue (SO_RCVBUF on the destination's main channel)
  * shortened faults there but cost as much postcopy time and saved no
  * blocktime, so it is off unless asked for.
@@ -83,12 +85,21 @@
 
 /*
  * Whether the send queue is worth bounding, from the main channel's
- * history: of the @busy_us microseconds it had data to send, @rwnd_us it
- * waited for the receiver's window.  Where the receiver mostly limited it,
- * the backlog is in the receiver's buffer, not in the send queue, and a
- * send bound only throttles (measured: docs/notes/2026-12-02-fault-path.md).
+ * history over @elapsed_us: of the @busy_us microseconds it had data to
+ * send, @rwnd_us it waited for the receiver's window.  The path is the
+ * bottleneck where the sender had data to send at least three quarters of
+ * the time and the receiver's window held it back at most half of that.
+ * Where the receiver mostly limited it, the backlog is in the receiver's
+ * buffer, not in the send queue, and a send bound only throttles
+ * (docs/notes/2026-12-02-fault-path.md).  Where the sender was mostly idle
+ * (loopback, or a path faster than the source's CPU), there is no backlog
+ * to bound, and a bound only has the sender wake and write in smaller
+ * pieces, taking CPU that a host's vCPUs need
+ * (docs/notes/2026-12-04-send-bound.md).  @elapsed_us 0: nothing to
+ * compare with, only the window counts.
  */
-bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us);
+bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us,
+                                      uint64_t elapsed_us);
 
 /*
  * The source's not-sent bound for a path measured at @rate_bps bytes per

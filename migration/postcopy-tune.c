@@ -59,8 +59,9 @@ static bool tune_parse_bytes(const char *name, const char *text,
 }
 
 /*
- * queue=auto, the default, bounds the send queue where the path rather
- * than the receiver limits the sender, and leaves the receive queue alone:
+ * queue=auto, the default, bounds the send queue where the path limits
+ * the sender (not the receiver, nor the sender's own idleness:
+ * postcopy_queue_send_bound_wanted()), and leaves the receive queue alone:
  * measured, the receive bound cost throughput wherever the destination was
  * the bottleneck (docs/notes/2026-12-02-fault-path.md).
  */

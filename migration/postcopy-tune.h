@@ -90,7 +90,7 @@
 
 typedef struct PostcopyTune {
     bool no_send;               /* queue=off or queue=receive */
-    bool send_always;           /* queue=send or on: even receiver-limited */
+    bool send_always;           /* queue=send or on: whatever limits */
     bool no_receive;            /* unless queue=receive or queue=on */
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: the TCP queue's default */
