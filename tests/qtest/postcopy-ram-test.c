@@ -147,7 +147,12 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
                                         "threads=1", tc->vcpus, tc->maxcpus,
                                         tc->maxcpus)
                       : g_strdup_printf("%d", tc->vcpus);
-    args = g_strdup_printf("%s -machine q35 -m %dM -smp %s %s -kernel %s "
+    /*
+     * -nodefaults: the default devices (the q35 CD-ROM among them) keep
+     * the firmware half a minute under TCG before it boots the guest.
+     */
+    args = g_strdup_printf("%s -nodefaults -machine q35 -m %dM -smp %s %s "
+                           "-kernel %s "
                            "-append 'pattern=%s writes=50%s' %s %s",
                            accel_args(tc), GUEST_MB, smp,
                            tc->memory ? tc->memory : "", guest,
