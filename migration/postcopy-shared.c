@@ -99,6 +99,17 @@ int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
     if (!qatomic_read(&shared_fds_count)) {
         return 0;
     }
+    /*
+     * Before RUN the devices are not started, so no back-end has touched
+     * guest RAM nor waits on a page.  And the main thread is still loading
+     * the device state, whose memory transactions replace the vhost
+     * device's region table that vhost-user's waker reads without a lock
+     * (AddressSanitizer caught the use-after-free under 10.2.2: the design
+     * doc, "Another process's fault"): wake nobody until then.
+     */
+    if (postcopy_state_get() < POSTCOPY_INCOMING_RUNNING) {
+        return 0;
+    }
     QEMU_LOCK_GUARD(&shared_fds_lock);
     for (i = 0; i < mis->postcopy_remote_fds->len; i++) {
         struct PostCopyFD *pcfd = &g_array_index(mis->postcopy_remote_fds,
