@@ -20,10 +20,9 @@
  * receiver's window during precopy) the backlog sits in the receive queue
  * instead; a send bound there only throttles, so none is set.  Nor where
  * the sender was mostly idle: no backlog forms, and a bound would only
- * cost the source CPU.  Bounding
- * the receive queue (SO_RCVBUF on the destination's main channel)
- * shortened faults there but cost as much postcopy time and saved no
- * blocktime, so it is off unless asked for.
+ * cost the source CPU.  Bounding the receive queue (SO_RCVBUF on the
+ * destination's main channel) shortened faults there but cost as much
+ * postcopy time and saved no blocktime, so it is off unless asked for.
  * Only TCP channels.  docs/notes/2026-12-02-fault-path.md has the measurements.
  *
  * With the preempt channel a requested page skips the main channel's
