@@ -28,6 +28,7 @@ on any failure.
 import argparse
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -322,6 +323,10 @@ def main(argv):
     print(summary)
     if not ok:
         print('(files: %s)' % workdir)
+    elif not args.workdir:
+        # A clean run's files (a 64 MiB disk image among them) go; a
+        # failed run's stay for its logs.
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
 
 
