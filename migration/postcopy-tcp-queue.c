@@ -17,13 +17,16 @@ uint32_t postcopy_queue_lowat(uint64_t rate_bps, uint32_t rtt_us)
     return MIN(MAX(bdp, POSTCOPY_QUEUE_MIN), POSTCOPY_QUEUE_MAX);
 }
 
+/* Whether the sender had data to send most (3/4) of @elapsed_us. */
+static bool queue_sender_busy(uint64_t busy_us, uint64_t elapsed_us)
+{
+    return busy_us >= elapsed_us / 4 * 3;
+}
+
 bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us,
                                       uint64_t elapsed_us)
 {
-    if (busy_us < elapsed_us / 4 * 3) {
-        return false;
-    }
-    return rwnd_us <= busy_us / 2;
+    return queue_sender_busy(busy_us, elapsed_us) && rwnd_us <= busy_us / 2;
 }
 
 uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
@@ -32,7 +35,7 @@ uint64_t postcopy_queue_pace_rate(uint64_t bytes_acked, uint64_t busy_us,
     uint64_t busy_ms = busy_us / 1000;
 
     if (!percent || busy_us < POSTCOPY_PACE_MIN_BUSY_US ||
-        busy_us < elapsed_us / 4 * 3) {
+        !queue_sender_busy(busy_us, elapsed_us)) {
         return 0;
     }
     /* Exact below 2^54 bytes acked, and 2^64 is beyond any migration. */

@@ -66,9 +66,6 @@ SANITIZE_DEFAULT_VERSION=10.2.2
 PASSED=0
 # Logs and our own build: _build/, or _build-VERSION/ for --qemu VERSION
 OUT=
-# QEMU's own postcopy tests that a step leaves out (an extended regular
-# expression over their paths; empty: none)
-QEMU_TESTS_SKIP=
 # "-sanitize" for the logs of a --sanitize run
 LOG_SUFFIX=
 FAILED=0
@@ -148,9 +145,11 @@ run_checkpatch()
     done
 }
 
+# QEMU's own postcopy tests against build $1, but those whose paths the
+# extended regular expression $2 (if any) matches.
 run_qemu_postcopy_tests()
 {
-    local build=$1 line
+    local build=$1 skip=${2:-} line
     local log="$OUT/migration-test-postcopy$LOG_SUFFIX.log"
     section "QEMU migration-test --full: postcopy"
     mkdir -p "$(dirname "$log")"
@@ -162,8 +161,7 @@ run_qemu_postcopy_tests()
         FAIL:*) FAILED=$((FAILED + 1)); FAILURES+=("qtest ${line#FAIL: }") ;;
         esac
     done < <(for prefix in "${QEMU_POSTCOPY_TESTS[@]}"; do
-                 run_migration_tests "$build" "$prefix" 300 "$log" \
-                     "$QEMU_TESTS_SKIP"
+                 run_migration_tests "$build" "$prefix" 300 "$log" "$skip"
              done)
     echo "(full output: $log)"
 }
@@ -385,17 +383,14 @@ run_sanitized()
     export_sanitizer_options
     LOG_SUFFIX=-sanitize
     section "under ASan and UBSan"
-    # TLS is the channel under this module, zstd multifd's compression:
-    # the paths their tests take through the module, others take here.
-    if [ -z "$sanitize_all" ]; then
-        QEMU_TESTS_SKIP='/tls/|/zstd$'
-    fi
-    run_qemu_postcopy_tests "$build"
-    QEMU_TESTS_SKIP=
     if [ -n "$sanitize_all" ]; then
+        run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"
         run_vhost_user --sanitize
     else
+        # TLS is the channel under this module, zstd multifd's compression:
+        # the paths their tests take through the module, others take here.
+        run_qemu_postcopy_tests "$build" '/tls/|/zstd$'
         local paths="-p /x86_64/postcopy-ram/failure"
         paths+=" -p /x86_64/postcopy-ram/qtest-reads"
         QTEST_PATHS=$paths run_our_qtests "$build" "$guest"
