@@ -58,6 +58,11 @@ FIGURES = [
     ('ops_per_s_precopy', 'guest work rate before postcopy', 'ops/s',
      False),
     ('work_fraction', 'guest work rate in postcopy / before', '', False),
+    # What the owner loses in all: postcopy time x (1 - work fraction),
+    # the seconds of the guest's own work before postcopy that it did not
+    # get done; a faster postcopy at the same rate loses less.
+    ('work_lost_s', 'guest work lost in postcopy (at its rate before)',
+     's', True),
     # CPU of each QEMU thread from the switch until the destination had
     # every page (THREAD_GROUPS), and the destination's module threads'
     # CPU per GiB received after the switch.
@@ -129,6 +134,9 @@ def flatten(result):
     vcpu_bt = result['vcpu_blocktime_ms'] or []
     requested = result['pages_requested'] or 0
     precopy_rate = g['ops_per_s_precopy']
+    fraction = (g['ops_per_s_postcopy'] / precopy_rate
+                if precopy_rate and g['ops_per_s_postcopy'] is not None
+                else None)
     figures = {
         'postcopy_s': result['postcopy_s'],
         'downtime_ms': result['downtime_ms'],
@@ -146,9 +154,9 @@ def flatten(result):
         'guest_stalled_ms': stalled_ms(g['hist_postcopy']),
         'ops_per_s': g['ops_per_s_postcopy'],
         'ops_per_s_precopy': precopy_rate,
-        'work_fraction': (g['ops_per_s_postcopy'] / precopy_rate
-                          if precopy_rate and g['ops_per_s_postcopy']
-                          is not None else None),
+        'work_fraction': fraction,
+        'work_lost_s': (result['postcopy_s'] * (1 - fraction)
+                        if fraction is not None else None),
         'clock_cost_ns': g.get('clock_cost_ns'),
         'batch': g.get('batch', 1),
         'cpl': g.get('cpl', 0),
@@ -319,6 +327,7 @@ SUMMARY_FIGURES = [
     ('fault_service_ms', 'fault service', 'ms', 1),
     ('lat_max_ms', 'worst stall', 'ms', 0),
     ('work_fraction', 'guest work in postcopy / before', '', 2),
+    ('work_lost_s', 'guest work lost', 's', 2),
     ('cpu_dst_module_per_gib', 'module CPU per GiB', 's', 2),
 ]
 

@@ -69,7 +69,8 @@ class Scenario:
         # Fixed ports (a namespaced link with a relay), else a free one.
         self.dst_port = kw.pop('dst_port', None)
         self.connect_port = kw.pop('connect_port', None)
-        self.trace = kw.pop('trace', None)                   # dst events
+        # Destination trace events: one pattern or a list of them.
+        self.trace = kw.pop('trace', None)
         # Where they go; by default the run's directory, removed after it.
         self.trace_file = kw.pop('trace_file', None)
         self.extra_args = kw.pop('extra_args', [])
@@ -140,9 +141,12 @@ class Vm:
         if incoming:
             args += ['-incoming', 'defer']
             if scn.trace:
-                args += ['-trace', 'enable=%s,file=%s' % (
-                    scn.trace, scn.trace_file or
-                    os.path.join(workdir, name + '.trace'))]
+                patterns = ([scn.trace] if isinstance(scn.trace, str)
+                            else list(scn.trace))
+                args += ['-trace', 'file=%s' % (
+                    scn.trace_file or os.path.join(workdir, name + '.trace'))]
+                for pattern in patterns:
+                    args += ['-trace', 'enable=%s' % pattern]
         netns = scn.dst_netns if incoming else scn.src_netns
         if netns:
             args = ['ip', 'netns', 'exec', netns] + args

@@ -18,7 +18,10 @@ Checks: the migration completes; the guest's memory is exact; every
 block the guest read held what the image had and every block it wrote is
 in the image; the guest's last request completed; and the destination's
 trace shows requests from the shared userfaultfd (more than zero: a run
-where the daemon never faulted proves nothing).  --pause pauses the
+where the daemon never faulted proves nothing); and, with our module, no
+call of vhost-user's waker before the postcopy RUN command (the device
+state is loading until then, and may replace the region table the waker
+reads).  --pause pauses the
 destination right after such a request and recovers (the daemon's fault
 is then, most likely, outstanding across the pause); --preempt turns on
 postcopy-preempt.  Prints one line "vhost-user: ..." and exits non-zero
@@ -50,6 +53,9 @@ WRITE_MAGIC = 0x5043475700000000
 # module: ours (postcopy-shared.c) and upstream's postcopy-ram.c.
 SHARED_REQUEST_EVENT = {'ours': 'postcopy_shared_request',
                         'upstream': 'postcopy_request_shared_page'}
+# QEMU's events for vhost-user's waker being called and for the RUN command.
+WAKER_EVENT = 'vhost_user_postcopy_waker'
+RUN_EVENT = 'loadvm_postcopy_handle_run'
 
 
 def block_words(offset, magic):
@@ -133,6 +139,23 @@ def count_events(path, event):
             return sum(1 for line in f if re.search(r'\b%s\b' % event, line))
     except OSError:
         return 0
+
+
+def wakes_before_run(path):
+    """How many times the destination woke the back-end before the
+    postcopy RUN command: vhost-user's waker reads a region table that the
+    device-state load, still going on until RUN, may replace under it."""
+    count = 0
+    try:
+        with open(path, errors='replace') as f:
+            for line in f:
+                if re.search(r'\b%s\b' % RUN_EVENT, line):
+                    return count
+                if re.search(r'\b%s\b' % WAKER_EVENT, line):
+                    count += 1
+    except OSError:
+        pass
+    return count
 
 
 def start_disk_io(src, dst):
@@ -223,7 +246,8 @@ def run(args):
                        pause_when=pause_when if args.pause else None,
                        during_postcopy=(kill_backend if args.kill_backend
                                         else None),
-                       trace='postcopy_*', trace_file=trace,
+                       trace=['postcopy_*', WAKER_EVENT, RUN_EVENT],
+                       trace_file=trace,
                        workdir=workdir, timeout_s=600,
                        # Slow enough that the daemon's requests find
                        # pages still missing.
@@ -271,17 +295,22 @@ def run(args):
     if shared == 0:
         problems.append('no request came from the daemon\'s userfaultfd '
                         '(%s)' % event)
+    early_wakes = wakes_before_run(trace)
+    if early_wakes and args.module == 'ours':
+        problems.append('the back-end was woken %d times before RUN, while '
+                        'the device state was still loading' % early_wakes)
     if args.pause and not result.get('paused_s'):
         problems.append('the migration was not paused')
     summary = ('vhost-user: %s module, %s%s: %s; %d requests from the '
-               'back-end\'s userfaultfd, disk reads %s, writes %s, '
-               'postcopy %.1f s, %.0f s in all' % (
+               'back-end\'s userfaultfd, %d wakes before RUN, disk reads '
+               '%s, writes %s, postcopy %.1f s, %.0f s in all' % (
                    args.module, 'preempt' if args.preempt else 'main channel',
                    ', paused and recovered' if args.pause else
                    ', the back-end killed in postcopy' if args.kill_backend
                    else '',
                    'FAILED: ' + '; '.join(problems) if problems else 'clean',
-                   shared, disk.get('reads', '?'), disk.get('writes', '?'),
+                   shared, early_wakes, disk.get('reads', '?'),
+                   disk.get('writes', '?'),
                    result['postcopy_s'], took))
     return summary, not problems, workdir
 
