@@ -143,10 +143,11 @@ class Vm:
             if scn.trace:
                 patterns = ([scn.trace] if isinstance(scn.trace, str)
                             else list(scn.trace))
-                args += ['-trace', 'file=%s' % (
-                    scn.trace_file or os.path.join(workdir, name + '.trace'))]
+                # Each -trace sets the file anew, to none if it names none.
+                path = scn.trace_file or os.path.join(workdir,
+                                                      name + '.trace')
                 for pattern in patterns:
-                    args += ['-trace', 'enable=%s' % pattern]
+                    args += ['-trace', 'enable=%s,file=%s' % (pattern, path)]
         netns = scn.dst_netns if incoming else scn.src_netns
         if netns:
             args = ['ip', 'netns', 'exec', netns] + args
