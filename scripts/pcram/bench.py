@@ -103,6 +103,15 @@ THREAD_GROUPS = (
 )
 MODULE_THREADS = ('load', 'placer', 'fault', 'preempt')
 
+# A guest clock that ran this far ahead of the host's between two of its
+# reports jumped (guest.GuestReport.clock_jump_s): its run's figures timed
+# by the guest are left out of the medians.  Far above a report's delay on
+# the serial line, far below the jumps seen (TCG, once in 120 runs: days).
+CLOCK_JUMP_LIMIT_S = 5.0
+GUEST_TIMED_FIGURES = ('lat_p50_us', 'lat_p99_us', 'lat_max_ms',
+                       'guest_stalled_ms', 'ops_per_s', 'ops_per_s_precopy',
+                       'work_fraction', 'work_lost_s')
+
 
 def thread_cpu_figures(thread_cpu, postcopy_bytes):
     """The cpu_* figures of one run from its 'thread_cpu_s'."""
@@ -167,6 +176,10 @@ def flatten(result):
     }
     figures.update(thread_cpu_figures(result.get('thread_cpu_s'),
                                       result['postcopy_bytes']))
+    jump = g.get('clock_jump_s') or 0
+    if jump > CLOCK_JUMP_LIMIT_S:
+        figures['guest_clock_jump_s'] = jump
+        figures.update(dict.fromkeys(GUEST_TIMED_FIGURES))
     return figures
 
 
@@ -406,6 +419,15 @@ def markdown(agg, meta):
         if queue_line:
             lines += ['', queue_line]
         for name, m in entry['modules'].items():
+            jumps = [r['guest_clock_jump_s'] for r in m['runs']
+                     if r.get('guest_clock_jump_s')]
+            if jumps:
+                lines.append('')
+                lines.append('%s: the guest\'s clock jumped in %d of its '
+                             'runs (by %s s): the figures the guest timed '
+                             'in those are left out.' % (
+                                 name, len(jumps), ', '.join(
+                                     '%.0f' % j for j in jumps)))
             bad = [v for v in m['verdicts'] if v != 'clean']
             if bad or m['errors']:
                 lines.append('')

@@ -215,6 +215,22 @@ class GuestReport:
                 return (bucket_low_ns(b) + bucket_high_ns(b)) / 2
         return 0
 
+    def clock_jump_s(self, intervals):
+        """How far, at most, the guest's clock ran ahead of the host's
+        between two consecutive reports of @intervals (0 if never).  A
+        report arrives within moments of the guest writing it, so the
+        guest's time between two can exceed the host's only by such a
+        moment, unless its clock jumped: then every figure timed by the
+        guest over that stretch (its rate, its batch times) is wrong."""
+        previous = {i.n: i for i in self.intervals}
+        jump = 0.0
+        for i in intervals:
+            before = previous.get(i.n - 1)
+            if before:
+                jump = max(jump, (i.t_ms - before.t_ms) / 1000.0 -
+                           (i.host_time - before.host_time))
+        return jump
+
     def ops_per_s(self, intervals):
         """Accesses per second of guest time over @intervals.  Each report
         covers the guest time since the one before it (t=), which is

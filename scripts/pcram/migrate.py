@@ -557,6 +557,8 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
                                           t_done),
             'clock': report.clock,
             'clock_cost_ns': report.clock_cost_ns,
+            'clock_jump_s': report.clock_jump_s(precopy_window +
+                                                postcopy_window),
             'batch': report.batch,
             'cpl': report.cpl,
             'pages_checked': checked,
