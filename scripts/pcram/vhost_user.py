@@ -23,8 +23,8 @@ call of vhost-user's waker before the postcopy RUN command (the device
 state is loading until then, and may replace the region table the waker
 reads).  --pause pauses the destination right after such a request and
 recovers (the daemon's fault is then, most likely, outstanding across the
-pause); --preempt turns on postcopy-preempt.  Prints one line "vhost-user: ..." and exits non-zero
-on any failure.
+pause); --preempt turns on postcopy-preempt.  Prints one line
+"vhost-user: ..." and exits non-zero on any failure.
 """
 
 import argparse
