@@ -21,7 +21,7 @@ LISTEN = 'mig/dst/listen'
 PERIOD_S = 0.25
 
 
-def _qemu_processes():
+def qemu_processes():
     """(pid, 'src' or 'dst') of each running QEMU system emulator."""
     for name in os.listdir('/proc'):
         if not name.isdigit():
@@ -82,7 +82,7 @@ class Sampler:
             now = time.monotonic()
             snap = {}
             processes = (self._roles.items() if self._roles is not None
-                         else _qemu_processes())
+                         else qemu_processes())
             for pid, role in processes:
                 try:
                     for (tid, name), ticks in _thread_times(pid).items():
