@@ -46,17 +46,24 @@ def stat_cpu_ticks(path):
     return name, int(fields[11]) + int(fields[12])
 
 
-def _thread_times(pid):
-    """{(thread id, thread name): CPU ticks} of one process."""
+def per_thread(pid, read, file):
+    """{(thread id, thread name): value} of one process, where
+    read(/proc/PID/task/TID/FILE) gives (name, value); a thread gone
+    meanwhile (OSError) is left out."""
     out = {}
     task = '/proc/%s/task' % pid
     for tid in os.listdir(task):
         try:
-            name, ticks = stat_cpu_ticks('%s/%s/stat' % (task, tid))
+            name, value = read('%s/%s/%s' % (task, tid, file))
         except OSError:
             continue
-        out[(tid, name)] = ticks
+        out[(tid, name)] = value
     return out
+
+
+def _thread_times(pid):
+    """{(thread id, thread name): CPU ticks} of one process."""
+    return per_thread(pid, stat_cpu_ticks, 'stat')
 
 
 class Sampler:

@@ -26,26 +26,19 @@ import sys
 import threading
 import time
 
-from pcram.threadcpu import LISTEN, qemu_processes
+from pcram.threadcpu import LISTEN, per_thread, qemu_processes
 
 PERIOD_S = 0.2
 
 
-def thread_switches(pid):
-    """{(tid, name): (voluntary, involuntary)} of one process."""
-    out = {}
-    task = '/proc/%s/task' % pid
-    for tid in os.listdir(task):
-        try:
-            with open('%s/%s/status' % (task, tid)) as f:
-                fields = dict(line.split(':', 1) for line in f
-                              if ':' in line)
-        except OSError:
-            continue
-        out[(tid, fields['Name'].strip())] = (
-            int(fields['voluntary_ctxt_switches']),
-            int(fields['nonvoluntary_ctxt_switches']))
-    return out
+def status_switches(path):
+    """(name, (voluntary, involuntary)) from a /proc/.../status file;
+    OSError if the thread is gone."""
+    with open(path) as f:
+        fields = dict(line.split(':', 1) for line in f if ':' in line)
+    return fields['Name'].strip(), (
+        int(fields['voluntary_ctxt_switches']),
+        int(fields['nonvoluntary_ctxt_switches']))
 
 
 def build_label(pid):
@@ -63,7 +56,8 @@ def snapshot():
     for pid, role in qemu_processes():
         label = build_label(pid)
         try:
-            for (tid, name), counts in thread_switches(pid).items():
+            for (tid, name), counts in per_thread(
+                    pid, status_switches, 'status').items():
                 snap[(role, label, pid, tid, name)] = counts
         except OSError:
             pass
@@ -105,6 +99,8 @@ def watch(stop):
                   flush=True)
             t0 = None
         stop.wait(PERIOD_S)
+    if t0 is not None:
+        print(window_report(max(t1 - t0, PERIOD_S), first, last), flush=True)
 
 
 def main(argv):
