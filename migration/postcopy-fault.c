@@ -218,6 +218,7 @@ static void fault_thread_serve_fault(FaultThread *ft,
     pagesize = qemu_ram_pagesize(rb);
     offset = ROUND_DOWN(offset, pagesize);
     trace_postcopy_fault(qemu_ram_get_idstr(rb), offset, haddr, tid);
+    postcopy_collapse_note_fault(rb, offset);
     postcopy_blocktime_fault_read(mis, rb, tid,
                                   (void *)(uintptr_t)ROUND_DOWN(haddr,
                                                                 pagesize));

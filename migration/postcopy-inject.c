@@ -22,6 +22,7 @@ static const char *const postcopy_inject_names[POSTCOPY_INJECT__MAX] = {
     [POSTCOPY_INJECT_PLACE_PREEMPT] = "place-preempt",
     [POSTCOPY_INJECT_PLACE_ZERO] = "place-zero",
     [POSTCOPY_INJECT_PAUSE_LATE] = "pause-late",
+    [POSTCOPY_INJECT_COLLAPSE_REFUSED] = "collapse-refused",
 };
 
 /* Written once by postcopy_inject_init(), before any thread reads them. */
@@ -115,10 +116,10 @@ void postcopy_inject_init(void)
         if (i == POSTCOPY_INJECT_PLACER_HOLD) {
             /* Not counted: on for the whole migration. */
             warn_report("postcopy: fault point %s armed: this migration "
-                        "will fail on purpose", postcopy_inject_names[i]);
+                        "makes failures on purpose", postcopy_inject_names[i]);
         } else {
             warn_report("postcopy: fault point %s armed (passes %" PRIu64
-                        " to %" PRIu64 "): this migration will fail on "
+                        " to %" PRIu64 "): this migration makes failures on "
                         "purpose", postcopy_inject_names[i],
                         inject_arms[i].first,
                         postcopy_inject_last_pass(&inject_arms[i]));

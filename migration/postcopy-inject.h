@@ -57,6 +57,11 @@ typedef enum PostcopyInjectPoint {
      * state on from "paused" meanwhile.
      */
     POSTCOPY_INJECT_PAUSE_LATE,
+    /*
+     * A collapse into a huge page after postcopy is refused with EINVAL,
+     * as by a kernel before 6.1 (postcopy-collapse-qemu.c).
+     */
+    POSTCOPY_INJECT_COLLAPSE_REFUSED,
     POSTCOPY_INJECT__MAX,
 } PostcopyInjectPoint;
 

@@ -17,9 +17,10 @@
  *   postcopy-shared.c         shared (vhost-user) userfaultfds
  *   postcopy-tcp-queue-qemu.c bounding the TCP queues ahead of a request
  *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
+ *   postcopy-collapse-qemu.c  huge pages rebuilt once every page is in
  *
  * Below them all: the pure logic (postcopy-blocktime.c, -placer-ring.c,
- * -discard.c, -notify.c, -inject.c, -tcp-queue.c, -tune.c) and
+ * -discard.c, -notify.c, -inject.c, -tcp-queue.c, -tune.c, -collapse.c) and
  * postcopy-common.c.
  */
 #ifndef QEMU_POSTCOPY_INTERNAL_H
@@ -194,6 +195,25 @@ void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
 void postcopy_blocktime_page_placed(MigrationIncomingState *mis, void *page);
 /* Total blocktime in milliseconds, 0 without accounting. */
 uint64_t postcopy_blocktime_total_ms(MigrationIncomingState *mis);
+
+/* postcopy-collapse-qemu.c: huge pages rebuilt after postcopy */
+
+/* Once, at start-up: stop the thread on an outgoing migration and exit. */
+void postcopy_collapse_init(void);
+/*
+ * At LISTEN: the plan of guest RAM to collapse once every page is in.
+ * Load thread.
+ */
+void postcopy_collapse_track(MigrationIncomingState *mis);
+/* The guest faulted at @offset of @rb: collapse there first.  Fault thread. */
+void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset);
+/*
+ * Every page is in and RAM is unregistered: start rebuilding huge pages.
+ * Once the fault thread is joined.
+ */
+void postcopy_collapse_start(void);
+/* The migration failed: drop the plan.  Once the fault thread is joined. */
+void postcopy_collapse_forget(void);
 
 /* postcopy-common.c */
 

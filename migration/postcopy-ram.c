@@ -48,6 +48,7 @@ void postcopy_infrastructure_init(void)
     postcopy_shared_init();
     postcopy_tune_init();
     postcopy_queue_init();
+    postcopy_collapse_init();
 }
 
 /* --- Destination: before precopy ------------------------------------------ */
@@ -248,6 +249,7 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
     }
     /* The source's discards came before LISTEN: this is what it will send. */
     postcopy_count_missing();
+    postcopy_collapse_track(mis);
     postcopy_blocktime_setup(mis, features);
     postcopy_queue_bound_incoming(mis);
 
@@ -325,6 +327,26 @@ static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
     exit(EXIT_FAILURE);
 }
 
+/*
+ * With every page in place and THP allowed again, huge pages can come
+ * back (postcopy-collapse-qemu.c); not after a failed migration, whose
+ * guest does not run here.
+ */
+static void postcopy_rebuild_huge_pages(MigrationIncomingState *mis,
+                                        int cleanup_ret)
+{
+    PostcopyState ps = postcopy_state_get();
+    bool guest_runs = ps == POSTCOPY_INCOMING_RUNNING ||
+                      ps == POSTCOPY_INCOMING_END;
+
+    if (!cleanup_ret && guest_runs &&
+        mis->state != MIGRATION_STATUS_FAILED) {
+        postcopy_collapse_start();
+    } else {
+        postcopy_collapse_forget();
+    }
+}
+
 int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 {
     Error *err = NULL;
@@ -361,6 +383,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
     if (incoming_fds_open) {
         ret |= postcopy_unregister_all_blocks(mis);
         postcopy_close_fds(mis);
+        postcopy_rebuild_huge_pages(mis, ret);
     }
     /* userfaultfd and mlock exclude each other; the probe unlocked. */
     if (should_mlock(mlock_state) &&

@@ -12,6 +12,7 @@
 #include "qapi/error.h"
 #include "postcopy-tune.h"
 #include "postcopy-prepage.h"
+#include "postcopy-collapse.h"
 
 /* @text, a number of @unit from @min to @max, into *@value. */
 static bool tune_parse_uint(const char *name, const char *text,
@@ -120,7 +121,10 @@ static bool tune_parse_pace(const char *value, PostcopyTune *tune,
 /* What an unset QEMU_POSTCOPY_TUNE means. */
 static void tune_set_defaults(PostcopyTune *tune)
 {
-    *tune = (PostcopyTune) { .placer_run = POSTCOPY_PLACER_RUN_DEFAULT };
+    *tune = (PostcopyTune) {
+        .placer_run = POSTCOPY_PLACER_RUN_DEFAULT,
+        .collapse_percent = POSTCOPY_COLLAPSE_PERCENT,
+    };
     tune_parse_queue("auto", tune);
     tune_parse_pace("auto", tune, &error_abort);
 }
@@ -193,6 +197,16 @@ static bool tune_parse_items(const char *text, PostcopyTune *tune,
             if (!tune_parse_pace(kv[1], tune, errp)) {
                 return false;
             }
+        } else if (!strcmp(kv[0], "collapse")) {
+            if (!g_strcmp0(kv[1], "off")) {
+                tune->collapse_percent = 0;
+            } else if (!kv[1] || !g_ascii_isdigit(*kv[1]) ||
+                       !tune_parse_uint("collapse", kv[1], "percent", 1, 100,
+                                        &tune->collapse_percent, NULL)) {
+                error_setg(errp, "QEMU_POSTCOPY_TUNE: collapse wants off or "
+                           "a percent from 1 to 100");
+                return false;
+            }
         } else if (!strcmp(kv[0], "rcvbuf")) {
             if (!tune_parse_bytes("rcvbuf", kv[1], &tune->rcvbuf, errp)) {
                 return false;
@@ -203,7 +217,7 @@ static bool tune_parse_items(const char *text, PostcopyTune *tune,
                        "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
                        "placerun=PAGES, "
                        "pace=auto|off|PERCENT, recheck=auto|off|only, "
-                       "recovery=keep|off)",
+                       "recovery=keep|off, collapse=off|PERCENT)",
                        items[i]);
             return false;
         }

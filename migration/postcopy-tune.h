@@ -65,6 +65,13 @@
  *   QEMU_POSTCOPY_TUNE=placerun=PAGES       the most pages the placer
  *                                           places with one UFFDIO_COPY
  *                                           (1 to POSTCOPY_PLACER_RUN_MAX)
+ *   QEMU_POSTCOPY_TUNE=collapse=off|PERCENT once every page is in, the
+ *                                           destination rebuilds huge
+ *                                           pages over guest RAM taking
+ *                                           about PERCENT of one CPU
+ *                                           (postcopy-collapse.h; default
+ *                                           POSTCOPY_COLLAPSE_PERCENT);
+ *                                           off: leaves it to khugepaged
  *
  */
 #ifndef QEMU_POSTCOPY_TUNE_H
@@ -107,6 +114,8 @@ typedef struct PostcopyTune {
     bool recheck_only;          /* recheck=only: the second look alone */
     /* recovery=off: a recovery's new main channel keeps the defaults */
     bool no_recovery_keep;
+    /* collapse=: percent of a CPU to rebuild huge pages with; 0 never */
+    uint32_t collapse_percent;
 } PostcopyTune;
 
 /*

@@ -81,6 +81,12 @@ typedef struct TestCase {
     bool tcg;
     /* postcopy-preempt on both sides */
     bool preempt;
+    /*
+     * Huge pages after postcopy: the destination's guest RAM must come
+     * back to at least the source's share of transparent huge pages, or,
+     * with .inject refusing every collapse, the refusal must be harmless.
+     */
+    bool huge;
 } TestCase;
 
 static int timeout_scale(void)
@@ -151,14 +157,19 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
      * -nodefaults: the default devices (the q35 CD-ROM among them) keep
      * the firmware half a minute under TCG before it boots the guest.
      */
+    if (incoming && tc->huge) {
+        vm.trace = g_strdup_printf("%s/destination.trace", tmpdir);
+    }
     args = g_strdup_printf("%s -nodefaults -machine q35 -m %dM -smp %s %s "
                            "-kernel %s "
-                           "-append 'pattern=%s writes=50%s' %s %s",
+                           "-append 'pattern=%s writes=50%s' %s %s%s%s",
                            accel_args(tc), GUEST_MB, smp,
                            tc->memory ? tc->memory : "", guest,
                            tc->pattern, tc->paused ? " clock=tsc" : "",
                            incoming ? "-incoming defer" : "",
-                           stopped ? "-S" : "");
+                           stopped ? "-S" : "",
+                           vm.trace ? " -trace 'postcopy_collapse_*' -D " : "",
+                           vm.trace ? vm.trace : "");
     if (incoming && tc->inject) {
         g_setenv("QEMU_POSTCOPY_INJECT", tc->inject, true);
     }
@@ -508,6 +519,128 @@ static void guest_verify_all(Vm *vm, int vcpus)
     }
 }
 
+/* How many lines of the file at @path contain @what. */
+static int count_lines_with(const char *path, const char *what)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i, n = 0;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        n += strstr(lines[i], what) != NULL;
+    }
+    return n;
+}
+
+/* --- Huge pages after postcopy ----------------------------------------- */
+
+/*
+ * Bytes of the guest RAM (@size bytes) of QEMU @pid in transparent huge
+ * pages: the AnonHugePages (ShmemPmdMapped for memfd) of its mappings of
+ * that size that are writable and not executable (TCG's code buffer may
+ * be as large).
+ */
+static uint64_t ram_huge_bytes(pid_t pid, uint64_t size)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps", (int)pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t total = 0;
+    bool take = false;
+    int i;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        unsigned long long lo, hi, kb;
+        char perms[8];
+
+        if (sscanf(lines[i], "%llx-%llx %7s", &lo, &hi, perms) == 3) {
+            take = hi - lo == size && perms[0] == 'r' && perms[1] == 'w' &&
+                   perms[2] != 'x';
+        } else if (take &&
+                   (sscanf(lines[i], "AnonHugePages: %llu kB", &kb) == 1 ||
+                    sscanf(lines[i], "ShmemPmdMapped: %llu kB", &kb) == 1)) {
+            total += kb * KiB;
+        }
+    }
+    return total;
+}
+
+/*
+ * The source's guest RAM in huge pages before the migration, which the
+ * destination must reach again; skips the test where the host gives the
+ * guest too few to tell (THP off).
+ */
+static uint64_t huge_pages_of_source(Pair *pair)
+{
+    uint64_t huge = ram_huge_bytes(qtest_pid(pair->src.qts), GUEST_MB * MiB);
+
+    g_test_message("source: %" PRIu64 " MiB of %d MiB in huge pages",
+                   huge / MiB, GUEST_MB);
+    return huge;
+}
+
+/*
+ * After postcopy the destination rebuilds the huge pages that the
+ * discards and the placement of base pages took away: its share must come
+ * back to the source's within the time khugepaged alone would take for a
+ * few of them.
+ */
+static void assert_huge_pages_back(Pair *pair, uint64_t source_huge)
+{
+    gint64 start = g_get_monotonic_time();
+    gint64 deadline = start + 60 * timeout_scale() * G_USEC_PER_SEC;
+    pid_t pid = qtest_pid(pair->dst.qts);
+    uint64_t huge, at_completion = ram_huge_bytes(pid, GUEST_MB * MiB);
+
+    if (source_huge < GUEST_MB * MiB / 4) {
+        g_test_skip("the source had few transparent huge pages: THP off?");
+        return;
+    }
+    while ((huge = ram_huge_bytes(pid, GUEST_MB * MiB)) < source_huge &&
+           g_get_monotonic_time() < deadline) {
+        g_usleep(200 * 1000);
+    }
+    g_test_message("destination: %" PRIu64 " MiB in huge pages at "
+                   "completion, %" PRIu64 " MiB %.1f s later",
+                   at_completion / MiB, huge / MiB,
+                   (g_get_monotonic_time() - start) / 1e6);
+    g_assert_cmpuint(huge, >=, source_huge);
+    /* Or the check passed without the module's help. */
+    g_assert_cmpuint(at_completion, <, source_huge);
+}
+
+/*
+ * Every collapse refused (as by a kernel before 6.1): the thread says so
+ * and ends, nothing is rebuilt, and the guest runs on, which run_case()
+ * then checks page by page.
+ */
+static void assert_collapse_refused_harmlessly(Pair *pair,
+                                               uint64_t source_huge)
+{
+    gint64 deadline = g_get_monotonic_time() +
+                      60 * timeout_scale() * G_USEC_PER_SEC;
+    const char *trace = pair->dst.trace;
+    QDict *rsp;
+
+    while (count_lines_with(trace, "postcopy_collapse_done") == 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(200 * 1000);
+    }
+    g_assert_cmpint(count_lines_with(trace, "postcopy_collapse_refused"), >,
+                    0);
+    g_assert_cmpint(count_lines_with(trace, "collapsed 0,"), ==, 1);
+    g_assert_cmpuint(ram_huge_bytes(qtest_pid(pair->dst.qts),
+                                    GUEST_MB * MiB), <, source_huge);
+    rsp = qtest_qmp_assert_success_ref(pair->dst.qts,
+                                       "{ 'execute': 'query-status' }");
+    g_assert_cmpstr(qdict_get_str(rsp, "status"), ==, "running");
+    qobject_unref(rsp);
+}
+
 static void run_case(const void *opaque)
 {
     const TestCase *tc = opaque;
@@ -515,6 +648,7 @@ static void run_case(const void *opaque)
     g_autofree char *ready = NULL;
     g_autofree char *before = NULL;
     g_autofree char *after = NULL;
+    uint64_t source_huge = 0;
     Pair pair = { .tc = tc };
 
     if (!guest || access(guest, R_OK)) {
@@ -538,10 +672,18 @@ static void run_case(const void *opaque)
         qtest_qmp_assert_success(pair.src.qts, "{ 'execute': 'stop' }");
         before = guest_ram_sha256(&pair.src, "source", GUEST_MB * MiB);
     }
+    if (tc->huge) {
+        source_huge = huge_pages_of_source(&pair);
+    }
 
     migrate_with_postcopy(&pair);
     assert_postcopy_happened(&pair);
     assert_latency_consistent(&pair, tc->maxcpus ? tc->maxcpus : tc->vcpus);
+    if (tc->huge && !tc->inject) {
+        assert_huge_pages_back(&pair, source_huge);
+    } else if (tc->huge) {
+        assert_collapse_refused_harmlessly(&pair, source_huge);
+    }
 
     if (tc->paused) {
         after = guest_ram_sha256(&pair.dst, "destination", GUEST_MB * MiB);
@@ -551,6 +693,7 @@ static void run_case(const void *opaque)
     guest_verify_all(&pair.dst, tc->maxcpus ? tc->maxcpus : tc->vcpus);
     vm_stop(&pair.src);
     vm_stop(&pair.dst);
+    g_free((char *)pair.dst.trace);
     tmpdir_remove();
 }
 
@@ -731,21 +874,6 @@ static void assert_far_from_done(QTestState *src)
                        "fails the migration rather than pause it", left);
         g_assert_not_reached();
     }
-}
-
-/* How many lines of the file at @path contain @what. */
-static int count_lines_with(const char *path, const char *what)
-{
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
-    int i, n = 0;
-
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    lines = g_strsplit(text, "\n", -1);
-    for (i = 0; lines[i]; i++) {
-        n += strstr(lines[i], what) != NULL;
-    }
-    return n;
 }
 
 /*
@@ -1153,6 +1281,12 @@ static const TestCase cases[] = {
     { .name = "failure/place-preempt", .pattern = "random", .vcpus = 2,
       .inject = "place-preempt=1", .during_postcopy = pause_then_recover,
       .preempt = true, .tcg = true },
+    /* Huge pages come back once every page is in. */
+    { .name = "huge-pages/rebuilt", .pattern = "random", .vcpus = 2,
+      .huge = true },
+    /* The kernel refuses every collapse: nothing else happens. */
+    { .name = "huge-pages/refused", .pattern = "random", .vcpus = 2,
+      .huge = true, .inject = "collapse-refused=1:1000000" },
 };
 
 int main(int argc, char **argv)

@@ -9,6 +9,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "postcopy-tune.h"
+#include "postcopy-collapse.h"
 #include "postcopy-tcp-queue.h"
 
 /* Field by field: the struct's padding is not part of its value. */
@@ -126,6 +127,13 @@ static void test_tune_items(void)
     g_assert_true(postcopy_tune_parse("recheck=auto", &tune,
                                       &error_abort));
     g_assert_false(tune.no_recheck || tune.recheck_only);
+    g_assert_cmpuint(tune.collapse_percent, ==, POSTCOPY_COLLAPSE_PERCENT);
+    g_assert_true(postcopy_tune_parse("collapse=off", &tune,
+                                      &error_abort));
+    g_assert_cmpuint(tune.collapse_percent, ==, 0);
+    g_assert_true(postcopy_tune_parse("collapse=100", &tune,
+                                      &error_abort));
+    g_assert_cmpuint(tune.collapse_percent, ==, 100);
 }
 
 static void test_tune_errors(void)
@@ -136,7 +144,8 @@ static void test_tune_errors(void)
         "placer", "placer=", "placer=always", "placerun=0", "placerun=65",
         "placerun=", "placerun=all", "pace", "pace=", "pace=0",
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
-        "recheck=on", "recovery", "recovery=on",
+        "recheck=on", "recovery", "recovery=on", "collapse", "collapse=",
+        "collapse=0", "collapse=101", "collapse=on", "collapse=-1",
     };
     PostcopyTune defaults;
     unsigned int i;

@@ -1,0 +1,149 @@
+/*
+ * Postcopy: which huge pages to rebuild after postcopy, in which order and
+ * at which pace (pure logic; see postcopy-collapse.h).
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/bitmap.h"
+#include "postcopy-collapse.h"
+
+/* /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst) */
+#define PAGEMAP_PRESENT         (1ULL << 63)
+#define PAGEMAP_EXCLUSIVE       (1ULL << 56)
+
+#define NS_PER_MS               1000000ULL
+
+void postcopy_collapse_plan_init(PostcopyCollapsePlan *plan,
+                                 uint64_t huge_size)
+{
+    *plan = (PostcopyCollapsePlan) {
+        .ranges = g_array_new(false, true, sizeof(PostcopyCollapseRange)),
+        .huge_size = huge_size,
+    };
+}
+
+void postcopy_collapse_plan_free(PostcopyCollapsePlan *plan)
+{
+    guint i;
+
+    if (!plan->ranges) {
+        return;
+    }
+    for (i = 0; i < plan->ranges->len; i++) {
+        PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                                  PostcopyCollapseRange, i);
+
+        g_free(r->block);
+        g_free(r->hot);
+    }
+    g_array_free(plan->ranges, true);
+    plan->ranges = NULL;
+}
+
+int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
+                               uintptr_t host, uint64_t length)
+{
+    uint64_t start = ROUND_UP(host, plan->huge_size) - host;
+    PostcopyCollapseRange r;
+
+    if (start >= length || length - start < plan->huge_size) {
+        return -1;
+    }
+    r = (PostcopyCollapseRange) {
+        .block = g_strdup(block),
+        .start = start,
+        .count = (length - start) / plan->huge_size,
+    };
+    r.hot = bitmap_new(r.count);
+    g_array_append_val(plan->ranges, r);
+    return plan->ranges->len - 1;
+}
+
+void postcopy_collapse_plan_note(PostcopyCollapsePlan *plan, int range,
+                                 uint64_t offset)
+{
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange, range);
+    uint64_t index;
+
+    if (offset < r->start) {
+        return;
+    }
+    index = (offset - r->start) / plan->huge_size;
+    if (index < r->count) {
+        set_bit(index, r->hot);
+    }
+}
+
+bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
+                                 PostcopyCollapseChunk *chunk)
+{
+    for (;;) {
+        PostcopyCollapseRange *r;
+        uint64_t index;
+
+        if (plan->range >= plan->ranges->len) {
+            if (plan->cold_pass) {
+                return false;
+            }
+            plan->cold_pass = true;
+            plan->range = 0;
+            plan->next = 0;
+            continue;
+        }
+        r = &g_array_index(plan->ranges, PostcopyCollapseRange, plan->range);
+        index = plan->cold_pass ?
+                find_next_zero_bit(r->hot, r->count, plan->next) :
+                find_next_bit(r->hot, r->count, plan->next);
+        if (index >= r->count) {
+            plan->range++;
+            plan->next = 0;
+            continue;
+        }
+        plan->next = index + 1;
+        *chunk = (PostcopyCollapseChunk) {
+            .block = r->block,
+            .offset = r->start + index * plan->huge_size,
+            .hot = !plan->cold_pass,
+        };
+        return true;
+    }
+}
+
+bool postcopy_collapse_has_data(const uint64_t *entries, size_t n,
+                                bool shared)
+{
+    uint64_t want = PAGEMAP_PRESENT | (shared ? 0 : PAGEMAP_EXCLUSIVE);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if ((entries[i] & want) == want) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void postcopy_collapse_pace_init(PostcopyCollapsePace *pace,
+                                 unsigned int percent)
+{
+    *pace = (PostcopyCollapsePace) { .percent = MAX(MIN(percent, 100), 1) };
+}
+
+uint64_t postcopy_collapse_pace_after(PostcopyCollapsePace *pace,
+                                      uint64_t took_ns)
+{
+    uint64_t ms;
+
+    pace->owed_ns += took_ns * (100 - pace->percent) / pace->percent;
+    ms = pace->owed_ns / NS_PER_MS;
+    if (ms < POSTCOPY_COLLAPSE_REST_MIN_MS) {
+        return 0;
+    }
+    pace->owed_ns -= ms * NS_PER_MS;
+    return ms;
+}

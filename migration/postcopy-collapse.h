@@ -1,0 +1,105 @@
+/*
+ * Postcopy: transparent huge pages rebuilt once every page is in.
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Postcopy leaves the destination's guest RAM in base pages: the discards
+ * before LISTEN split the huge pages that precopy filled, userfaultfd
+ * places base pages, and THP is off over guest RAM while pages come in.
+ * khugepaged would rebuild them at its own pace (minutes per GiB at its
+ * defaults), and meanwhile every TLB miss of the guest walks base-page
+ * tables.  So, once postcopy is done, a thread of the module
+ * (postcopy-collapse-qemu.c) asks the kernel to collapse guest RAM into
+ * huge pages itself (MADV_COLLAPSE), one huge page at a time: first those
+ * the guest faulted on during postcopy, its working set, then the rest.
+ *
+ * This header's first half is pure logic (postcopy-collapse.c, which
+ * tests/unit drives): the plan of which huge pages to collapse in which
+ * order, whether a huge page holds guest data at all, and the pace.
+ */
+#ifndef QEMU_POSTCOPY_COLLAPSE_H
+#define QEMU_POSTCOPY_COLLAPSE_H
+
+/* collapse=PERCENT's default: the share of one CPU the thread may take. */
+#define POSTCOPY_COLLAPSE_PERCENT 50
+
+/*
+ * Guest RAM to collapse: for each RAMBlock, the huge pages that lie wholly
+ * inside it, and which of them the guest faulted on.
+ */
+typedef struct PostcopyCollapseRange {
+    char *block;            /* the RAMBlock's idstr */
+    uint64_t start;         /* offset of its first whole huge page */
+    uint64_t count;         /* whole huge pages from @start on */
+    unsigned long *hot;     /* @count bits: the guest faulted there */
+} PostcopyCollapseRange;
+
+typedef struct PostcopyCollapsePlan {
+    GArray *ranges;         /* of PostcopyCollapseRange */
+    uint64_t huge_size;     /* bytes per huge page */
+    /* Where postcopy_collapse_plan_next() goes on */
+    bool cold_pass;         /* the hot huge pages are done */
+    guint range;
+    uint64_t next;
+} PostcopyCollapsePlan;
+
+/* One huge page to collapse: @offset into the RAMBlock named @block. */
+typedef struct PostcopyCollapseChunk {
+    const char *block;
+    uint64_t offset;
+    bool hot;
+} PostcopyCollapseChunk;
+
+void postcopy_collapse_plan_init(PostcopyCollapsePlan *plan,
+                                 uint64_t huge_size);
+void postcopy_collapse_plan_free(PostcopyCollapsePlan *plan);
+/*
+ * Add RAMBlock @block, @length bytes mapped at host address @host (only
+ * its alignment matters); returns the range's index, or -1 when no whole
+ * huge page fits in it.
+ */
+int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
+                               uintptr_t host, uint64_t length);
+/* The guest faulted at @offset of range @range (an index from add()). */
+void postcopy_collapse_plan_note(PostcopyCollapsePlan *plan, int range,
+                                 uint64_t offset);
+/*
+ * The next huge page to collapse: every hot one, range by range, then
+ * every other one.  False when the plan is done.
+ */
+bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
+                                 PostcopyCollapseChunk *chunk);
+
+/*
+ * Whether a huge page whose base pages have the /proc/PID/pagemap entries
+ * @entries[@n] holds guest data: a page present and, in private memory,
+ * mapped by this process alone.  Pages that read as zeroes map the shared
+ * zero page and are never exclusive, and a huge page of nothing else is
+ * left alone: collapsing it would turn the zero page into 2 MiB of memory.
+ * Shared memory (memfd) holds real pages wherever one is present.
+ */
+bool postcopy_collapse_has_data(const uint64_t *entries, size_t n,
+                                bool shared);
+
+/*
+ * The pace: after each collapse that took @took_ns, the thread rests so
+ * that it takes about @percent of a CPU.  Rests shorter than
+ * POSTCOPY_COLLAPSE_REST_MIN_MS are owed, not taken, so that sleeps stay
+ * longer than a timer's slack.
+ */
+#define POSTCOPY_COLLAPSE_REST_MIN_MS 10
+
+typedef struct PostcopyCollapsePace {
+    unsigned int percent;   /* 1 to 100 */
+    uint64_t owed_ns;
+} PostcopyCollapsePace;
+
+void postcopy_collapse_pace_init(PostcopyCollapsePace *pace,
+                                 unsigned int percent);
+/* Milliseconds to rest now (0: carry on) after a collapse of @took_ns. */
+uint64_t postcopy_collapse_pace_after(PostcopyCollapsePace *pace,
+                                      uint64_t took_ns);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * Unit tests: the plan, the data test and the pace of rebuilding huge
+ * pages after postcopy (migration/postcopy-collapse.c).
+ *
+ * Copyright (c) 2026 The qemu-postcopy-ram authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "postcopy-collapse.h"
+
+#define PRESENT   (1ULL << 63)
+#define EXCLUSIVE (1ULL << 56)
+
+/* Every chunk next() gives, as "block:offset/MiB" or "block:offset/MiB*". */
+static char *plan_order(PostcopyCollapsePlan *plan)
+{
+    g_autoptr(GString) order = g_string_new("");
+    PostcopyCollapseChunk chunk;
+
+    while (postcopy_collapse_plan_next(plan, &chunk)) {
+        g_string_append_printf(order, "%s%s:%" PRIu64 "%s",
+                               order->len ? " " : "", chunk.block,
+                               chunk.offset / MiB, chunk.hot ? "*" : "");
+    }
+    return g_strdup(order->str);
+}
+
+/* Only whole huge pages, counted from the first aligned host address. */
+static void test_plan_alignment(void)
+{
+    PostcopyCollapsePlan plan;
+    g_autofree char *order = NULL;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    /* Aligned: 8 MiB is four huge pages. */
+    g_assert_cmpint(postcopy_collapse_plan_add(&plan, "a", 0x40000000,
+                                               8 * MiB), ==, 0);
+    /* 1 MiB past a boundary: the first whole one is at offset 1 MiB. */
+    g_assert_cmpint(postcopy_collapse_plan_add(&plan, "b", 0x80100000,
+                                               6 * MiB), ==, 1);
+    /* Smaller than a huge page once aligned: nothing to do. */
+    g_assert_cmpint(postcopy_collapse_plan_add(&plan, "c", 0x90100000,
+                                               2 * MiB), ==, -1);
+    order = plan_order(&plan);
+    g_assert_cmpstr(order, ==, "a:0 a:2 a:4 a:6 b:1 b:3");
+    postcopy_collapse_plan_free(&plan);
+}
+
+/* The huge pages the guest faulted on come first, each once. */
+static void test_plan_hot_first(void)
+{
+    PostcopyCollapsePlan plan;
+    g_autofree char *order = NULL;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    postcopy_collapse_plan_add(&plan, "a", 0, 8 * MiB);
+    postcopy_collapse_plan_add(&plan, "b", 0x80100000, 6 * MiB);
+    postcopy_collapse_plan_note(&plan, 0, 5 * MiB);
+    postcopy_collapse_plan_note(&plan, 0, 4 * MiB + 4096);
+    postcopy_collapse_plan_note(&plan, 1, 3 * MiB);
+    /* Before the first whole one and past the last: not in the plan. */
+    postcopy_collapse_plan_note(&plan, 1, 512 * KiB);
+    postcopy_collapse_plan_note(&plan, 1, 5 * MiB + 4096);
+    order = plan_order(&plan);
+    g_assert_cmpstr(order, ==, "a:4* b:3* a:0 a:2 a:6 b:1");
+    postcopy_collapse_plan_free(&plan);
+}
+
+static void test_plan_empty(void)
+{
+    PostcopyCollapsePlan plan;
+    PostcopyCollapseChunk chunk;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    g_assert_false(postcopy_collapse_plan_next(&plan, &chunk));
+    postcopy_collapse_plan_free(&plan);
+    /* Freeing twice is harmless: the thread and a stop may both. */
+    postcopy_collapse_plan_free(&plan);
+}
+
+/*
+ * A huge page of zero-page mappings (present, shared) and holes holds
+ * nothing in private memory; one exclusive page is data.  In shared
+ * memory any present page is.
+ */
+static void test_has_data(void)
+{
+    uint64_t entries[512] = { 0 };
+    int i;
+
+    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
+    g_assert_false(postcopy_collapse_has_data(entries, 512, true));
+    for (i = 0; i < 512; i += 2) {
+        entries[i] = PRESENT | 0x1234;     /* the zero page */
+    }
+    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
+    g_assert_true(postcopy_collapse_has_data(entries, 512, true));
+    entries[511] = EXCLUSIVE;               /* not present: swapped out */
+    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
+    entries[300] = PRESENT | EXCLUSIVE | 0x5678;
+    g_assert_true(postcopy_collapse_has_data(entries, 512, false));
+}
+
+/* At 50% the rests add up to the work; short ones are owed. */
+static void test_pace(void)
+{
+    PostcopyCollapsePace pace;
+    uint64_t rested = 0;
+    int i;
+
+    postcopy_collapse_pace_init(&pace, 50);
+    /* 3 ms of work: 3 ms owed, below the least rest. */
+    g_assert_cmpuint(postcopy_collapse_pace_after(&pace, 3000000), ==, 0);
+    for (i = 1; i < 100; i++) {
+        rested += postcopy_collapse_pace_after(&pace, 3000000);
+    }
+    /* 300 ms of work: 300 ms of rest in all, less what is still owed. */
+    g_assert_cmpuint(rested + pace.owed_ns / 1000000, ==, 300);
+    g_assert_cmpuint(pace.owed_ns, <,
+                     POSTCOPY_COLLAPSE_REST_MIN_MS * 1000000ULL);
+
+    /* All of a CPU: never a rest. */
+    postcopy_collapse_pace_init(&pace, 100);
+    g_assert_cmpuint(postcopy_collapse_pace_after(&pace, 50000000), ==, 0);
+    /* 25%: three times the work. */
+    postcopy_collapse_pace_init(&pace, 25);
+    g_assert_cmpuint(postcopy_collapse_pace_after(&pace, 10000000), ==, 30);
+    /* Out of range: held to 1..100. */
+    postcopy_collapse_pace_init(&pace, 0);
+    g_assert_cmpuint(pace.percent, ==, 1);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/postcopy/collapse/plan/alignment", test_plan_alignment);
+    g_test_add_func("/postcopy/collapse/plan/hot-first", test_plan_hot_first);
+    g_test_add_func("/postcopy/collapse/plan/empty", test_plan_empty);
+    g_test_add_func("/postcopy/collapse/has-data", test_has_data);
+    g_test_add_func("/postcopy/collapse/pace", test_pace);
+    return g_test_run();
+}
