@@ -12,7 +12,16 @@
 #                                    (10.0.2, the default, 10.0.13, 10.2.2)
 #   scripts/bench.sh --reps 3 --sizes 1,2 --links loopback,1gbit ...
 #                                    any part of it: --patterns, --sizes,
-#                                    --vcpus, --links, --preempt (off,on)
+#                                    --vcpus, --links, --preempt (off,on),
+#                                    --backends (anon,memfd)
+#   scripts/bench.sh --patterns redis ...
+#                                    the Linux guest: Debian's kernel and
+#                                    redis-server driven by redis-benchmark
+#                                    in it (scripts/build-linux-guest.sh)
+#   scripts/bench.sh --after 0 ...   each guest runs on for S seconds after
+#                                    its migration (default 60), its rate
+#                                    and huge pages followed: the whole
+#                                    cost; 0 leaves that out
 #   scripts/bench.sh --render results/bench/bench.json
 #                                    the report of an earlier run again
 #                                    (its bench.md), building nothing
@@ -42,6 +51,11 @@ main()
     ours=$("$here/build.sh" qemu-system-x86_64)
     upstream=$("$here/build.sh" --upstream qemu-system-x86_64)
     guest=$("$here/build-guest.sh" pcguest.bin delay-relay)
+    # The Linux guest (the redis pattern) only when a pattern asks for it.
+    local linux=()
+    case " $* " in
+    *redis*) linux=(--linux-guest "$("$here/build-linux-guest.sh")") ;;
+    esac
     # The caller's directory stays the current one: a relative --out is
     # relative to it (the default is results/bench in the repository).
     # The report quotes the command as typed, without the paths added here.
@@ -50,7 +64,8 @@ main()
         -m pcram.bench \
         --ours "$ours/qemu-system-x86_64" \
         --upstream "$upstream/qemu-system-x86_64" \
-        --guest "$guest" --relay "$(our_build_dir)/delay-relay" "$@"
+        --guest "$guest" "${linux[@]}" \
+        --relay "$(our_build_dir)/delay-relay" "$@"
 }
 
 main "$@"

@@ -20,7 +20,7 @@ BASE_PKGS=(
     python3-venv libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev
     libgnutls28-dev libtasn1-6-dev libzstd-dev
     seabios ipxe-qemu
-    iproute2 socat gdb ccache
+    iproute2 socat gdb ccache cpio
     python3-matplotlib
 )
 # Packages that need bookworm-backports (QEMU 10.0 wants meson >= 1.5).

@@ -19,8 +19,8 @@ import sys
 import time
 
 from .guest import CPL_MODES, PATTERNS, bucket_high_ns, stalled_ms
-from .migrate import (MigrationFailed, Scenario, check_guest_shape,
-                      run_scenario)
+from .migrate import (LINUX_PATTERN, MigrationFailed, Scenario,
+                      check_guest_shape, run_scenario)
 from .netlink import Link, LinkError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -80,6 +80,28 @@ FIGURES = [
      True),
     ('cpu_dst_module_per_gib', 'CPU per GiB received after the switch: '
      'load, placer, fault and preempt threads', 's/GiB', True),
+    # The whole cost (--after S): from the switch until the guest's rate
+    # is back within 5% of its rate before the migration, at most S
+    # seconds after completion, the work it lost at that rate before
+    # (migrate.whole_cost); and the share of its RAM in huge pages.
+    ('work_lost_back_s', 'guest work lost until back to full speed', 's',
+     True),
+    ('work_lost_postcopy_s', 'guest work lost in postcopy (at its rate '
+     'before the migration)', 's', True),
+    ('back_s', 'back to full speed after the switch (capped)', 's', True),
+    ('back_after_done_s', 'back to full speed after completion (capped)',
+     's', True),
+    ('huge_src_pct', 'RAM in huge pages: source, before', '%', False),
+    ('huge_dst_0s_pct', 'RAM in huge pages: destination, at completion',
+     '%', False),
+    ('huge_dst_10s_pct', 'RAM in huge pages: destination, +10 s', '%',
+     False),
+    ('huge_dst_60s_pct', 'RAM in huge pages: destination, +60 s', '%',
+     False),
+    ('cpu_after_collapse_s', 'CPU after completion: huge-page rebuild '
+     '(mig/dst/thp)', 's', True),
+    ('cpu_after_vcpus_s', 'CPU after completion: destination vCPUs', 's',
+     False),
     # --recover-at only: from migrate-pause to postcopy running again
     ('paused_s', 'paused for the recovery', 's', True),
     # Shaped links only: CPU that a real wire would not take from the QEMUs
@@ -88,7 +110,11 @@ FIGURES = [
 
 # Rows shown only where some run has the figure.
 OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s', 'cpu_dst_placer_s',
-                    'cpu_dst_preempt_s')
+                    'cpu_dst_preempt_s', 'work_lost_back_s',
+                    'work_lost_postcopy_s', 'back_s', 'back_after_done_s',
+                    'huge_src_pct', 'huge_dst_0s_pct', 'huge_dst_10s_pct',
+                    'huge_dst_60s_pct', 'cpu_after_collapse_s',
+                    'cpu_after_vcpus_s')
 
 # (role, thread name or its prefix, group): QEMU's thread names with
 # -name debug-threads=on; the vCPUs are "CPU N/TCG" or "CPU N/KVM".
@@ -110,7 +136,9 @@ MODULE_THREADS = ('load', 'placer', 'fault', 'preempt')
 CLOCK_JUMP_LIMIT_S = 5.0
 GUEST_TIMED_FIGURES = ('lat_p50_us', 'lat_p99_us', 'lat_max_ms',
                        'guest_stalled_ms', 'ops_per_s', 'ops_per_s_precopy',
-                       'work_fraction', 'work_lost_s')
+                       'work_fraction', 'work_lost_s', 'work_lost_back_s',
+                       'work_lost_postcopy_s', 'back_s',
+                       'back_after_done_s')
 
 
 def thread_cpu_figures(thread_cpu, postcopy_bytes):
@@ -134,6 +162,37 @@ def thread_cpu_figures(thread_cpu, postcopy_bytes):
                      for g in MODULE_THREADS)
         groups['cpu_dst_module_per_gib'] = module / (postcopy_bytes / GiB)
     return groups
+
+
+def whole_cost_figures(result):
+    """The figures of migrate.whole_cost() and the huge pages of one run,
+    where it has them; its timeline, as rate / rate before."""
+    figures = {}
+    ram = result.get('ram_bytes')
+    for where, value in (result.get('huge_bytes') or {}).items():
+        key = {'source': 'huge_src_pct'}.get(
+            where, 'huge_dst_%s_pct' % where.split('+')[-1])
+        if ram and value is not None:
+            figures[key] = 100.0 * value / ram
+    cost = result.get('whole_cost')
+    if cost and cost['baseline_ops_per_s']:
+        base = cost['baseline_ops_per_s']
+        figures.update(
+            work_lost_back_s=cost['lost_until_back_s'],
+            work_lost_postcopy_s=cost['lost_postcopy_s'],
+            back_s=cost['back_s'],
+            back_after_done_s=max(cost['back_s'] - cost['done_s'], 0.0),
+            timeline=[(t, rate / base if rate is not None else None)
+                      for t, rate in cost['timeline']],
+            done_s=cost['done_s'], back=cost['back'])
+    after = result.get('thread_cpu_after_s')
+    if after:
+        dst = after.get('dst', {})
+        figures['cpu_after_collapse_s'] = sum(
+            v for k, v in dst.items() if k.startswith('mig/dst/thp'))
+        figures['cpu_after_vcpus_s'] = sum(
+            v for k, v in dst.items() if k.startswith('CPU '))
+    return figures
 
 
 def flatten(result):
@@ -176,6 +235,7 @@ def flatten(result):
     }
     figures.update(thread_cpu_figures(result.get('thread_cpu_s'),
                                       result['postcopy_bytes']))
+    figures.update(whole_cost_figures(result))
     jump = g.get('clock_jump_s') or 0
     if jump > CLOCK_JUMP_LIMIT_S:
         figures['guest_clock_jump_s'] = jump
@@ -192,17 +252,22 @@ def summarize(values):
 
 
 def scenarios(matrix):
-    for pattern, size, vcpus, link, preempt in itertools.product(
+    for pattern, size, vcpus, link, preempt, backend in itertools.product(
             matrix['patterns'], matrix['sizes_gib'], matrix['vcpus'],
-            matrix['links'], matrix['preempt']):
-        yield {'pattern': pattern, 'size_gib': size, 'vcpus': vcpus,
-               'link': link, 'preempt': preempt}
+            matrix['links'], matrix['preempt'],
+            matrix.get('backends', ['anon'])):
+        s = {'pattern': pattern, 'size_gib': size, 'vcpus': vcpus,
+             'link': link, 'preempt': preempt}
+        if backend != 'anon':
+            s['backend'] = backend
+        yield s
 
 
 def scenario_key(s):
-    return '%s/%dG/%dvcpu/%s%s' % (s['pattern'], s['size_gib'], s['vcpus'],
-                                   s['link'], '/preempt' if s['preempt']
-                                   else '')
+    return '%s/%dG/%dvcpu/%s%s%s' % (
+        s['pattern'], s['size_gib'], s['vcpus'], s['link'],
+        '/preempt' if s['preempt'] else '',
+        '/' + s['backend'] if s.get('backend', 'anon') != 'anon' else '')
 
 
 def run_matrix(args, matrix, log):
@@ -229,10 +294,12 @@ def run_matrix(args, matrix, log):
 
 
 def run_one(args, qemu, module, s, link, limit, rep, log):
-    scn = Scenario(qemu=qemu, guest=args.guest, ram_mb=s['size_gib'] * 1024,
+    guest = args.linux_guest if s['pattern'] == LINUX_PATTERN else args.guest
+    scn = Scenario(qemu=qemu, guest=guest, ram_mb=s['size_gib'] * 1024,
                    vcpus=s['vcpus'], pattern=s['pattern'],
                    preempt=s['preempt'], precopy_s=args.precopy_s,
                    accel=args.accel, recover_at_s=args.recover_at,
+                   backend=s.get('backend', 'anon'), after_s=args.after,
                    **link.endpoints())
     t0 = time.monotonic()
     link_cpu0 = link.cpu_seconds()
@@ -341,19 +408,26 @@ SUMMARY_FIGURES = [
     ('lat_max_ms', 'worst stall', 'ms', 0),
     ('work_fraction', 'guest work in postcopy / before', '', 2),
     ('work_lost_s', 'guest work lost', 's', 2),
+    ('work_lost_back_s', 'work lost until back to full speed', 's', 2),
+    ('huge_dst_10s_pct', 'RAM in huge pages +10 s', '%', 0),
     ('cpu_dst_module_per_gib', 'module CPU per GiB', 's', 2),
 ]
 
 
 def summary_table(agg):
-    """One row per scenario, each cell ours / upstream's median."""
+    """One row per scenario, each cell ours / upstream's median; a figure
+    that no run has (the whole cost without --after) has no column."""
+    shown = [f for f in SUMMARY_FIGURES
+             if f[0] not in OPTIONAL_FIGURES or any(
+                 m.get('summary', {}).get(f[0])
+                 for e in agg.values() for m in e['modules'].values())]
     lines = ['| scenario | %s |' % ' | '.join(
                  '%s%s' % (label, ' (%s)' % unit if unit else '')
-                 for _, label, unit, _ in SUMMARY_FIGURES),
-             '|%s' % (' --- |' * (len(SUMMARY_FIGURES) + 1))]
+                 for _, label, unit, _ in shown),
+             '|%s' % (' --- |' * (len(shown) + 1))]
     for key, entry in agg.items():
         cells = []
-        for fig, _, _, digits in SUMMARY_FIGURES:
+        for fig, _, _, digits in shown:
             pair = [entry['modules'].get(m, {}).get('summary', {}).get(fig)
                     for m in ('ours', 'upstream')]
             cells.append(' / '.join('%.*f' % (digits, s['median'])
@@ -428,7 +502,7 @@ def markdown(agg, meta):
                              'in those are left out.' % (
                                  name, len(jumps), ', '.join(
                                      '%.0f' % j for j in jumps)))
-            bad = [v for v in m['verdicts'] if v != 'clean']
+            bad = [v for v in m['verdicts'] if v == 'CORRUPT']
             if bad or m['errors']:
                 lines.append('')
                 lines.append('%s: %d runs not clean, %d failed: %s' % (
@@ -576,7 +650,44 @@ def plots(agg, out_dir):
     fig.savefig(path, dpi=90)
     plt.close(fig)
     made.append(path)
-    return made
+    path = plot_timelines(plt, agg, out_dir)
+    return made + ([path] if path else [])
+
+
+def plot_timelines(plt, agg, out_dir):
+    """The whole cost, one panel per scenario: each run's rate over its
+    rate before the migration, from the switch until --after seconds
+    after completion, with the completion of each run marked."""
+    keys = [k for k in agg if any(
+        r.get('timeline') for m in agg[k]['modules'].values()
+        for r in m['runs'])]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(len(keys), 1, figsize=(9, 3.2 * len(keys)),
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        for module, color in (('ours', 'tab:blue'),
+                              ('upstream', 'tab:orange')):
+            runs = agg[key]['modules'].get(module, {}).get('runs', [])
+            for n, run in enumerate(r for r in runs if r.get('timeline')):
+                points = [(t, y) for t, y in run['timeline']
+                          if y is not None]
+                ax.plot([t for t, _ in points], [y for _, y in points],
+                        color=color, linewidth=0.8, alpha=0.7,
+                        label=module if n == 0 else None)
+                ax.axvline(run['done_s'], color=color, linewidth=0.5,
+                           linestyle=':')
+        ax.axhline(0.95, color='grey', linewidth=0.8,
+                   label='95% of the rate before')
+        ax.set_ylim(bottom=0)
+        _finish_axis(ax, key + ' (dotted: each run completes)',
+                     's from migrate-start-postcopy',
+                     'guest rate / rate before')
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'whole-cost-timeline.png')
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def parse_args(argv):
@@ -584,6 +695,8 @@ def parse_args(argv):
     p.add_argument('--ours')
     p.add_argument('--upstream')
     p.add_argument('--guest')
+    p.add_argument('--linux-guest', help='scripts/build-linux-guest.sh\'s '
+                   'directory, for the %s pattern' % LINUX_PATTERN)
     p.add_argument('--render', metavar='BENCH_JSON',
                    help='write the report of an earlier run again, from '
                    'its bench.json (with this version of the report)')
@@ -601,6 +714,12 @@ def parse_args(argv):
     p.add_argument('--vcpus', help='comma-separated vCPU counts, overrides')
     p.add_argument('--preempt', help='comma-separated off, on; overrides')
     p.add_argument('--relay', help='tools/delay-relay, built')
+    p.add_argument('--after', type=float, metavar='S', default=60.0,
+                   help='seconds the guest runs on after each migration '
+                   'completed, its rate and huge pages followed: the '
+                   'whole cost (default 60; 0: none)')
+    p.add_argument('--backends', help='comma-separated anon, memfd: the '
+                   'guest RAM\'s memory backend (default anon)')
     p.add_argument('--recover-at', type=float, metavar='S',
                    help='pause each migration on the destination S '
                    'seconds into postcopy and recover it at once over the '
@@ -647,12 +766,21 @@ def main(argv=None):
         matrix['links'] = args.links.split(',')
     if args.patterns:
         matrix['patterns'] = args.patterns.split(',')
-        if not set(matrix['patterns']) <= set(PATTERNS):
-            print('bench: --patterns takes %s' % ', '.join(PATTERNS),
-                  file=sys.stderr)
+        if not set(matrix['patterns']) <= set(PATTERNS + (LINUX_PATTERN,)):
+            print('bench: --patterns takes %s' % ', '.join(
+                PATTERNS + (LINUX_PATTERN,)), file=sys.stderr)
+            return 2
+        if LINUX_PATTERN in matrix['patterns'] and not args.linux_guest:
+            print('bench: the %s pattern needs --linux-guest' %
+                  LINUX_PATTERN, file=sys.stderr)
             return 2
     if args.vcpus:
         matrix['vcpus'] = [int(x) for x in args.vcpus.split(',')]
+    if args.backends:
+        matrix['backends'] = args.backends.split(',')
+        if not set(matrix['backends']) <= {'anon', 'memfd'}:
+            print('bench: --backends takes anon, memfd', file=sys.stderr)
+            return 2
     if args.preempt:
         values = args.preempt.split(',')
         if not set(values) <= {'off', 'on'}:
@@ -709,7 +837,7 @@ def main(argv=None):
         print('plot: %s' % path)
     print('took %d s' % meta['seconds'])
     failed = [r for r in records if 'error' in r or
-              r['figures']['verdict'] != 'clean']
+              r['figures']['verdict'] == 'CORRUPT']
     return 1 if failed else 0
 
 

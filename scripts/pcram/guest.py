@@ -231,6 +231,47 @@ class GuestReport:
                            (i.host_time - before.host_time))
         return jump
 
+    def _elapsed_s(self, interval):
+        """The guest time @interval covers: since the report before it,
+        or the nominal interval for the first."""
+        before = self._by_n().get(interval.n - 1)
+        if before and interval.t_ms > before.t_ms:
+            return (interval.t_ms - before.t_ms) / 1000.0
+        return int(self.ready.get('interval', 100)) / 1000.0
+
+    def _by_n(self):
+        if getattr(self, '_index', None) is None or \
+                len(self._index) != len(self.intervals):
+            self._index = {i.n: i for i in self.intervals}
+        return self._index
+
+    def between(self, t0, t1):
+        """The reports that arrived after @t0, up to @t1."""
+        return [i for i in self.intervals if t0 < i.host_time <= t1]
+
+    def rate_bins(self, t0, t1, step):
+        """The guest's rate (accesses per second of its time) in bins of
+        @step seconds of host time from @t0 to @t1: [(bin start, rate or
+        None when no report arrived in it)].  A report counts in the bin
+        it arrived in, with all the time it covers."""
+        bins = []
+        t = t0
+        while t < t1:
+            reports = self.between(t, t + step)
+            elapsed = sum(self._elapsed_s(i) for i in reports)
+            bins.append((t, sum(sum(i.ops) for i in reports) / elapsed
+                         if elapsed else None))
+            t += step
+        return bins
+
+    def work_lost_s(self, t0, t1, baseline):
+        """Seconds of the guest's work at rate @baseline that it did not
+        get done in the reports that arrived from @t0 to @t1: the time
+        they cover less the time their accesses would have taken at
+        @baseline."""
+        return sum(self._elapsed_s(i) - sum(i.ops) / baseline
+                   for i in self.between(t0, t1))
+
     def ops_per_s(self, intervals):
         """Accesses per second of guest time over @intervals.  Each report
         covers the guest time since the one before it (t=), which is
@@ -248,3 +289,17 @@ class GuestReport:
             elapsed_ms += (i.t_ms - before.t_ms if before and
                            i.t_ms > before.t_ms else step_ms)
         return ops * 1000.0 / elapsed_ms
+
+
+def back_to_full_speed(bins, baseline, done_s, cap_s, within=0.05):
+    """When the guest is back to full speed: the start of the first bin
+    of @bins ([(seconds from the switch, rate)]) that ends after the
+    migration completed (@done_s) and whose rate is within @within of
+    @baseline; @cap_s when none is, up to it.  Returns (seconds, back)."""
+    for t, rate in bins:
+        if t >= cap_s:
+            break
+        if t + 1e-9 >= done_s - 1.0 and rate is not None and \
+                rate >= (1 - within) * baseline and t >= 0:
+            return max(t, 0.0), True
+    return cap_s, False

@@ -18,13 +18,18 @@ import tempfile
 import time
 
 from . import threadcpu
-from .guest import GuestConsole, GuestReport
+from .guest import GuestConsole, GuestReport, back_to_full_speed
 from .qmp import QMP, QMPError
 
 
 class MigrationFailed(Exception):
     """The migration or the guest did not do what was expected."""
 
+
+# The pattern that boots the Linux guest (Debian's kernel, redis-server
+# driven by redis-benchmark inside it: guest/linux-init.sh) instead of
+# pcguest.  It cannot check its memory: its runs' verdict is 'unchecked'.
+LINUX_PATTERN = 'redis'
 
 # What pcguest can run with: its test pages lie above 64 MiB, and it
 # starts at most 16 vCPUs (guest/guest.c).
@@ -97,6 +102,10 @@ class Scenario:
         # harness recovers it at once over the same link; None: never.
         self.recover_at_s = kw.pop('recover_at_s', None)
         self.timeout_s = kw.pop('timeout_s', 900)
+        # Seconds the guest goes on running on the destination after the
+        # migration completed, its rate and huge pages followed, before the
+        # memory check; 0: none (the rate before is then the precopy's).
+        self.after_s = kw.pop('after_s', 0)
         if kw:
             raise TypeError('unknown scenario fields: %s' % ', '.join(kw))
 
@@ -129,9 +138,7 @@ class Vm:
                 '-machine', 'q35', '-m', '%dM' % scn.ram_mb,
                 '-smp', str(scn.vcpus),
                 '-accel', 'tcg,thread=multi' if accel == 'tcg' else accel,
-                '-kernel', scn.guest,
-                '-append', 'pattern=%s writes=%d hot=%d interval=%d' % (
-                    scn.pattern, scn.writes, scn.hot, scn.interval_ms),
+                *self.guest_args(scn),
                 '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path,
                 '-chardev', 'socket,id=ser0,path=%s,server=on,wait=off'
                 % self.serial_path,
@@ -168,6 +175,19 @@ class Vm:
             self.kill()
             raise MigrationFailed('%s QEMU did not start:\n%s(%s)' % (
                 name, reason, e))
+
+    @staticmethod
+    def guest_args(scn):
+        """The guest to boot: pcguest with its pattern, or, for the
+        'redis' pattern, the Linux guest (scripts/build-linux-guest.sh's
+        directory, which scn.guest then names)."""
+        if scn.pattern == LINUX_PATTERN:
+            return ['-kernel', os.path.join(scn.guest, 'vmlinuz'),
+                    '-initrd', os.path.join(scn.guest, 'initramfs.cpio.gz'),
+                    '-append', 'console=ttyS0 quiet panic=-1']
+        return ['-kernel', scn.guest,
+                '-append', 'pattern=%s writes=%d hot=%d interval=%d' % (
+                    scn.pattern, scn.writes, scn.hot, scn.interval_ms)]
 
     @staticmethod
     def backend_args(scn):
@@ -238,7 +258,11 @@ def run_scenario(scn, progress=None):
             result = _migrate(scn, src, dst, progress)
         finally:
             sampler.stop()
-        result['thread_cpu_s'] = _thread_cpu(sampler, result)
+        result['thread_cpu_s'] = _thread_cpu(sampler, result['t_postcopy'],
+                                             result['t_done'])
+        if scn.after_s:
+            result['thread_cpu_after_s'] = _thread_cpu(
+                sampler, result['t_done'], result['t_done'] + scn.after_s)
         return result
     finally:
         for vm in (src, dst):
@@ -248,11 +272,11 @@ def run_scenario(scn, progress=None):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _thread_cpu(sampler, result):
-    """{'src'|'dst': {thread name: CPU seconds}} over postcopy, from the
-    switch until the destination had every page."""
-    usage = threadcpu.window_usage(sampler.samples, result['t_postcopy'],
-                                   result['t_done'])
+def _thread_cpu(sampler, t0, t1):
+    """{'src'|'dst': {thread name: CPU seconds}} from @t0 to @t1
+    (time.monotonic()): over postcopy, from the switch until the
+    destination had every page, and after it."""
+    usage = threadcpu.window_usage(sampler.samples, t0, t1)
     out = {'src': {}, 'dst': {}}
     for (role, name), seconds in usage.items():
         out[role][name] = round(seconds, 3)
@@ -265,7 +289,9 @@ def _set_caps(vm, caps):
 
 
 def _migrate(scn, src, dst, progress):
-    boot_s = 60 + scn.ram_mb / 64
+    linux = scn.pattern == LINUX_PATTERN
+    # The Linux guest boots a kernel and fills redis first.
+    boot_s = 60 + scn.ram_mb / (16 if linux else 64)
     if not src.console.wait_for(lambda t: t.startswith('READY'), boot_s):
         raise MigrationFailed('the guest did not report READY within %d s'
                               '\n%s' % (boot_s, src.log_tail()))
@@ -284,8 +310,10 @@ def _migrate(scn, src, dst, progress):
                                                        scn.dst_port or 0))
     port = scn.dst_port or listening_port(dst)
     uri = 'tcp:%s:%d' % (scn.dst_addr, scn.connect_port or port)
-    # Let the guest run a few intervals on the source first: a baseline.
-    time.sleep(3 * scn.interval_ms / 1000.0)
+    # Let the guest run a few intervals on the source first: a baseline;
+    # its rate before the migration, when the whole cost is measured.
+    time.sleep(BASELINE_S if scn.after_s else 3 * scn.interval_ms / 1000.0)
+    huge = {'source': ram_huge_bytes(src.proc.pid, scn.ram_mb)}
 
     t_start = time.monotonic()
     src.qmp.cmd('migrate', uri=uri)
@@ -328,8 +356,103 @@ def _migrate(scn, src, dst, progress):
     # The migration ends when the destination has every page, which can
     # be after the source has sent the last one into the socket.
     dst_info, t_done = _wait_destination(dst, 60)
+    huge.update(_follow_after(scn, dst, t_done))
 
     # The guest runs on the destination now; have it check all of RAM.
+    verified = None if linux else _verify_and_stop(scn, dst)
+
+    report = GuestReport(src.console.snapshot() + dst.console.snapshot())
+    result = _result(scn, info, dst_info, report, verified,
+                     t_start, t_postcopy, t_done)
+    result['ram_bytes'] = scn.ram_mb * 1024 * 1024
+    result['huge_bytes'] = huge
+    if scn.after_s:
+        result['whole_cost'] = whole_cost(report, t_start, t_postcopy,
+                                          t_done, scn.after_s)
+    result['source_queue'] = source_queue_actions(src.log_text())
+    result['paused_s'] = paused_s
+    # The window of the threads' CPU (time.monotonic()).
+    result['t_postcopy'] = t_postcopy or t_done
+    result['t_done'] = t_done
+    return result
+
+
+# The guest's rate before the migration, when its whole cost is measured:
+# seconds of it on the source.
+BASELINE_S = 5.0
+# When the huge pages of the destination's guest RAM are read, in seconds
+# after the migration completed (within the scenario's after_s).
+HUGE_AT_S = (0, 10, 60)
+
+
+def ram_huge_bytes(pid, ram_mb):
+    """Bytes of the guest RAM of QEMU @pid in transparent huge pages: the
+    AnonHugePages (or ShmemPmdMapped, for memfd) of its mappings as large
+    as the RAM and writable, not executable (TCG's code buffer can be as
+    large); None when no such mapping shows."""
+    size_kb = ram_mb * 1024
+    total = None
+    take = False
+    try:
+        with open('/proc/%d/smaps' % pid) as f:
+            for line in f:
+                fields = line.split()
+                if '-' in fields[0] and len(fields) >= 2 and \
+                        not fields[0].endswith(':'):
+                    lo, hi = (int(x, 16) for x in fields[0].split('-'))
+                    take = ((hi - lo) // 1024 == size_kb and
+                            fields[1].startswith('rw') and
+                            'x' not in fields[1])
+                elif take and fields[0] in ('AnonHugePages:',
+                                            'ShmemPmdMapped:'):
+                    total = (total or 0) + int(fields[1]) * 1024
+    except OSError:
+        return None
+    return total
+
+
+def _follow_after(scn, dst, t_done):
+    """The destination's guest RAM in huge pages at each of HUGE_AT_S
+    seconds after @t_done that lie within the scenario's after_s, while the
+    guest runs on: {'destination+Ns': bytes}."""
+    huge = {}
+    for at in HUGE_AT_S:
+        if at > scn.after_s:
+            break
+        time.sleep(max(0.0, t_done + at - time.monotonic()))
+        huge['destination+%ds' % at] = ram_huge_bytes(dst.proc.pid,
+                                                       scn.ram_mb)
+    time.sleep(max(0.0, t_done + scn.after_s - time.monotonic()))
+    return huge
+
+
+def whole_cost(report, t_start, t_postcopy, t_done, after_s):
+    """The migration's whole cost to the guest: its rate before the
+    migration (on the source, BASELINE_S before migrate), its rate from
+    the switch to @after_s after completion in 1-second bins, when it was
+    back to full speed (guest.back_to_full_speed, at most @after_s after
+    completion), and the work it lost (at its rate before) in postcopy and
+    until it was back."""
+    t_switch = t_postcopy or t_done
+    baseline = report.ops_per_s(report.between(t_start - BASELINE_S,
+                                               t_start))
+    bins = [(round(t - t_switch, 3), rate) for t, rate in
+            report.rate_bins(t_switch - 2.0, t_done + after_s, 1.0)]
+    done_s = t_done - t_switch
+    back_s, back = back_to_full_speed(bins, baseline, done_s,
+                                      done_s + after_s)
+    return dict(baseline_ops_per_s=baseline, timeline=bins,
+                done_s=round(done_s, 3), back_s=round(back_s, 3), back=back,
+                lost_postcopy_s=report.work_lost_s(t_switch, t_done,
+                                                   baseline),
+                lost_until_back_s=report.work_lost_s(t_switch,
+                                                     t_switch + back_s,
+                                                     baseline))
+
+
+def _verify_and_stop(scn, dst):
+    """pcguest's check of all of its memory, each vCPU's answer; then it
+    stops."""
     time.sleep(0.5)
     verify_start = len(dst.console.snapshot())
     dst.console.send('v')
@@ -337,16 +460,7 @@ def _migrate(scn, src, dst, progress):
                            60 + scn.ram_mb / 32)
     dst.console.send('q')
     dst.console.wait_for(lambda t: t == 'END', 30, verify_start)
-
-    report = GuestReport(src.console.snapshot() + dst.console.snapshot())
-    result = _result(scn, info, dst_info, report, verified,
-                     t_start, t_postcopy, t_done)
-    result['source_queue'] = source_queue_actions(src.log_text())
-    result['paused_s'] = paused_s
-    # The window of the threads' CPU (time.monotonic()).
-    result['t_postcopy'] = t_postcopy or t_done
-    result['t_done'] = t_done
-    return result
+    return verified
 
 
 def _pause_due(scn, src, dst, postcopy_s):
@@ -520,8 +634,8 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
     precopy_window = report.window(t_start - 1.0, t_postcopy or t_done)
     lat_post, hist_post = report.latency(postcopy_window)
     lat_pre, _ = report.latency(precopy_window)
-    bad_pages = sum(int(v['bad']) for v in verified.values())
-    checked = sum(int(v['pages']) for v in verified.values())
+    bad_pages = sum(int(v['bad']) for v in (verified or {}).values())
+    checked = sum(int(v['pages']) for v in (verified or {}).values())
     postcopy_pages = ram.get('postcopy-bytes', 0) // page
     requests = ram.get('postcopy-requests', 0)
     return {
@@ -565,8 +679,8 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
             'bad_pages': bad_pages + len(report.bad),
             'bad_reports': report.bad[:20],
             'disk': report.disk,
-            'verdict': 'clean' if not bad_pages and not report.bad
-                       else 'CORRUPT',
+            'verdict': ('CORRUPT' if bad_pages or report.bad else
+                        'unchecked' if verified is None else 'clean'),
         },
     }
 
