@@ -12,8 +12,10 @@
 #      test guest: byte-exact, access patterns, memory backends, vCPUs,
 #      failures (fault points), refusal;
 #   6. the fault-injection suite's subset (scripts/faults.sh --quick),
-#      a short soak (scripts/soak.sh --recoveries 10, then --hops 3: no
-#      fd or thread left behind), and libvirt's first case
+#      a case failed on purpose (which must keep its QEMUs' logs and exit
+#      statuses, its events and trace where its FAIL line says), a short
+#      soak (scripts/soak.sh --recoveries 10, then --hops 3: no fd or
+#      thread left behind), and libvirt's first case
 #      (scripts/libvirt-test.sh --cases after-precopy --no-compare: virsh
 #      migrate --postcopy --postcopy-after-precopy between two libvirt
 #      daemons);
@@ -257,6 +259,46 @@ run_faults()
     echo "(full output: $log)"
 }
 
+# A case failed on purpose (faults.py --fail-on-purpose, after the source
+# was killed in postcopy) must keep its work directory where its FAIL line
+# says, with both QEMUs' logs and exit statuses, the timeline of their QMP
+# events and the destination's trace (scripts/pcram/evidence.py).
+run_faults_evidence()
+{
+    local log="$OUT/faults-evidence.log" dir f rc=0
+    section "fault injection: a case failed on purpose keeps its files"
+    mkdir -p "$(dirname "$log")"
+    timeout --kill-after=30 300 "$here/faults.sh" --faults kill-src \
+        --phases early --preempt off --fail-on-purpose > "$log" 2>&1
+    grep '^FAIL:' "$log" | sed 's/^/  | /'
+    dir=$(sed -n 's/^FAIL: faults .*; files: \(.*\))$/\1/p' "$log")
+    if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+        echo "no FAIL line naming a directory that is there"
+        rc=1
+    else
+        # A log may be empty (a QEMU killed before it said anything).
+        for f in source.log destination.log; do
+            [ -f "$dir/$f" ] || { echo "$f: missing"; rc=1; }
+        done
+        for f in source.exit destination.exit events.log destination.trace; do
+            [ -s "$dir/$f" ] || { echo "$f: missing or empty"; rc=1; }
+        done
+        for f in source destination; do
+            grep -Eq "^[0-9.]+ [0-9:.]+ $f +event MIGRATION " \
+                "$dir/events.log" ||
+                { echo "events.log: no MIGRATION event of the $f"; rc=1; }
+        done
+        grep -qs 'postcopy_' "$dir/destination.trace" ||
+            { echo "destination.trace: no event of the module"; rc=1; }
+        [ $rc -eq 0 ] || ls -l "$dir"
+        rm -rf "$dir"
+        rmdir "$(dirname "$dir")" 2> /dev/null
+    fi
+    record "faults: a failed case keeps logs, exit statuses, events, trace" \
+        "$rc"
+    echo "(output: $log)"
+}
+
 # QEMU 10.0 aborts a destination that a connection reaches while it pauses
 # (docs/faults.md); a source paused in a recovery handshake, held by gdb at
 # its preempt connect, must therefore open no channel.
@@ -364,6 +406,7 @@ run_plain()
         run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"
         run_faults
+        run_faults_evidence
         run_channel_race "$build"
         run_soak
         run_vhost_user

@@ -38,6 +38,12 @@ expected: the guest runs on one side with all of its memory intact, or,
 where the fault itself destroyed the only running copy of the guest, that
 is what the table says (and the other side holds, never running on a
 page it lacks).  "pages lost" counts pages the guest found wrong.
+
+Each case runs in a work directory of its own, removed when it survives;
+a case that fails keeps it under results/failed/, with both QEMUs' logs
+and exit statuses, the timeline of their QMP events and of what the
+harness saw and did, and the destination's trace (evidence.py), and its
+FAIL line ends with "files: DIR".
 """
 
 import argparse
@@ -50,6 +56,7 @@ import sys
 import tempfile
 import time
 
+from . import evidence
 from .migrate import MigrationFailed, Scenario, Vm, poll_until
 from .netlink import create_veth_namespaces, run
 from .qmp import QMPError
@@ -149,6 +156,7 @@ class Case:
         self.recoveries = 0
         self.notes = []
         self.src = self.dst = None
+        self.evidence = evidence.Evidence(workdir)
 
     @property
     def name(self):
@@ -158,25 +166,29 @@ class Case:
 
     def scenario(self, incoming):
         """Both sides' QEMU options; with TLS, the PSK credentials of the
-        side's end of the connection."""
-        extra = []
+        side's end of the connection.  The destination traces this
+        module's events into the work directory, for a failed case."""
+        extra = list(evidence.QEMU_ARGS)
         if self.tls:
-            extra = ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
-                     % ('server' if incoming else 'client',
-                        self.args.psk_dir)]
+            extra += ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
+                      % ('server' if incoming else 'client',
+                         self.args.psk_dir)]
         env = {}
         if self.fault in PLACEMENT_FAULTS:
             env = {'QEMU_POSTCOPY_INJECT': PLACEMENT_FAULTS[self.fault][0],
                    'QEMU_POSTCOPY_TUNE': 'placer=on'}
         return Scenario(qemu=self.args.qemu, guest=self.args.guest,
                         ram_mb=GUEST_MB, vcpus=2, src_netns=SRC_NS,
-                        dst_netns=DST_NS, extra_args=extra, dst_env=env)
+                        dst_netns=DST_NS, extra_args=extra, dst_env=env,
+                        trace=evidence.TRACE)
 
     # --- QEMU processes --------------------------------------------------
 
     def start_vm(self, name, incoming):
         scn = self.scenario(incoming)
-        vm = Vm(scn, name, self.workdir, incoming=incoming)
+        vm = self.evidence.watch(Vm(scn, name, self.workdir,
+                                    incoming=incoming))
+        self.evidence.step('started %s (pid %d)' % (name, vm.proc.pid))
         caps = ['postcopy-ram', 'events']
         if self.preempt:
             caps.append('postcopy-preempt')
@@ -193,18 +205,27 @@ class Case:
     def listen(self, vm):
         uri = self.next_uri()
         vm.qmp.cmd('migrate-incoming', uri=uri)
+        self.evidence.step('migrate-incoming %s' % uri, vm.name)
         return uri
 
     def alive(self, vm):
         return vm is not None and vm.proc.poll() is None
 
     def status(self, vm):
+        """@vm's migration status, 'dead' when it is gone or does not
+        answer; the evidence keeps each change."""
+        if vm is None:
+            return 'dead'
         if not self.alive(vm):
-            return 'dead'
-        try:
-            return vm.qmp.cmd('query-migrate').get('status', 'none')
-        except (QMPError, OSError, ConnectionError):
-            return 'dead'
+            info = {'status': 'dead', 'error-desc': 'QEMU ' +
+                    evidence.how_ended(vm.proc.poll())}
+        else:
+            try:
+                info = vm.qmp.cmd('query-migrate')
+            except (QMPError, OSError, ConnectionError) as e:
+                info = {'status': 'dead', 'error-desc': str(e)}
+        self.evidence.status(vm.name, info)
+        return info.get('status', 'none')
 
     def remaining_fraction(self):
         ram = self.src.qmp.cmd('query-migrate').get('ram', {})
@@ -236,14 +257,17 @@ class Case:
         self.src.qmp.cmd('migrate-set-parameters', **{
             'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH})
         uri = self.listen(self.dst)
+        self.evidence.step('migrate %s' % uri, 'source')
         self.src.qmp.cmd('migrate', uri=uri)
         self.wait_until(lambda s, d: s == 'active', 30, 'precopy')
 
     def start_postcopy(self):
+        self.evidence.step('migrate-start-postcopy', 'source')
         self.src.qmp.cmd('migrate-start-postcopy')
 
     def apply_fault(self):
         f = self.fault
+        self.evidence.step('fault %s' % f)
         if f in ('pause-src', 'pause-dst'):
             vm = self.src if f == 'pause-src' else self.dst
             try:
@@ -255,12 +279,14 @@ class Case:
             Namespaces.link(False)
             time.sleep(LINK_DOWN_S)
             Namespaces.link(True)
+            self.evidence.step('link up again')
         elif f == 'tcp-reset':
             Namespaces.reset_connections()
         elif f == 'stop-src':
             os.killpg(self.src.proc.pid, signal.SIGSTOP)
             time.sleep(STOP_S)
             os.killpg(self.src.proc.pid, signal.SIGCONT)
+            self.evidence.step('source continued (SIGCONT)')
         elif f == 'kill-src':
             os.killpg(self.src.proc.pid, signal.SIGKILL)
             self.src.proc.wait()
@@ -275,6 +301,8 @@ class Case:
             raise CaseFailed('still paused after %d recoveries' %
                              MAX_RECOVERIES)
         uri = self.next_uri()
+        self.evidence.step('recovery %d: migrate-recover %s, then migrate '
+                           'resume=true' % (self.recoveries, uri))
         self.dst.qmp.cmd('migrate-recover', uri=uri)
         self.src.qmp.cmd('migrate', uri=uri, resume=True)
 
@@ -363,6 +391,8 @@ class Case:
                 time.sleep(0.05)
         elif self.phase == 'recovery':
             time.sleep(0.5)
+            self.evidence.step('migrate-pause (the first pause)',
+                               'destination')
             self.dst.qmp.cmd('migrate-pause')
             self.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
                             'the first pause')
@@ -409,13 +439,17 @@ class Case:
         """The source keeps the guest: migrate it to a new destination."""
         self.notes.append('source kept running (%s); a new destination '
                           'took over' % why)
+        self.evidence.before_stop([self.dst])
         if self.alive(self.dst):
+            self.evidence.step('SIGKILL: a new destination takes over',
+                               self.dst.name)
             os.killpg(self.dst.proc.pid, signal.SIGKILL)
             self.dst.stop()
         self.dst = self.start_vm('destination2', True)
         uri = self.listen(self.dst)
         self.wait_until(lambda s, d: s in ('failed', 'cancelled'), 60,
                         'the first migration ending')
+        self.evidence.step('migrate %s' % uri, 'source')
         self.src.qmp.cmd('migrate', uri=uri)
         self.wait_until(lambda s, d: s == 'active', 30, 'precopy again')
 
@@ -517,7 +551,11 @@ class Case:
                 # A destination whose vCPUs wait for pages that will never
                 # come cannot stop them to quit (QEMU 10.0): do not wait.
                 if self.status(vm) == 'postcopy-paused':
+                    self.evidence.step('SIGKILL: paused, it cannot quit',
+                                       vm.name)
                     os.killpg(vm.proc.pid, signal.SIGKILL)
+                else:
+                    self.evidence.step('quit', vm.name)
             vm.stop()
         self.src = self.dst = None
 
@@ -530,29 +568,38 @@ def write_psk(directory):
 
 
 def run_case(args, fault, phase, preempt, tls):
-    workdir = tempfile.mkdtemp(prefix='pcram-fault-')
-    case = Case(args, fault, phase, preempt, tls, workdir)
+    """One case, in a work directory of its own: removed when the case
+    survives, kept with what it takes to diagnose it when it does not
+    (evidence.py); the result's 'files' names it then."""
+    case = Case(args, fault, phase, preempt, tls,
+                tempfile.mkdtemp(prefix='pcram-fault-'))
     t0 = time.monotonic()
+    outcome, lost, survived = 'FAILED: the harness stopped', 0, False
     try:
         outcome, lost, survived = case.run()
+        if args.fail_on_purpose:
+            raise CaseFailed('on purpose (--fail-on-purpose); the case: %s'
+                             % outcome)
     except (CaseFailed, MigrationFailed, QMPError, OSError,
             ConnectionError) as e:
-        outcome, lost, survived = 'FAILED: %s' % e, 0, False
+        outcome, survived = 'FAILED: %s' % e, False
+        # No blank line in it: scripts/test.sh shows a FAIL line's
+        # following lines up to one.
         for vm in (case.src, case.dst):
             if vm is not None:
-                rc = vm.proc.poll()
                 outcome += '\n  %s log (%s):\n%s' % (
-                    vm.name, 'running' if rc is None else
-                    'killed by signal %d' % -rc if rc < 0 else
-                    'exit status %d' % rc, vm.log_tail(8))
+                    vm.name, evidence.how_ended(vm.proc.poll()),
+                    vm.log_tail(8).rstrip('\n') or '(empty)')
     finally:
+        case.evidence.step('the case ends: %s' % outcome.split('\n')[0])
+        case.evidence.before_stop()
         case.close()
-        subprocess.run(['rm', '-rf', workdir])
+        kept = case.evidence.done(survived, 'faults-' + case.name, outcome)
     return {'case': case.name, 'fault': fault, 'phase': phase,
             'channel': ('preempt' if preempt else 'main') +
                        ('+tls' if tls else ''),
             'outcome': outcome, 'pages_lost': lost, 'survived': survived,
-            'seconds': round(time.monotonic() - t0, 1)}
+            'seconds': round(time.monotonic() - t0, 1), 'files': kept}
 
 
 def cases(args):
@@ -570,6 +617,17 @@ def cases(args):
                                                  True)]
     return chosen + placement + [c for c in tls if c[0] in args.faults and
                                  c[1] in args.phases]
+
+
+def report(r, i, n):
+    """A case's PASS or FAIL line; a failed case's names its kept files,
+    and its QEMUs' last log lines follow it."""
+    first, *rest = r['outcome'].split('\n')
+    line = '%s: faults %s [%d/%d] (%s; %d pages lost; %.0f s%s)' % (
+        'PASS' if r['survived'] else 'FAIL', r['case'], i, n, first,
+        r['pages_lost'], r['seconds'],
+        '; ' + evidence.mention(r['files']) if r['files'] else '')
+    return '\n'.join([line] + rest)
 
 
 def table(results):
@@ -597,6 +655,10 @@ def parse_args(argv):
     p.add_argument('--module', default='ours',
                    help='label of the module built into --qemu')
     p.add_argument('--out', default=None, help='write table and JSON here')
+    p.add_argument('--fail-on-purpose', action='store_true',
+                   help='debug: report each case as failed once it has run, '
+                   'so that it keeps its files (scripts/test.sh checks '
+                   'that they are there)')
     args = p.parse_args(argv)
     args.faults = args.faults.split(',')
     args.phases = args.phases.split(',')
@@ -625,10 +687,7 @@ def main(argv):
             for i, (fault, phase, preempt, tls) in enumerate(todo, 1):
                 r = run_case(args, fault, phase, preempt, tls)
                 results.append(r)
-                print('%s: faults %s [%d/%d] (%s; %d pages lost; %.0f s)' % (
-                    'PASS' if r['survived'] else 'FAIL', r['case'], i,
-                    len(todo), r['outcome'], r['pages_lost'],
-                    r['seconds']), flush=True)
+                print(report(r, i, len(todo)), flush=True)
     finally:
         subprocess.run(['rm', '-rf', args.psk_dir])
     survived = sum(r['survived'] for r in results)

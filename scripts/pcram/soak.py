@@ -28,19 +28,23 @@ leak of a page-sized buffer per recovery would exceed it at 100).
 
 Writes every count to --out DIR (soak.json) and ends with a line
 "soak: 100 recoveries, clean, fd growth 0, thread growth 0, rss growth
-3 MiB" (or "hops"); exits 1 when it did not pass.
+3 MiB" (or "hops"); exits 1 when it did not pass.  A soak that did not
+pass keeps its work directory under results/failed/ (every QEMU's log
+and exit status, the timeline of their QMP events, each destination's
+trace: evidence.py), and its last line ends with "files: DIR".
 """
 
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
 
+from . import evidence
 from .migrate import (MigrationFailed, Scenario, Vm, listening_port,
                       pause_and_recover, wait_both, wait_verify)
+from .qmp import QMPError
 
 RSS_BOUND_MIB = 32
 PRECOPY_S = 1.0
@@ -69,26 +73,46 @@ class Soak:
     def __init__(self, args):
         self.args = args
         self.workdir = tempfile.mkdtemp(prefix='pcram-soak-')
+        self.evidence = evidence.Evidence(self.workdir)
         self.vms = []
         self.serial = 0
         self.records = []
         self.bad = 0
 
     def scenario(self):
+        """Each QEMU that receives traces this module's events into the
+        work directory, for a soak that fails."""
         return Scenario(qemu=self.args.qemu, guest=self.args.guest,
-                        ram_mb=self.args.ram_mb, vcpus=2, pattern='random')
+                        ram_mb=self.args.ram_mb, vcpus=2, pattern='random',
+                        extra_args=evidence.QEMU_ARGS, trace=evidence.TRACE)
 
     def new_vm(self, incoming):
         self.serial += 1
         vm = Vm(self.scenario(), 'qemu%d' % self.serial, self.workdir,
                 incoming=incoming)
         self.vms.append(vm)
+        self.evidence.watch(vm)
+        self.evidence.step('started %s (pid %d)' % (vm.name, vm.proc.pid))
         return vm
 
-    def close(self):
+    def retire(self, vm):
+        """Quit a QEMU that sent the guest on; its QMP events stay."""
+        self.evidence.before_stop([vm])
+        self.evidence.step('quit', vm.name)
+        vm.stop()
+
+    def close(self, passed, verdict):
+        """Stop every QEMU left; remove the work directory if the soak
+        @passed, else keep it (evidence.py) and return where."""
+        self.evidence.before_stop()
         for vm in self.vms:
+            if vm.proc.poll() is None:
+                self.evidence.step('SIGKILL: the soak ends', vm.name)
             vm.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        label = 'soak-%s' % ('recoveries-%d' % self.args.recoveries
+                             if self.args.recoveries else
+                             'hops-%d' % self.args.hops)
+        return self.evidence.done(passed, label, verdict)
 
     # --- one migration --------------------------------------------------
 
@@ -110,17 +134,22 @@ class Soak:
             'max-bandwidth': 64 * 1000 * 1000,
             'max-postcopy-bandwidth': postcopy_bps})
         dst.qmp.cmd('migrate-incoming', uri='tcp:127.0.0.1:0')
+        self.evidence.step('migrate to %s%s' % (
+            dst.name, ', postcopy-preempt' if preempt else ''), src.name)
         src.qmp.cmd('migrate', uri='tcp:127.0.0.1:%d' % listening_port(dst))
         time.sleep(PRECOPY_S)
+        self.evidence.step('migrate-start-postcopy', src.name)
         src.qmp.cmd('migrate-start-postcopy')
         wait_both(src, dst, 'postcopy-active', 60)
 
     def recover(self, src, dst, pause_side):
+        self.evidence.step('migrate-pause, then a recovery', pause_side.name)
         pause_and_recover(self.scenario(), src, dst, pause_side)
 
     def finish(self, src, dst):
         """Let postcopy run free to its end; have the guest check all of
         its memory on @dst."""
+        self.evidence.step('postcopy to its end, unthrottled', src.name)
         src.qmp.cmd('migrate-set-parameters',
                     **{'max-postcopy-bandwidth': 0})
         wait_both(src, dst, 'completed', 600)
@@ -156,7 +185,7 @@ class Soak:
                 self.record('recovery', len(self.records) + 1, leg,
                             source=src, destination=dst)
             self.finish(src, dst)
-            src.stop()
+            self.retire(src)
             src = dst
 
     def hops(self, n):
@@ -172,7 +201,7 @@ class Soak:
             self.finish(src, dst)
             time.sleep(SETTLE_S)
             self.record('hop', hop, None, source=src, destination=dst)
-            src.stop()
+            self.retire(src)
             src = dst
 
     # --- the verdict -----------------------------------------------------
@@ -224,33 +253,37 @@ def main(argv):
     what = 'recoveries' if args.recoveries else 'hops'
     n = args.recoveries or args.hops
     error = None
+    passed = False
+    verdict = 'soak: stopped by an error of the harness'
     try:
-        if args.recoveries:
-            soak.recoveries(args.recoveries)
-        else:
-            soak.hops(args.hops)
-    except MigrationFailed as e:
-        error = str(e)
+        try:
+            if args.recoveries:
+                soak.recoveries(args.recoveries)
+            else:
+                soak.hops(args.hops)
+        except (MigrationFailed, QMPError, OSError, ConnectionError) as e:
+            error = str(e)
+        fd, th, rss = soak.growth() if soak.records else (0, 0, 0)
+        clean = not error and not soak.bad
+        passed = clean and fd <= 0 and th <= 0 and rss <= RSS_BOUND_MIB
+        state = ('clean' if clean else 'failed' if error else
+                 '%d bad pages' % soak.bad)
+        verdict = ('soak: %d %s, %s, fd growth %d, thread growth %d, rss '
+                   'growth %.0f MiB' % (n, what, state, fd, th, rss))
     finally:
-        soak.close()
-    fd, th, rss = soak.growth() if soak.records else (0, 0, 0)
-    clean = not error and not soak.bad
-    passed = clean and fd <= 0 and th <= 0 and rss <= RSS_BOUND_MIB
+        kept = soak.close(passed, verdict + ('\n' + error if error else ''))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, 'soak.json'), 'w') as f:
             json.dump({'what': what, 'n': n, 'module': args.module,
                        'accel': soak.scenario().accel_name(),
                        'error': error, 'bad_pages': soak.bad,
-                       'records': soak.records}, f, indent=1)
+                       'records': soak.records, 'files': kept}, f, indent=1)
     if error:
         print('soak: failed after %d records: %s' % (len(soak.records),
                                                      error))
-    print('soak: %d %s, %s, fd growth %d, thread growth %d, rss growth '
-          '%.0f MiB%s' % (n, what, 'clean' if clean else
-                          '%d bad pages' % soak.bad if not error else
-                          'failed', fd, th, rss,
-                          '' if passed else ' (not passed)'))
+    print(verdict + ('' if passed else ' (not passed; %s)' %
+                     evidence.mention(kept)))
     return 0 if passed else 1
 
 

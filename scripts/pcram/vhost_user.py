@@ -24,13 +24,16 @@ state is loading until then, and may replace the region table the waker
 reads).  --pause pauses the destination right after such a request and
 recovers (the daemon's fault is then, most likely, outstanding across the
 pause); --preempt turns on postcopy-preempt.  Prints one line
-"vhost-user: ..." and exits non-zero on any failure.
+"vhost-user: ..." and exits non-zero on any failure.  A failed run keeps
+its work directory under results/failed/ (--workdir: there), with both
+QEMUs' and daemons' logs, the QEMUs' exit statuses, the timeline of their
+QMP events and the destination's trace (evidence.py); its line ends with
+"files: DIR".
 """
 
 import argparse
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -39,7 +42,9 @@ import tempfile
 import threading
 import time
 
+from . import evidence
 from .migrate import MigrationFailed, Scenario, run_scenario
+from .qmp import QMPError
 
 MiB = 1024 * 1024
 IMAGE_BYTES = 64 * MiB
@@ -104,8 +109,9 @@ class StorageDaemon:
         deadline = time.monotonic() + 30
         while not os.path.exists(sock):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise MigrationFailed('qemu-storage-daemon did not start: '
-                                      '%s' % self.log_text())
+                ended = evidence.how_ended(self.proc.poll())
+                raise MigrationFailed('qemu-storage-daemon did not start '
+                                      '(%s): %s' % (ended, self.log_text()))
             time.sleep(0.05)
 
     def log_text(self):
@@ -205,12 +211,33 @@ class Watchdog:
                     pass
 
 
-def run(args):
-    workdir = args.workdir or tempfile.mkdtemp(prefix='pcram-vu-')
-    os.makedirs(workdir, exist_ok=True)
+class Witness:
+    """What the run's evidence (evidence.py) can see of a migration that
+    migrate.run_scenario() drives: the source's states at each of its
+    looks, and both QEMUs' QMP events, once the hooks it calls have shown
+    them the QEMUs."""
+
+    def __init__(self, ev):
+        self.ev = ev
+        self.vms = []
+
+    def hook(self, src, dst):
+        if not self.vms:
+            self.vms = [self.ev.watch(src), self.ev.watch(dst)]
+        self.ev.take_events(self.vms)
+
+    def progress(self, elapsed, info):
+        del elapsed
+        self.ev.status('source', info)
+        if self.vms:
+            self.ev.take_events(self.vms)
+
+
+def run(args, workdir, ev):
     image = os.path.join(workdir, 'disk.img')
     trace = os.path.join(workdir, 'destination.trace')
     event = SHARED_REQUEST_EVENT[args.module]
+    witness = Witness(ev)
     make_image(image)
     daemons = {}
     try:
@@ -218,19 +245,32 @@ def run(args):
             daemons[side] = StorageDaemon(
                 args.qsd, image, os.path.join(workdir, side + '.vhost'),
                 os.path.join(workdir, side + '-qsd.log'))
+        # x-events: the MIGRATION events, for the evidence of a failure.
         side_args = {side: ['-chardev', 'socket,id=vu0,path=%s' % d.sock,
                             '-device', 'vhost-user-blk-pci,chardev=vu0,'
-                            'num-queues=1']
+                            'num-queues=1',
+                            '-global', 'migration.x-events=on'] +
+                     evidence.QEMU_ARGS
                      for side, d in daemons.items()}
 
+        def before_postcopy(src, dst):
+            witness.hook(src, dst)
+            start_disk_io(src, dst)
+            ev.step('migrate-start-postcopy', 'source')
+
         def pause_when(src, dst):
-            del src, dst
-            return count_events(trace, event) > 0
+            witness.hook(src, dst)
+            if count_events(trace, event) > 0:
+                ev.step('migrate-pause after the back-end\'s first fault',
+                        'destination')
+                return True
+            return False
 
         def kill_backend(src, dst):
-            del src, dst
+            witness.hook(src, dst)
             if daemons['destination'].proc.poll() is None and \
                     count_events(trace, event) > 0:
+                ev.step('the back-end killed (SIGKILL)', 'destination')
                 daemons['destination'].proc.kill()
 
         # A working set, so that CPU 0 keeps issuing requests in
@@ -241,11 +281,11 @@ def run(args):
                        ram_mb=args.ram_mb, vcpus=2, backend='memfd',
                        max_bandwidth=args.precopy_bps,
                        preempt=args.preempt, precopy_s=args.precopy_s,
-                       side_args=side_args, before_postcopy=start_disk_io,
+                       side_args=side_args, before_postcopy=before_postcopy,
                        pause_when=pause_when if args.pause else None,
                        during_postcopy=(kill_backend if args.kill_backend
                                         else None),
-                       trace=['postcopy_*', WAKER_EVENT, RUN_EVENT],
+                       trace=evidence.TRACE + [WAKER_EVENT, RUN_EVENT],
                        trace_file=trace,
                        workdir=workdir, timeout_s=600,
                        # Slow enough that the daemon's requests find
@@ -254,7 +294,7 @@ def run(args):
         t0 = time.monotonic()
         with Watchdog(workdir, args.limit_s) as watchdog:
             try:
-                result = run_scenario(scn)
+                result = run_scenario(scn, progress=witness.progress)
             except (MigrationFailed, OSError) as e:
                 if watchdog.fired:
                     raise MigrationFailed(
@@ -264,8 +304,13 @@ def run(args):
                 raise MigrationFailed(str(e)) from e
         took = time.monotonic() - t0
     finally:
-        for d in daemons.values():
+        for side, d in daemons.items():
+            ran = d.proc.poll() is None
             d.stop()
+            ev.step('%s: %s' % ('ran until the harness stopped it' if ran
+                                else 'ended before the harness stopped it',
+                                evidence.how_ended(d.proc.returncode)),
+                    side + '-qsd')
     disk = result['guest'].get('disk') or {}
     shared = count_events(trace, event)
     problems = []
@@ -311,7 +356,7 @@ def run(args):
                    shared, early_wakes, disk.get('reads', '?'),
                    disk.get('writes', '?'),
                    result['postcopy_s'], took))
-    return summary, not problems, workdir
+    return summary, not problems
 
 
 def parse_args(argv):
@@ -336,25 +381,43 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def case_label(args):
+    """The case's name, as scripts/vhost-user-test.sh calls it."""
+    return '-'.join(name for name, on in (('pause', args.pause),
+                                          ('preempt', args.preempt),
+                                          ('kill-backend',
+                                           args.kill_backend)) if on) or 'main'
+
+
+def failed_line(args, why):
+    return 'vhost-user: %s module, %s: FAILED: %s' % (
+        args.module, 'preempt' if args.preempt else 'main channel', why)
+
+
 def main(argv):
     args = parse_args(argv)
     # A SIGTERM (timeout(1)) unwinds, so that the QEMUs and daemons, in
     # sessions of their own, are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = args.workdir or tempfile.mkdtemp(prefix='pcram-vu-')
+    os.makedirs(workdir, exist_ok=True)
+    ev = evidence.Evidence(workdir)
+    ok, kept = False, workdir
+    summary = outcome = failed_line(args, 'stopped by an error of the '
+                                    'harness')
     try:
-        summary, ok, workdir = run(args)
-    except MigrationFailed as e:
-        print('vhost-user: %s module, %s: FAILED: %s' % (
-            args.module, 'preempt' if args.preempt else 'main channel',
-            str(e).splitlines()[0]))
-        return 1
-    print(summary)
-    if not ok:
-        print('(files: %s)' % workdir)
-    elif not args.workdir:
-        # A clean run's files (a 64 MiB disk image among them) go; a
-        # failed run's stay for its logs.
-        shutil.rmtree(workdir, ignore_errors=True)
+        summary, ok = run(args, workdir, ev)
+        outcome = summary
+    except (MigrationFailed, QMPError, OSError, ConnectionError) as e:
+        summary = failed_line(args, str(e).splitlines()[0])
+        outcome = '%s\n%s' % (summary, e)
+    finally:
+        # A clean run's files (a 64 MiB disk image among them) go, but
+        # those of --workdir; a failed run's stay, for its logs.
+        if not (ok and args.workdir):
+            kept = ev.done(ok, 'vhost-user-' + case_label(args), outcome,
+                           move=not args.workdir)
+    print(summary if ok else '%s (%s)' % (summary, evidence.mention(kept)))
     return 0 if ok else 1
 
 
