@@ -21,12 +21,20 @@
  *  5. an outgoing migration of this guest (its setup notifier) or QEMU's
  *     exit stops it and joins it first.
  *
- * The kernel may refuse: EINVAL from a kernel before 6.1 or for a mapping
- * it cannot back with huge pages (shmem with shmem_enabled=deny), which
- * ends the work on that RAMBlock; EAGAIN or ENOMEM when memory is short,
- * which skips that huge page.  Each refusal is traced and nothing else
- * happens: the migration completed before this thread started, and the
- * guest runs the same on base pages, only slower.
+ * It keeps to the host's THP policy, which MADV_COLLAPSE itself ignores:
+ * nothing when transparent huge pages are "never", and no huge page with
+ * more base pages without data, or swapped out, than khugepaged would
+ * take (max_ptes_none, max_ptes_swap; read from /proc/self/pagemap, and
+ * nothing at all without it).
+ *
+ * The kernel may refuse: EINVAL from a kernel before 6.1, for a mapping it
+ * cannot back with huge pages (shmem with shmem_enabled=deny), or for a
+ * page it could not take this time (under migration, a memory error); a
+ * RAMBlock that refuses POSTCOPY_COLLAPSE_REFUSALS_MAX times in a row is
+ * given up.  EAGAIN, EBUSY or ENOMEM (memory short, a cgroup's charge)
+ * skip that huge page.  Each refusal is traced and nothing else happens:
+ * the guest has every page by then, and runs the same on base pages, only
+ * slower.
  *
  * vhost-user back-ends map guest RAM themselves: their page tables are
  * theirs to rebuild.  hugetlbfs blocks are huge pages already and are not
@@ -57,7 +65,7 @@
 #endif
 
 #define POSTCOPY_THREAD_DST_COLLAPSE "mig/dst/thp"  /* 15 characters at most */
-#define THP_SIZE_FILE "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+#define THP_DIR "/sys/kernel/mm/transparent_hugepage/"
 
 /*
  * The module's collapse state; one per process, since a QEMU receives one
@@ -89,6 +97,8 @@ typedef struct PostcopyCollapse {
     bool quit;
     QemuSemaphore rest;
     unsigned int percent;
+    /* khugepaged's limits (postcopy_collapse_worth()), read at track */
+    unsigned int max_none, max_swap;
     Notifier exit_notifier;
     NotifierWithReturn migration_notifier;
 } PostcopyCollapse;
@@ -97,32 +107,58 @@ static PostcopyCollapse collapse;
 
 /* What the thread did, for its trace line. */
 typedef struct CollapseCounts {
-    uint64_t collapsed, empty, refused, blocks_refused;
+    uint64_t collapsed, skipped, refused, blocks_refused;
 } CollapseCounts;
 
-static uint64_t collapse_huge_size(void)
+/* The number in THP_DIR/@name, or @otherwise. */
+static uint64_t thp_setting(const char *name, uint64_t otherwise)
 {
+    g_autofree char *path = g_strconcat(THP_DIR, name, NULL);
     g_autofree char *text = NULL;
-    guint64 size;
+    guint64 value;
 
-    if (!g_file_get_contents(THP_SIZE_FILE, &text, NULL, NULL) ||
-        !g_ascii_string_to_unsigned(g_strstrip(text), 10, 1, G_MAXUINT64,
-                                    &size, NULL) ||
-        !is_power_of_2(size)) {
-        return 0;
+    if (!g_file_get_contents(path, &text, NULL, NULL) ||
+        !g_ascii_string_to_unsigned(g_strstrip(text), 10, 0, G_MAXUINT64,
+                                    &value, NULL)) {
+        return otherwise;
     }
-    return size;
+    return value;
 }
 
-/* Guest RAM in base pages: hugetlbfs blocks are huge already. */
+/* Why not to rebuild huge pages on this host, or NULL. */
+static const char *collapse_refused_by_host(uint64_t huge_size)
+{
+    g_autofree char *enabled = NULL;
+
+    if (!is_power_of_2(huge_size) ||
+        huge_size <= qemu_real_host_page_size()) {
+        return "no transparent huge pages on this host";
+    }
+    if (g_file_get_contents(THP_DIR "enabled", &enabled, NULL, NULL) &&
+        strstr(enabled, "[never]")) {
+        return "transparent huge pages are 'never' on this host";
+    }
+    if (access("/proc/self/pagemap", R_OK)) {
+        return "/proc/self/pagemap cannot be read";
+    }
+    return NULL;
+}
+
+/*
+ * Guest RAM of base pages that this process's mapping holds: not hugetlbfs
+ * (huge already), not a private mapping of a file (a collapse would work
+ * on the file's page cache, not on the guest's pages).
+ */
 static bool collapse_block_wanted(RAMBlock *rb)
 {
-    return qemu_ram_pagesize(rb) == qemu_real_host_page_size();
+    return qemu_ram_pagesize(rb) == qemu_real_host_page_size() &&
+           (qemu_ram_get_fd(rb) < 0 || qemu_ram_is_shared(rb));
 }
 
 void postcopy_collapse_track(MigrationIncomingState *mis)
 {
-    uint64_t huge_size;
+    uint64_t huge_size = thp_setting("hpage_pmd_size", 0);
+    const char *refused;
     RAMBlock *rb;
 
     postcopy_collapse_forget();
@@ -131,11 +167,14 @@ void postcopy_collapse_track(MigrationIncomingState *mis)
         trace_postcopy_collapse_off("collapse=off");
         return;
     }
-    huge_size = collapse_huge_size();
-    if (!huge_size || huge_size <= qemu_real_host_page_size()) {
-        trace_postcopy_collapse_off("no transparent huge pages on this host");
+    refused = collapse_refused_by_host(huge_size);
+    if (refused) {
+        trace_postcopy_collapse_off(refused);
         return;
     }
+    collapse.max_none = thp_setting("khugepaged/max_ptes_none",
+                                    huge_size / qemu_real_host_page_size() - 1);
+    collapse.max_swap = thp_setting("khugepaged/max_ptes_swap", 0);
     postcopy_collapse_plan_init(&collapse.plan, huge_size);
     collapse.by_block = g_hash_table_new(NULL, NULL);
     RCU_READ_LOCK_GUARD();
@@ -176,11 +215,11 @@ void postcopy_collapse_forget(void)
 }
 
 /*
- * Whether the huge page at @host holds guest data (see
- * postcopy_collapse_has_data()); true when @pagemap cannot tell.
+ * Whether to collapse the huge page at @host (postcopy_collapse_worth());
+ * false when @pagemap cannot tell.
  */
-static bool collapse_chunk_has_data(int pagemap, void *host, uint64_t size,
-                                    bool shared)
+static bool collapse_chunk_worth(int pagemap, void *host, uint64_t size,
+                                 bool shared)
 {
     size_t pages = size / qemu_real_host_page_size();
     g_autofree uint64_t *entries = g_new(uint64_t, pages);
@@ -188,10 +227,11 @@ static bool collapse_chunk_has_data(int pagemap, void *host, uint64_t size,
                sizeof(uint64_t);
     ssize_t len = pages * sizeof(uint64_t);
 
-    if (pagemap < 0 || pread(pagemap, entries, len, at) != len) {
-        return true;
+    if (pread(pagemap, entries, len, at) != len) {
+        return false;
     }
-    return postcopy_collapse_has_data(entries, pages, shared);
+    return postcopy_collapse_worth(entries, pages, shared, collapse.max_none,
+                                   collapse.max_swap);
 }
 
 /* 0, or the negative errno of the kernel's refusal. */
@@ -204,11 +244,11 @@ static int collapse_one(void *host, uint64_t size)
 }
 
 /*
- * Collapse @chunk if its RAMBlock is still there and holds data there.
- * Returns false when the rest of the block is to be left alone.
+ * Collapse @chunk if its RAMBlock is still where the plan saw it and the
+ * huge page is worth it; 0, 1 when skipped, or the negative errno of the
+ * kernel's refusal.
  */
-static bool collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
-                           CollapseCounts *counts)
+static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap)
 {
     uint64_t size = collapse.plan.huge_size;
     RAMBlock *rb;
@@ -216,34 +256,28 @@ static bool collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
     int err;
 
     RCU_READ_LOCK_GUARD();
-    /* Guest RAM may have been unplugged since the plan was made. */
+    /* Guest RAM may have been unplugged (or replaced) since the plan. */
     rb = qemu_ram_block_by_name(chunk->block);
     if (!rb || chunk->offset + size > qemu_ram_get_used_length(rb)) {
-        return true;
+        return 1;
     }
     host = qemu_ram_get_host_addr(rb) + chunk->offset;
-    if (!collapse_chunk_has_data(pagemap, host, size,
-                                 qemu_ram_is_shared(rb))) {
-        counts->empty++;
-        return true;
+    if (!QEMU_IS_ALIGNED((uintptr_t)host, size) ||
+        !collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb))) {
+        return 1;
     }
     err = collapse_one(host, size);
     trace_postcopy_collapse_chunk(chunk->block, chunk->offset, chunk->hot,
                                   err);
-    if (!err) {
-        counts->collapsed++;
-        return true;
+    if (err) {
+        trace_postcopy_collapse_refused(chunk->block, chunk->offset,
+                                        strerror(-err));
     }
-    counts->refused++;
-    trace_postcopy_collapse_refused(chunk->block, chunk->offset,
-                                    strerror(-err));
-    /* EINVAL: not this kernel, or not this mapping; the rest won't do. */
-    return err != -EINVAL;
+    return err;
 }
 
 static void *postcopy_collapse_thread(void *opaque)
 {
-    const char *refused_block = NULL;
     CollapseCounts counts = { 0 };
     PostcopyCollapseChunk chunk;
     PostcopyCollapsePace pace;
@@ -253,16 +287,24 @@ static void *postcopy_collapse_thread(void *opaque)
     rcu_register_thread();
     pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     postcopy_collapse_pace_init(&pace, collapse.percent);
-    while (!qatomic_read(&collapse.quit) &&
+    while (pagemap >= 0 && !qatomic_read(&collapse.quit) &&
            postcopy_collapse_plan_next(&collapse.plan, &chunk)) {
         int64_t took = get_clock();
         uint64_t rest_ms;
+        int ret = collapse_chunk(&chunk, pagemap);
 
-        if (refused_block && !strcmp(refused_block, chunk.block)) {
+        if (ret > 0) {
+            counts.skipped++;
             continue;
         }
-        if (!collapse_chunk(&chunk, pagemap, &counts)) {
-            refused_block = chunk.block;
+        if (ret) {
+            counts.refused++;
+        } else {
+            counts.collapsed++;
+        }
+        /* Only EINVAL may mean that none of the block will do. */
+        if ((!ret || ret == -EINVAL) &&
+            postcopy_collapse_plan_result(&collapse.plan, &chunk, ret != 0)) {
             counts.blocks_refused++;
         }
         took = get_clock() - took;
@@ -275,7 +317,7 @@ static void *postcopy_collapse_thread(void *opaque)
         close(pagemap);
     }
     postcopy_collapse_plan_free(&collapse.plan);
-    trace_postcopy_collapse_done(counts.collapsed, counts.empty,
+    trace_postcopy_collapse_done(counts.collapsed, counts.skipped,
                                  counts.refused, counts.blocks_refused,
                                  qatomic_read(&collapse.quit),
                                  (get_clock() - began) / SCALE_MS);
@@ -286,9 +328,11 @@ static void *postcopy_collapse_thread(void *opaque)
 void postcopy_collapse_start(void)
 {
     QEMU_LOCK_GUARD(&collapse.lock);
+    /* One incoming migration per process: one plan, one thread. */
+    assert(!collapse.running);
     /* The fault thread, the last to read it, is gone. */
     g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
-    if (!collapse.plan.ranges || collapse.closed || collapse.running) {
+    if (!collapse.plan.ranges || collapse.closed) {
         postcopy_collapse_plan_free(&collapse.plan);
         return;
     }

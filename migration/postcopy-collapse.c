@@ -13,6 +13,7 @@
 
 /* /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst) */
 #define PAGEMAP_PRESENT         (1ULL << 63)
+#define PAGEMAP_SWAPPED         (1ULL << 62)
 #define PAGEMAP_EXCLUSIVE       (1ULL << 56)
 
 #define NS_PER_MS               1000000ULL
@@ -96,6 +97,11 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
             continue;
         }
         r = &g_array_index(plan->ranges, PostcopyCollapseRange, plan->range);
+        if (r->given_up) {
+            plan->range++;
+            plan->next = 0;
+            continue;
+        }
         index = plan->cold_pass ?
                 find_next_zero_bit(r->hot, r->count, plan->next) :
                 find_next_bit(r->hot, r->count, plan->next);
@@ -109,23 +115,44 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
             .block = r->block,
             .offset = r->start + index * plan->huge_size,
             .hot = !plan->cold_pass,
+            .range = plan->range,
         };
         return true;
     }
 }
 
-bool postcopy_collapse_has_data(const uint64_t *entries, size_t n,
-                                bool shared)
+bool postcopy_collapse_plan_result(PostcopyCollapsePlan *plan,
+                                   const PostcopyCollapseChunk *chunk,
+                                   bool refused)
 {
-    uint64_t want = PAGEMAP_PRESENT | (shared ? 0 : PAGEMAP_EXCLUSIVE);
-    size_t i;
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange,
+                                              chunk->range);
+
+    r->refused_in_a_row = refused ? r->refused_in_a_row + 1 : 0;
+    if (r->refused_in_a_row >= POSTCOPY_COLLAPSE_REFUSALS_MAX) {
+        r->given_up = true;
+    }
+    return r->given_up;
+}
+
+bool postcopy_collapse_worth(const uint64_t *entries, size_t n, bool shared,
+                             unsigned int max_none, unsigned int max_swap)
+{
+    uint64_t data = PAGEMAP_PRESENT | (shared ? 0 : PAGEMAP_EXCLUSIVE);
+    size_t i, none = 0, swapped = 0;
 
     for (i = 0; i < n; i++) {
-        if ((entries[i] & want) == want) {
-            return true;
+        if ((entries[i] & data) == data) {
+            continue;
+        }
+        if (entries[i] & PAGEMAP_SWAPPED) {
+            swapped++;
+        } else {
+            none++;
         }
     }
-    return false;
+    return none < n && none <= max_none && swapped <= max_swap;
 }
 
 void postcopy_collapse_pace_init(PostcopyCollapsePace *pace,

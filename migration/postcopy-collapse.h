@@ -34,6 +34,9 @@ typedef struct PostcopyCollapseRange {
     uint64_t start;         /* offset of its first whole huge page */
     uint64_t count;         /* whole huge pages from @start on */
     unsigned long *hot;     /* @count bits: the guest faulted there */
+    /* Refusals (EINVAL) since its last collapse; past a few, given up */
+    unsigned int refused_in_a_row;
+    bool given_up;
 } PostcopyCollapseRange;
 
 typedef struct PostcopyCollapsePlan {
@@ -50,7 +53,16 @@ typedef struct PostcopyCollapseChunk {
     const char *block;
     uint64_t offset;
     bool hot;
+    int range;              /* its index in the plan */
 } PostcopyCollapseChunk;
+
+/*
+ * EINVAL in a row from one RAMBlock, with no collapse between them, after
+ * which the rest of it is left alone: a kernel before 6.1, or a mapping
+ * the kernel cannot back with huge pages, refuses every one; a page under
+ * migration or a memory error refuses one.
+ */
+#define POSTCOPY_COLLAPSE_REFUSALS_MAX 8
 
 void postcopy_collapse_plan_init(PostcopyCollapsePlan *plan,
                                  uint64_t huge_size);
@@ -67,21 +79,33 @@ void postcopy_collapse_plan_note(PostcopyCollapsePlan *plan, int range,
                                  uint64_t offset);
 /*
  * The next huge page to collapse: every hot one, range by range, then
- * every other one.  False when the plan is done.
+ * every other one, but none of a range given up.  False when the plan is
+ * done.
  */
 bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
                                  PostcopyCollapseChunk *chunk);
+/*
+ * What became of @chunk: collapsed (@refused false), or refused with
+ * EINVAL.  True when its range is given up now.
+ */
+bool postcopy_collapse_plan_result(PostcopyCollapsePlan *plan,
+                                   const PostcopyCollapseChunk *chunk,
+                                   bool refused);
 
 /*
- * Whether a huge page whose base pages have the /proc/PID/pagemap entries
- * @entries[@n] holds guest data: a page present and, in private memory,
- * mapped by this process alone.  Pages that read as zeroes map the shared
- * zero page and are never exclusive, and a huge page of nothing else is
- * left alone: collapsing it would turn the zero page into 2 MiB of memory.
- * Shared memory (memfd) holds real pages wherever one is present.
+ * Whether to collapse a huge page whose base pages have the
+ * /proc/PID/pagemap entries @entries[@n], within the limits khugepaged
+ * keeps to (its max_ptes_none and max_ptes_swap), which MADV_COLLAPSE
+ * itself ignores: no more than @max_none base pages without data and no
+ * more than @max_swap swapped out.  A base page holds data when it is
+ * present and, in private memory, mapped by this process alone: pages
+ * that read as zeroes map the shared zero page and are never exclusive.
+ * Shared memory (memfd) holds real pages wherever one is present.  A huge
+ * page with no data at all is always left alone: collapsing it would turn
+ * the zero page into 2 MiB of memory.
  */
-bool postcopy_collapse_has_data(const uint64_t *entries, size_t n,
-                                bool shared);
+bool postcopy_collapse_worth(const uint64_t *entries, size_t n, bool shared,
+                             unsigned int max_none, unsigned int max_swap);
 
 /*
  * The pace: after each collapse that took @took_ns, the thread rests so

@@ -330,7 +330,9 @@ static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
 /*
  * With every page in place and THP allowed again, huge pages can come
  * back (postcopy-collapse-qemu.c); not after a failed migration, whose
- * guest does not run here.
+ * guest does not run here.  On 10.0 the listen thread calls this in
+ * RUNNING, with the state still postcopy-active or failed; on 10.2 its
+ * listen thread has set END already, and the state completed or failed.
  */
 static void postcopy_rebuild_huge_pages(MigrationIncomingState *mis,
                                         int cleanup_ret)

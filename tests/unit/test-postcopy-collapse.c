@@ -12,6 +12,7 @@
 #include "postcopy-collapse.h"
 
 #define PRESENT   (1ULL << 63)
+#define SWAPPED   (1ULL << 62)
 #define EXCLUSIVE (1ULL << 56)
 
 /* Every chunk next() gives, as "block:offset/MiB" or "block:offset/MiB*". */
@@ -77,8 +78,50 @@ static void test_plan_empty(void)
     postcopy_collapse_plan_init(&plan, 2 * MiB);
     g_assert_false(postcopy_collapse_plan_next(&plan, &chunk));
     postcopy_collapse_plan_free(&plan);
-    /* Freeing twice is harmless: the thread and a stop may both. */
+    /* Freeing twice is harmless: the thread, then forget(). */
     postcopy_collapse_plan_free(&plan);
+}
+
+/*
+ * A range that refuses POSTCOPY_COLLAPSE_REFUSALS_MAX times in a row is
+ * given up, in both passes; a collapse between refusals starts the count
+ * again; other ranges go on.
+ */
+static void test_plan_given_up(void)
+{
+    PostcopyCollapsePlan plan;
+    PostcopyCollapseChunk chunk;
+    g_autofree char *rest = NULL;
+    int i;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    postcopy_collapse_plan_add(&plan, "a", 0, 64 * MiB);
+    postcopy_collapse_plan_add(&plan, "b", 0, 4 * MiB);
+    postcopy_collapse_plan_note(&plan, 0, 60 * MiB);
+    /* The hot one is refused, then one collapses, then refusals. */
+    g_assert_true(postcopy_collapse_plan_next(&plan, &chunk));
+    g_assert_true(chunk.hot);
+    g_assert_false(postcopy_collapse_plan_result(&plan, &chunk, true));
+    g_assert_true(postcopy_collapse_plan_next(&plan, &chunk));
+    g_assert_cmpuint(chunk.offset, ==, 0);
+    g_assert_false(postcopy_collapse_plan_result(&plan, &chunk, false));
+    for (i = 1; i < POSTCOPY_COLLAPSE_REFUSALS_MAX; i++) {
+        g_assert_true(postcopy_collapse_plan_next(&plan, &chunk));
+        g_assert_cmpstr(chunk.block, ==, "a");
+        g_assert_false(postcopy_collapse_plan_result(&plan, &chunk, true));
+    }
+    g_assert_true(postcopy_collapse_plan_next(&plan, &chunk));
+    g_assert_true(postcopy_collapse_plan_result(&plan, &chunk, true));
+    /* Nothing more of a; all of b. */
+    rest = plan_order(&plan);
+    g_assert_cmpstr(rest, ==, "b:0 b:2");
+    postcopy_collapse_plan_free(&plan);
+}
+
+/* With khugepaged's defaults: one page of data is enough. */
+static bool worth(const uint64_t *entries, bool shared)
+{
+    return postcopy_collapse_worth(entries, 512, shared, 511, 64);
 }
 
 /*
@@ -86,22 +129,42 @@ static void test_plan_empty(void)
  * nothing in private memory; one exclusive page is data.  In shared
  * memory any present page is.
  */
-static void test_has_data(void)
+static void test_worth_data(void)
 {
     uint64_t entries[512] = { 0 };
     int i;
 
-    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
-    g_assert_false(postcopy_collapse_has_data(entries, 512, true));
+    g_assert_false(worth(entries, false));
+    g_assert_false(worth(entries, true));
     for (i = 0; i < 512; i += 2) {
         entries[i] = PRESENT | 0x1234;     /* the zero page */
     }
-    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
-    g_assert_true(postcopy_collapse_has_data(entries, 512, true));
-    entries[511] = EXCLUSIVE;               /* not present: swapped out */
-    g_assert_false(postcopy_collapse_has_data(entries, 512, false));
+    g_assert_false(worth(entries, false));
+    g_assert_true(worth(entries, true));
+    entries[511] = EXCLUSIVE;               /* not present */
+    g_assert_false(worth(entries, false));
     entries[300] = PRESENT | EXCLUSIVE | 0x5678;
-    g_assert_true(postcopy_collapse_has_data(entries, 512, false));
+    g_assert_true(worth(entries, false));
+}
+
+/* khugepaged's max_ptes_none and max_ptes_swap hold. */
+static void test_worth_limits(void)
+{
+    uint64_t entries[512];
+    int i;
+
+    for (i = 0; i < 512; i++) {
+        entries[i] = i < 500 ? PRESENT | EXCLUSIVE : 0;
+    }
+    /* 12 pages without data */
+    g_assert_true(postcopy_collapse_worth(entries, 512, false, 12, 0));
+    g_assert_false(postcopy_collapse_worth(entries, 512, false, 11, 0));
+    /* 12 swapped out: counted apart from the holes */
+    for (i = 500; i < 512; i++) {
+        entries[i] = SWAPPED;
+    }
+    g_assert_true(postcopy_collapse_worth(entries, 512, false, 0, 12));
+    g_assert_false(postcopy_collapse_worth(entries, 512, false, 511, 11));
 }
 
 /* At 50% the rests add up to the work; short ones are owed. */
@@ -139,7 +202,9 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/collapse/plan/alignment", test_plan_alignment);
     g_test_add_func("/postcopy/collapse/plan/hot-first", test_plan_hot_first);
     g_test_add_func("/postcopy/collapse/plan/empty", test_plan_empty);
-    g_test_add_func("/postcopy/collapse/has-data", test_has_data);
+    g_test_add_func("/postcopy/collapse/plan/given-up", test_plan_given_up);
+    g_test_add_func("/postcopy/collapse/worth/data", test_worth_data);
+    g_test_add_func("/postcopy/collapse/worth/limits", test_worth_limits);
     g_test_add_func("/postcopy/collapse/pace", test_pace);
     return g_test_run();
 }

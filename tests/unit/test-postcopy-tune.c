@@ -30,6 +30,7 @@ static void assert_tune_equal(const PostcopyTune *a,
     g_assert_cmpint(a->no_recheck, ==, b->no_recheck);
     g_assert_cmpint(a->recheck_only, ==, b->recheck_only);
     g_assert_cmpint(a->no_recovery_keep, ==, b->no_recovery_keep);
+    g_assert_cmpuint(a->collapse_percent, ==, b->collapse_percent);
 }
 
 static void test_tune_defaults(void)
