@@ -157,6 +157,9 @@ class GuestReport:
                 self.disk = parse_fields(rest)
             elif kind == 'END':
                 self.ended = True
+        # Each report by its sequence number: the one before it gives the
+        # guest time it covers.
+        self._by_n = {i.n: i for i in self.intervals}
 
     @property
     def clock(self):
@@ -222,10 +225,9 @@ class GuestReport:
         guest's time between two can exceed the host's only by such a
         moment, unless its clock jumped: then every figure timed by the
         guest over that stretch (its rate, its batch times) is wrong."""
-        previous = {i.n: i for i in self.intervals}
         jump = 0.0
         for i in intervals:
-            before = previous.get(i.n - 1)
+            before = self._by_n.get(i.n - 1)
             if before:
                 jump = max(jump, (i.t_ms - before.t_ms) / 1000.0 -
                            (i.host_time - before.host_time))
@@ -234,16 +236,10 @@ class GuestReport:
     def _elapsed_s(self, interval):
         """The guest time @interval covers: since the report before it,
         or the nominal interval for the first."""
-        before = self._by_n().get(interval.n - 1)
+        before = self._by_n.get(interval.n - 1)
         if before and interval.t_ms > before.t_ms:
             return (interval.t_ms - before.t_ms) / 1000.0
         return int(self.ready.get('interval', 100)) / 1000.0
-
-    def _by_n(self):
-        if getattr(self, '_index', None) is None or \
-                len(self._index) != len(self.intervals):
-            self._index = {i.n: i for i in self.intervals}
-        return self._index
 
     def between(self, t0, t1):
         """The reports that arrived after @t0, up to @t1."""
@@ -280,15 +276,8 @@ class GuestReport:
         the runs with the longest stalls."""
         if not intervals:
             return 0.0
-        step_ms = int(self.ready.get('interval', 100))
-        previous = {i.n: i for i in self.intervals}
-        ops = elapsed_ms = 0
-        for i in intervals:
-            before = previous.get(i.n - 1)
-            ops += sum(i.ops)
-            elapsed_ms += (i.t_ms - before.t_ms if before and
-                           i.t_ms > before.t_ms else step_ms)
-        return ops * 1000.0 / elapsed_ms
+        return (sum(sum(i.ops) for i in intervals) /
+                sum(self._elapsed_s(i) for i in intervals))
 
 
 def back_to_full_speed(bins, baseline, done_s, cap_s, within=0.05):
@@ -299,7 +288,7 @@ def back_to_full_speed(bins, baseline, done_s, cap_s, within=0.05):
     for t, rate in bins:
         if t >= cap_s:
             break
-        if t + 1e-9 >= done_s - 1.0 and rate is not None and \
-                rate >= (1 - within) * baseline and t >= 0:
-            return max(t, 0.0), True
+        if t >= 0 and t + 1e-9 >= done_s - 1.0 and rate is not None and \
+                rate >= (1 - within) * baseline:
+            return t, True
     return cap_s, False
