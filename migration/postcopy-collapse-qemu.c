@@ -155,7 +155,7 @@ static bool collapse_block_wanted(RAMBlock *rb)
            (qemu_ram_get_fd(rb) < 0 || qemu_ram_is_shared(rb));
 }
 
-void postcopy_collapse_track(MigrationIncomingState *mis)
+void postcopy_collapse_track(void)
 {
     uint64_t huge_size = thp_setting("hpage_pmd_size", 0);
     const char *refused;

@@ -204,7 +204,7 @@ void postcopy_collapse_init(void);
  * At LISTEN: the plan of guest RAM to collapse once every page is in.
  * Load thread.
  */
-void postcopy_collapse_track(MigrationIncomingState *mis);
+void postcopy_collapse_track(void);
 /* The guest faulted at @offset of @rb: collapse there first.  Fault thread. */
 void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset);
 /*

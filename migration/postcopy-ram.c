@@ -249,7 +249,7 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
     }
     /* The source's discards came before LISTEN: this is what it will send. */
     postcopy_count_missing();
-    postcopy_collapse_track(mis);
+    postcopy_collapse_track();
     postcopy_blocktime_setup(mis, features);
     postcopy_queue_bound_incoming(mis);
 
