@@ -81,9 +81,10 @@ FIGURES = [
     ('cpu_dst_module_per_gib', 'CPU per GiB received after the switch: '
      'load, placer, fault and preempt threads', 's/GiB', True),
     # The whole cost (--after S): from the switch until the guest's rate
-    # is back within 5% of its rate before the migration, at most S
-    # seconds after completion, the work it lost at that rate before
-    # (migrate.whole_cost); and the share of its RAM in huge pages.
+    # (over 5 s) is back within 5% of its rate before the migration (over
+    # 10 s), at most S seconds after completion, the work it lost at that
+    # rate before (migrate.whole_cost); and the share of its RAM in huge
+    # pages.
     ('work_lost_back_s', 'guest work lost until back to full speed', 's',
      True),
     ('work_lost_postcopy_s', 'guest work lost in postcopy (at its rate '
@@ -91,6 +92,8 @@ FIGURES = [
     ('back_s', 'back to full speed after the switch (capped)', 's', True),
     ('back_after_done_s', 'back to full speed after completion (capped)',
      's', True),
+    ('rate_end_ratio', 'guest rate over the last 20 s of the follow / '
+     'before', '', False),
     ('huge_src_pct', 'RAM in huge pages: source, before', '%', False),
     ('huge_dst_0s_pct', 'RAM in huge pages: destination, at completion',
      '%', False),
@@ -112,9 +115,9 @@ FIGURES = [
 OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s', 'cpu_dst_placer_s',
                     'cpu_dst_preempt_s', 'work_lost_back_s',
                     'work_lost_postcopy_s', 'back_s', 'back_after_done_s',
-                    'huge_src_pct', 'huge_dst_0s_pct', 'huge_dst_10s_pct',
-                    'huge_dst_60s_pct', 'cpu_after_collapse_s',
-                    'cpu_after_vcpus_s')
+                    'rate_end_ratio', 'huge_src_pct', 'huge_dst_0s_pct',
+                    'huge_dst_10s_pct', 'huge_dst_60s_pct',
+                    'cpu_after_collapse_s', 'cpu_after_vcpus_s')
 
 # (role, thread name or its prefix, group): QEMU's thread names with
 # -name debug-threads=on; the vCPUs are "CPU N/TCG" or "CPU N/KVM".
@@ -138,7 +141,7 @@ GUEST_TIMED_FIGURES = ('lat_p50_us', 'lat_p99_us', 'lat_max_ms',
                        'guest_stalled_ms', 'ops_per_s', 'ops_per_s_precopy',
                        'work_fraction', 'work_lost_s', 'work_lost_back_s',
                        'work_lost_postcopy_s', 'back_s',
-                       'back_after_done_s')
+                       'back_after_done_s', 'rate_end_ratio')
 
 
 def thread_cpu_figures(thread_cpu, postcopy_bytes):
@@ -185,6 +188,8 @@ def whole_cost_figures(result):
             timeline=[(t, rate / base if rate is not None else None)
                       for t, rate in cost['timeline']],
             done_s=cost['done_s'], back=cost['back'])
+        if cost.get('end_ops_per_s') is not None:
+            figures['rate_end_ratio'] = cost['end_ops_per_s'] / base
     after = result.get('thread_cpu_after_s')
     if after:
         dst = after.get('dst', {})

@@ -379,7 +379,10 @@ def _migrate(scn, src, dst, progress):
 
 # The guest's rate before the migration, when its whole cost is measured:
 # seconds of it on the source.
-BASELINE_S = 5.0
+BASELINE_S = 10.0
+# The guest's rate at the end of the follow: over its last END_S seconds
+# (whether it got back to its rate before at all, and how far).
+END_S = 20.0
 # When the huge pages of the destination's guest RAM are read, in seconds
 # after the migration completed (within the scenario's after_s).
 HUGE_AT_S = (0, 10, 60)
@@ -431,8 +434,8 @@ def whole_cost(report, t_start, t_postcopy, t_done, after_s):
     migration (on the source, BASELINE_S before migrate), its rate from
     the switch to @after_s after completion in 1-second bins, when it was
     back to full speed (guest.back_to_full_speed, at most @after_s after
-    completion), and the work it lost (at its rate before) in postcopy and
-    until it was back."""
+    completion), the work it lost (at its rate before) in postcopy and
+    until it was back, and its rate over the last END_S seconds."""
     t_switch = t_postcopy or t_done
     baseline = report.ops_per_s(report.between(t_start - BASELINE_S,
                                                t_start))
@@ -441,7 +444,10 @@ def whole_cost(report, t_start, t_postcopy, t_done, after_s):
     done_s = t_done - t_switch
     back_s, back = back_to_full_speed(bins, baseline, done_s,
                                       done_s + after_s)
+    end = report.between(t_done + after_s - END_S, t_done + after_s)
     return dict(baseline_ops_per_s=baseline, timeline=bins,
+                end_ops_per_s=(report.ops_per_s(end)
+                               if after_s >= END_S else None),
                 done_s=round(done_s, 3), back_s=round(back_s, 3), back=back,
                 lost_postcopy_s=report.work_lost_s(t_switch, t_done,
                                                    baseline),
