@@ -44,6 +44,26 @@ enum {
     POLL_SHARED_FIRST,
 };
 
+/*
+ * Pauses of the migration so far: postcopy_fault_thread_note_pause() adds
+ * one, on the load thread, in each pause (after it set the state to
+ * postcopy-paused and cleared mis->to_src_file).  The fault thread
+ * compares it with fault_pauses_seen, the pauses that the resumes it
+ * waited for resolved, which only it touches.  A look at to_src_file alone
+ * misses a pause that a recovery has already given a new return path.
+ */
+static unsigned int fault_pauses;
+static unsigned int fault_pauses_seen;
+
+/*
+ * Whether the request that another process's fault handler made through
+ * postcopy_request_shared_page() failed as QEMU's own can (a broken return
+ * path, a zero page for discarded RAM that would not place), which a
+ * recovery mends, rather than in the handler itself.  Fault thread only:
+ * the handlers run on it.
+ */
+static bool shared_request_failed;
+
 /* The fault thread's own state; nothing here is shared. */
 typedef struct FaultThread {
     MigrationIncomingState *mis;
@@ -85,23 +105,65 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
     return &g_array_index(ft->pollfds, struct pollfd, index);
 }
 
+void postcopy_fault_thread_note_pause(void)
+{
+    qatomic_inc(&fault_pauses);
+}
+
+/*
+ * Whether a recovery is under way: between a pause and the resume, which
+ * sets postcopy-active before it posts postcopy_pause_sem_fault.
+ */
+static bool fault_thread_recovery_under_way(MigrationIncomingState *mis)
+{
+    MigrationStatus state = qatomic_read(&mis->state);
+
+    return postcopy_is_paused(state) ||
+           state == MIGRATION_STATUS_POSTCOPY_RECOVER;
+}
+
 /*
  * Until recovery rebuilds the return path, no request can be sent: wait
- * for it.  False when the thread must quit instead (the migration ended
- * while it waited).
+ * for it.  Nor while it runs: the load thread sends the requests still
+ * pending then, on the new return path, and mis->last_rb is not locked.
+ * False when the thread must quit instead (the migration ended while it
+ * waited).
+ *
+ * One resume posts postcopy_pause_sem_fault once for every pause since the
+ * one before: the load thread pauses (counted), recovers, may pause again
+ * before its resume (counted too), and posts at the resume.  So after the
+ * post, every pause counted so far is resolved, unless a new one is under
+ * way: the state is read after the count, and a pause sets it first.
  */
-static bool fault_thread_pause(MigrationIncomingState *mis)
+static bool fault_thread_pause(FaultThread *ft)
 {
-    trace_postcopy_fault_thread_pause();
-    while (qemu_sem_timedwait(&mis->postcopy_pause_sem_fault, 100) < 0) {
-        if (qatomic_read(&mis->fault_thread_quit)) {
-            return false;
+    MigrationIncomingState *mis = ft->mis;
+
+    do {
+        trace_postcopy_fault_thread_pause();
+        while (qemu_sem_timedwait(&mis->postcopy_pause_sem_fault, 100) < 0) {
+            if (qatomic_read(&mis->fault_thread_quit)) {
+                return false;
+            }
         }
-    }
-    trace_postcopy_fault_thread_resume();
+        fault_pauses_seen = qatomic_read(&fault_pauses);
+    } while (fault_thread_recovery_under_way(mis));
+    trace_postcopy_fault_thread_resume(fault_pauses_seen);
     /* The recovery brought a new main channel, autotuned again. */
     postcopy_queue_bound_incoming(mis);
     return true;
+}
+
+/* A pause the fault thread has not waited for yet. */
+static bool fault_thread_pause_missed(void)
+{
+    return qatomic_read(&fault_pauses) != fault_pauses_seen;
+}
+
+/* Or a broken return path. */
+static bool fault_thread_must_pause(FaultThread *ft)
+{
+    return fault_thread_pause_missed() || !qatomic_read(&ft->mis->to_src_file);
 }
 
 /*
@@ -110,11 +172,10 @@ static bool fault_thread_pause(MigrationIncomingState *mis)
  * pause the migration, then wait for the recovery like after a broken
  * return path.
  */
-static bool fault_thread_give_up(MigrationIncomingState *mis,
-                                 const char *why, int err)
+static bool fault_thread_give_up(FaultThread *ft, const char *why, int err)
 {
-    postcopy_pause_for_error(mis, why, err);
-    return fault_thread_pause(mis);
+    postcopy_pause_for_error(ft->mis, why, err);
+    return fault_thread_pause(ft);
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
@@ -155,9 +216,15 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
         trace_postcopy_request_skip(qemu_ram_get_idstr(rb), offset);
         return 0;
     }
-    if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL)) {
+    /*
+     * A pause since the round began: the return path may already be the
+     * recovery's, where only the load thread sends until the resume.
+     */
+    if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL) ||
+        fault_thread_pause_missed()) {
         return -EIO;
     }
+    trace_postcopy_request_send(qemu_ram_get_idstr(rb), offset, tid);
     return postcopy_send_page_request(mis, rb, offset, haddr, tid);
 }
 
@@ -224,7 +291,7 @@ static void fault_thread_serve_fault(FaultThread *ft,
                                                                 pagesize));
     while (postcopy_request_page(mis, rb, offset, haddr, tid)) {
         /* The return path broke: retry once recovery rebuilt it. */
-        if (!fault_thread_pause(mis)) {
+        if (!fault_thread_pause(ft)) {
             return;
         }
     }
@@ -246,7 +313,7 @@ static bool fault_thread_read_faults(FaultThread *ft)
     }
     if (n < 0) {
         /* The faults stay queued in the kernel: read them after. */
-        return fault_thread_give_up(mis, "reading the userfaultfd failed",
+        return fault_thread_give_up(ft, "reading the userfaultfd failed",
                                     errno);
     }
     trace_postcopy_fault_batch(n);
@@ -260,6 +327,55 @@ static bool fault_thread_read_faults(FaultThread *ft)
         fault_thread_serve_fault(ft, &msgs[i]);
     }
     return true;
+}
+
+/*
+ * After a pause: the owner of shared fd @fd, as registered now, in @pcfd;
+ * false if it has gone meanwhile (its fault went with it).
+ */
+static bool fault_thread_shared_fd_now(int fd, struct PostCopyFD *pcfd)
+{
+    g_autoptr(GArray) now = postcopy_shared_fds_copy();
+    guint i;
+
+    for (i = 0; i < now->len; i++) {
+        if (g_array_index(now, struct PostCopyFD, i).fd == fd) {
+            *pcfd = g_array_index(now, struct PostCopyFD, i);
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Have @pcfd's owner resolve the fault @msg.  A request that failed as
+ * QEMU's own can is asked again after the recovery, as QEMU's own faults
+ * are: the message has been read, and for discarded RAM, which the source
+ * never sends, nothing else would ever wake the other process.
+ */
+static void fault_thread_resolve_shared(FaultThread *ft,
+                                        struct PostCopyFD pcfd,
+                                        struct uffd_msg *msg)
+{
+    uint64_t addr = msg->arg.pagefault.address;
+
+    shared_request_failed = false;
+    while (pcfd.handler(&pcfd, msg)) {
+        if (!shared_request_failed) {
+            error_report("postcopy: %s could not resolve a fault at 0x%"
+                         PRIx64, pcfd.idstr, addr);
+            return;
+        }
+        trace_postcopy_shared_retry(pcfd.idstr, addr);
+        if (!fault_thread_pause(ft)) {
+            return;
+        }
+        if (!fault_thread_shared_fd_now(pcfd.fd, &pcfd)) {
+            trace_postcopy_shared_gone(pcfd.idstr, addr);
+            return;
+        }
+        shared_request_failed = false;
+    }
 }
 
 /* Hand one message of a shared fd to its owner's handler. */
@@ -286,10 +402,7 @@ static void fault_thread_serve_shared(FaultThread *ft, guint index)
                     "of %s", msg.event, pcfd->idstr);
         return;
     }
-    if (pcfd->handler(pcfd, &msg)) {
-        error_report("postcopy: %s could not resolve a fault at 0x%" PRIx64,
-                     pcfd->idstr, (uint64_t)msg.arg.pagefault.address);
-    }
+    fault_thread_resolve_shared(ft, *pcfd, &msg);
 }
 
 /* Returns false when the thread must quit. */
@@ -316,7 +429,7 @@ static bool fault_thread_round(FaultThread *ft)
         if (errno == EINTR) {
             return true;
         }
-        return fault_thread_give_up(mis, "the fault thread's poll failed",
+        return fault_thread_give_up(ft, "the fault thread's poll failed",
                                     errno);
     }
     if (fault_thread_pollfd(ft, POLL_EVENT)->revents) {
@@ -325,8 +438,8 @@ static bool fault_thread_round(FaultThread *ft)
             return false;
         }
     }
-    /* savevm.c clears to_src_file and wakes us when the path breaks. */
-    if (!qatomic_read(&mis->to_src_file) && !fault_thread_pause(mis)) {
+    /* A pause wakes us (postcopy_fault_thread_notify()). */
+    if (fault_thread_must_pause(ft) && !fault_thread_pause(ft)) {
         return false;
     }
     if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
@@ -354,6 +467,7 @@ void *postcopy_fault_thread(void *opaque)
     };
 
     rcu_register_thread();
+    fault_pauses_seen = qatomic_read(&fault_pauses);
     trace_postcopy_fault_thread_start(ft.mis->userfault_fd,
                                       ft.mis->userfault_event_fd);
     /* No RAMBlock has been asked for on this return path yet. */
@@ -379,6 +493,7 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
     MigrationIncomingState *mis = migration_incoming_get_current();
     uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
     bool present = postcopy_received(rb, page);
+    int ret;
 
     trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
                                   offset, present);
@@ -392,7 +507,13 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
      * zero page for discarded RAM would be placed there.  The placement
      * wakes the other process (postcopy_notify_shared_wake()).
      */
-    return postcopy_request_page(mis, rb, page,
-                                 (uintptr_t)qemu_ram_get_host_addr(rb) + page,
-                                 0);
+    if (postcopy_inject_hit(POSTCOPY_INJECT_SHARED_REQUEST_FAIL)) {
+        ret = -EIO;
+    } else {
+        ret = postcopy_request_page(mis, rb, page,
+                                    (uintptr_t)qemu_ram_get_host_addr(rb) +
+                                    page, 0);
+    }
+    shared_request_failed = ret != 0;
+    return ret;
 }

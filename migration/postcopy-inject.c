@@ -20,8 +20,11 @@ static const char *const postcopy_inject_names[POSTCOPY_INJECT__MAX] = {
     [POSTCOPY_INJECT_UFFD_READ_FAIL] = "uffd-read-fail",
     [POSTCOPY_INJECT_PLACE_LEFTOVERS] = "place-leftovers",
     [POSTCOPY_INJECT_PLACE_PREEMPT] = "place-preempt",
+    [POSTCOPY_INJECT_PREEMPT_AT_END] = "preempt-at-end",
     [POSTCOPY_INJECT_PLACE_ZERO] = "place-zero",
     [POSTCOPY_INJECT_PAUSE_LATE] = "pause-late",
+    [POSTCOPY_INJECT_SHARED_REQUEST_FAIL] = "shared-request-fail",
+    [POSTCOPY_INJECT_SHARED_WAKE_FAIL] = "shared-wake-fail",
     [POSTCOPY_INJECT_COLLAPSE_REFUSED] = "collapse-refused",
 };
 

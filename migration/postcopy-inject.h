@@ -47,6 +47,12 @@ typedef enum PostcopyInjectPoint {
     /* A placement on the preempt thread fails with -EIO. */
     POSTCOPY_INJECT_PLACE_PREEMPT,
     /*
+     * A placement on the preempt thread waits until the main stream has
+     * ended, then fails with -EIO: a requested page still on the preempt
+     * channel when nothing more will be sent.
+     */
+    POSTCOPY_INJECT_PREEMPT_AT_END,
+    /*
      * The zero page placed for RAM that a RamDiscardManager (virtio-mem)
      * discarded fails with -EIO.
      */
@@ -57,6 +63,17 @@ typedef enum PostcopyInjectPoint {
      * state on from "paused" meanwhile.
      */
     POSTCOPY_INJECT_PAUSE_LATE,
+    /*
+     * The request for another process's fault (a vhost-user back-end's)
+     * fails as if the return path had just broken.
+     */
+    POSTCOPY_INJECT_SHARED_REQUEST_FAIL,
+    /*
+     * A wake of another process's userfaultfd after a placement
+     * (postcopy_notify_shared_wake()) is done, then reported failed with
+     * -ESRCH, as when that process has gone.
+     */
+    POSTCOPY_INJECT_SHARED_WAKE_FAIL,
     /*
      * A collapse into a huge page after postcopy is refused with EINVAL,
      * as by a kernel before 6.1 (postcopy-collapse-qemu.c).

@@ -36,9 +36,11 @@
  */
 bool postcopy_ram_empty_blocks(Error **errp);
 /*
- * The load is over: place every page still handed over to the placer,
- * before the migration may be marked completed.  0, or the first
- * placement that failed (negative errno).  The listen thread.
+ * The load is over: place every page still handed over to the placer and
+ * wait for the requested pages still on the preempt channel, before the
+ * migration may be marked completed.  0, or the first placement that
+ * failed (negative errno; -EIO for the preempt channel's).  The listen
+ * thread.
  */
 int postcopy_ram_incoming_finish(MigrationIncomingState *mis);
 
@@ -46,6 +48,12 @@ int postcopy_ram_incoming_finish(MigrationIncomingState *mis);
 
 /* The fault thread's body; @opaque is the MigrationIncomingState. */
 void *postcopy_fault_thread(void *opaque);
+/*
+ * The migration pauses: the fault thread waits for the resume even if a
+ * recovery has given it a return path again by the time it looks.  Load
+ * thread, in the pause, before the resume.
+ */
+void postcopy_fault_thread_note_pause(void);
 /*
  * Ask for the host page of @rb at @offset (aligned) that @haddr lies in,
  * for thread @tid (0: not known), unless it is already on its way.  0, or
@@ -227,7 +235,15 @@ void postcopy_fault_thread_wake(MigrationIncomingState *mis);
 
 /* Start the thread that loads pages from the preempt channel. */
 void postcopy_preempt_thread_start(MigrationIncomingState *mis);
-/* Let every requested page arrive, then stop and join that thread. */
-void postcopy_preempt_thread_stop(MigrationIncomingState *mis);
+/*
+ * Load thread, once the main stream has ended: wait for the requested
+ * pages still on the preempt channel.  False when some never come (the
+ * preempt thread failed; nothing is sent any more).
+ */
+bool postcopy_preempt_drain(MigrationIncomingState *mis);
+/* Drain, then stop and join that thread.  False as the drain. */
+bool postcopy_preempt_thread_stop(MigrationIncomingState *mis);
+/* Fault point preempt-at-end (postcopy-inject.h), on the preempt thread */
+void postcopy_preempt_hold_to_end(MigrationIncomingState *mis, int max_ms);
 
 #endif

@@ -106,14 +106,9 @@ static void postcopy_request_done(MigrationIncomingState *mis, void *host)
         int left = qatomic_dec_fetch(&mis->page_requested_count);
 
         trace_postcopy_request_done(host, left);
-        /*
-         * Order the count before reading the preempt status; pairs with
-         * the barrier in postcopy_preempt_thread_stop().
-         */
-        smp_mb();
-        if (!left &&
-            qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT) {
-            qemu_cond_signal(&mis->page_request_cond);
+        /* For postcopy_preempt_drain(), which waits under this lock. */
+        if (!left) {
+            qemu_cond_broadcast(&mis->page_request_cond);
         }
     }
 }
@@ -170,6 +165,12 @@ static int postcopy_uffd_place(MigrationIncomingState *mis, void *host,
         postcopy_inject_hit(POSTCOPY_INJECT_PLACE_PREEMPT)) {
         return -EIO;
     }
+    if (postcopy_inject_armed(POSTCOPY_INJECT_PREEMPT_AT_END) &&
+        qemu_thread_is_self(&mis->postcopy_prio_thread) &&
+        postcopy_inject_hit(POSTCOPY_INJECT_PREEMPT_AT_END)) {
+        postcopy_preempt_hold_to_end(mis, 120 * 1000);
+        return -EIO;
+    }
     do {
         ret = from ? ioctl(mis->userfault_fd, UFFDIO_COPY, &copy)
                    : ioctl(mis->userfault_fd, UFFDIO_ZEROPAGE, &zero);
@@ -188,13 +189,13 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
      * EEXIST: the page is there already.  Harmless when this module put
      * it there (the source sent it twice around a recovery: the same
      * data), and then it is received and accounted for already.  Other
-     * processes are woken again: a wake that failed after a run of pages
-     * was placed (postcopy_install_run()) is retried here, and a second
-     * wake of a thread that is not waiting is a no-op.
+     * processes are woken again: a second wake of a thread that is not
+     * waiting is a no-op.
      */
     if (ret == -EEXIST && postcopy_received(rb, offset)) {
         trace_postcopy_place_again(qemu_ram_get_idstr(rb), offset);
-        return postcopy_notify_shared_wake(rb, offset);
+        postcopy_notify_shared_wake(rb, offset);
+        return 0;
     }
     if (ret) {
         error_report("postcopy: cannot place %s page at %s+0x" RAM_ADDR_FMT
@@ -203,7 +204,8 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
         return ret;
     }
     postcopy_pages_received(mis, rb, host, size);
-    return postcopy_notify_shared_wake(rb, offset);
+    postcopy_notify_shared_wake(rb, offset);
+    return 0;
 }
 
 /*
@@ -247,11 +249,7 @@ int postcopy_install_run(MigrationIncomingState *mis, RAMBlock *rb,
         postcopy_pages_received(mis, rb, host, done * page_size);
     }
     for (i = 0; i < done; i++) {
-        ret = postcopy_notify_shared_wake(rb, offset + i * page_size);
-        if (ret) {
-            *placed = i;
-            return ret;
-        }
+        postcopy_notify_shared_wake(rb, offset + i * page_size);
     }
     for (; i < pages; i++) {
         ret = postcopy_install(mis, rb, (uint8_t *)host + i * page_size,

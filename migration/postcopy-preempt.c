@@ -137,17 +137,66 @@ void postcopy_preempt_new_channel(MigrationIncomingState *mis, QEMUFile *file)
     trace_postcopy_preempt_channel_ready("destination");
 }
 
-/*
- * The channel broke.  Drop the channel's mutex so that the main load thread
- * can close it, and wait until recovery hands over a new one.
- */
-static void preempt_thread_pause(MigrationIncomingState *mis)
+static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
 {
+    return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
+}
+
+/*
+ * What the preempt thread and the end of postcopy on the load thread
+ * (postcopy_preempt_drain(), postcopy_preempt_thread_stop()) tell each
+ * other, all under mis->page_request_mutex, with page_request_cond
+ * signalled on each change the drain waits for:
+ *
+ * preempt_idle: the thread places nothing more: a load from the channel
+ *   failed (until a recovery hands over a new channel), or it has ended.
+ * preempt_parked: and it waits on postcopy_pause_sem_fast_load for that,
+ *   which a recovery posts, or the stop, which finds it parked.
+ * preempt_draining: the main stream has ended and the load thread waits
+ *   for the requested pages still on this channel.  The source sends
+ *   nothing more (it fails rather than pauses once all of RAM is sent):
+ *   a failure now loses those pages, and no pause follows.
+ */
+static bool preempt_idle;
+static bool preempt_parked;
+static bool preempt_draining;
+
+/*
+ * The channel broke, or a page from it could not be placed.  Drop the
+ * channel's mutex so that the main load thread can close it, and wait
+ * until a recovery hands over a new channel or the stop wakes us.  False
+ * when the thread must quit instead.
+ */
+static bool preempt_thread_pause(MigrationIncomingState *mis)
+{
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        preempt_idle = true;
+        qemu_cond_broadcast(&mis->page_request_cond);
+        /*
+         * The stop, which sets QUIT under this lock, has begun: it reads
+         * preempt_parked after that, so do not park.
+         */
+        if (preempt_thread_told_to_quit(mis)) {
+            return false;
+        }
+        preempt_parked = true;
+    }
     trace_postcopy_preempt_thread_pause();
     qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
     qemu_sem_wait(&mis->postcopy_pause_sem_fast_load);
     qemu_mutex_lock(&mis->postcopy_prio_thread_mutex);
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        preempt_parked = false;
+        preempt_idle = false;
+    }
     trace_postcopy_preempt_thread_resume();
+    return true;
+}
+
+static bool preempt_main_stream_ended(MigrationIncomingState *mis)
+{
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    return preempt_draining;
 }
 
 /*
@@ -157,7 +206,9 @@ static void preempt_thread_pause(MigrationIncomingState *mis)
  * page that could not be placed, a stream that makes no sense) leaves the
  * channel readable, and no one would pause: the source has already
  * cleared the dirty bits of the pages it sent here, so every later
- * requested page would wait on a channel nobody reads.  Pause then.
+ * requested page would wait on a channel nobody reads.  Pause then;
+ * unless the main stream has ended, when no pause can follow and the
+ * drain reports the pages lost.
  */
 static void preempt_thread_load_failed(MigrationIncomingState *mis, int ret)
 {
@@ -169,13 +220,14 @@ static void preempt_thread_load_failed(MigrationIncomingState *mis, int ret)
         return;
     }
     qemu_file_set_error(f, ret);
+    if (preempt_main_stream_ended(mis)) {
+        error_report("postcopy: loading a page from the preempt channel "
+                     "failed after the main stream ended: %s",
+                     strerror(-ret));
+        return;
+    }
     postcopy_pause_for_error(mis, "loading a page from the preempt channel "
                              "failed", -ret);
-}
-
-static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
-{
-    return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
 }
 
 /* Declared in ram.h. */
@@ -204,9 +256,15 @@ void *postcopy_preempt_thread(void *opaque)
             break;
         }
         preempt_thread_load_failed(mis, ret);
-        preempt_thread_pause(mis);
+        if (!preempt_thread_pause(mis)) {
+            break;
+        }
     }
     qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        preempt_idle = true;
+        qemu_cond_broadcast(&mis->page_request_cond);
+    }
 
     rcu_unregister_thread();
     trace_postcopy_preempt_thread_exit();
@@ -220,6 +278,9 @@ void *postcopy_preempt_thread(void *opaque)
  */
 void postcopy_preempt_thread_start(MigrationIncomingState *mis)
 {
+    preempt_idle = false;
+    preempt_parked = false;
+    preempt_draining = false;
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_CREATED);
     postcopy_thread_create(mis, &mis->postcopy_prio_thread,
                            MIGRATION_THREAD_DST_PREEMPT,
@@ -227,35 +288,70 @@ void postcopy_preempt_thread_start(MigrationIncomingState *mis)
 }
 
 /*
- * The main channel is done, but pages that faults asked for may still be
+ * The main stream has ended, but pages that faults asked for may still be
  * on their way over the preempt channel: wait for the last one (its
- * placement signals page_request_cond), then close the channel to stop
- * the thread.  The wait cannot be cut short without losing those pages,
- * so a long one is reported rather than abandoned.
+ * placement signals page_request_cond).  The wait cannot be cut short
+ * without losing those pages, so a long one is reported rather than
+ * abandoned; but an idle thread places nothing more, and the source sends
+ * nothing more.  False when pages are lost that way.
  */
-void postcopy_preempt_thread_stop(MigrationIncomingState *mis)
+bool postcopy_preempt_drain(MigrationIncomingState *mis)
 {
     const int64_t report_every_ms = 10 * 1000;
+    int missing;
 
-    qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_QUIT);
-    /* Pairs with the barrier in postcopy_page_received(). */
-    smp_mb();
-    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        while (qatomic_read(&mis->page_requested_count)) {
-            trace_postcopy_preempt_wait_requests(
-                qatomic_read(&mis->page_requested_count));
-            if (!qemu_cond_timedwait(&mis->page_request_cond,
-                                     &mis->page_request_mutex,
-                                     report_every_ms)) {
-                warn_report("postcopy: still waiting for %d requested pages "
-                            "on the preempt channel",
-                            qatomic_read(&mis->page_requested_count));
-            }
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    preempt_draining = true;
+    while ((missing = qatomic_read(&mis->page_requested_count)) &&
+           !preempt_idle) {
+        trace_postcopy_preempt_wait_requests(missing);
+        if (!qemu_cond_timedwait(&mis->page_request_cond,
+                                 &mis->page_request_mutex,
+                                 report_every_ms)) {
+            warn_report("postcopy: still waiting for %d requested pages "
+                        "on the preempt channel", missing);
         }
     }
+    trace_postcopy_preempt_drained(missing, preempt_idle);
+    return !missing;
+}
+
+/*
+ * Drain, then close the channel and stop the thread, waking it if it is
+ * parked.  False when requested pages were lost (postcopy_preempt_drain()).
+ */
+bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
+{
+    bool drained, parked;
+
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_QUIT);
+    }
+    drained = postcopy_preempt_drain(mis);
     if (mis->postcopy_qemufile_dst) {
         qemu_file_shutdown(mis->postcopy_qemufile_dst);
     }
+    /* A thread not parked by now sees QUIT and never parks. */
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        parked = preempt_parked;
+    }
+    if (parked) {
+        qemu_sem_post(&mis->postcopy_pause_sem_fast_load);
+    }
     qemu_thread_join(&mis->postcopy_prio_thread);
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_NONE);
+    return drained;
+}
+
+/*
+ * The fault point preempt-at-end: hold a placement until the main
+ * stream has ended (a page requested at the end, still on this channel),
+ * or at most @max_ms.
+ */
+void postcopy_preempt_hold_to_end(MigrationIncomingState *mis, int max_ms)
+{
+    while (!preempt_main_stream_ended(mis) && max_ms > 0) {
+        g_usleep(10 * 1000);
+        max_ms -= 10;
+    }
 }

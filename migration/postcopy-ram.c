@@ -309,8 +309,9 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
 }
 
 /*
- * The placer could not place its last pages and neither could this
- * thread.  QEMU 10.0's listen thread ignores our return value and would
+ * The last pages of the migration could not be placed: the placer's and
+ * this thread's (@err), or requested pages that the preempt thread failed
+ * (@err 0).  QEMU 10.0's listen thread ignores our return value and would
  * mark the migration completed (10.2's, which is ours, asks
  * postcopy_ram_incoming_finish() first and cannot get here), and once
  * the userfaultfd is gone a vCPU touching such a page would run on
@@ -322,7 +323,9 @@ static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
 {
     error_report("postcopy: the last pages of the migration could not be "
                  "placed (%s); the guest cannot run without them, so this "
-                 "destination exits", strerror(-err));
+                 "destination exits",
+                 err ? strerror(-err) : "the preempt channel failed after "
+                 "the main stream ended");
     migrate_set_state(&mis->state, mis->state, MIGRATION_STATUS_FAILED);
     exit(EXIT_FAILURE);
 }
@@ -370,8 +373,12 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
         /* Before RUN: the load failed anyway, and no vCPU has run. */
         ret = -1;
     }
-    if (qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED) {
-        postcopy_preempt_thread_stop(mis);
+    if (qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED &&
+        !postcopy_preempt_thread_stop(mis)) {
+        if (postcopy_state_get() == POSTCOPY_INCOMING_RUNNING) {
+            postcopy_fail_unplaced(mis, 0);
+        }
+        ret = -1;
     }
     if (mis->have_fault_thread) {
         postcopy_fault_thread_stop(mis);
@@ -401,7 +408,19 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 
 int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
 {
-    return postcopy_placer_stop(mis);
+    int ret = postcopy_placer_stop(mis);
+
+    if (ret) {
+        return ret;
+    }
+    /* Here, not in the main thread's cleanup, which holds the BQL. */
+    if (qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED &&
+        !postcopy_preempt_drain(mis)) {
+        error_report("postcopy: requested pages never arrived: the preempt "
+                     "channel failed after the main stream ended");
+        return -EIO;
+    }
+    return 0;
 }
 
 void postcopy_fault_thread_notify(MigrationIncomingState *mis)
@@ -420,6 +439,8 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
         }
         postcopy_placer_drain(mis);
     }
+    /* Before the resume that resolves it, which this thread handles. */
+    postcopy_fault_thread_note_pause();
     postcopy_fault_thread_wake(mis);
 }
 

@@ -14,11 +14,13 @@
 
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
+#include "qemu/error-report.h"
 #include "qemu/userfaultfd.h"
 #include "postcopy-compat.h"
 #include "migration.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
+#include "postcopy-inject.h"
 #include "trace.h"
 
 /*
@@ -90,14 +92,34 @@ GArray *postcopy_shared_fds_copy(void)
     return copy;
 }
 
-int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
+/*
+ * A failed wake is reported once (each one is traced): a back-end that
+ * has gone fails every wake from then on.
+ */
+static bool shared_wake_failure_reported;
+
+static void postcopy_shared_wake_failed(struct PostCopyFD *pcfd, RAMBlock *rb,
+                                        uint64_t offset, int err)
+{
+    trace_postcopy_shared_wake_failed(pcfd->idstr, qemu_ram_get_idstr(rb),
+                                      offset, err);
+    if (!qatomic_xchg(&shared_wake_failure_reported, true)) {
+        warn_report("postcopy: could not wake %s for the page at %s+0x%"
+                    PRIx64 ": %s; the page is in place, and a process that "
+                    "cannot be woken has nothing waiting on it (further "
+                    "failures are traced only)", pcfd->idstr,
+                    qemu_ram_get_idstr(rb), offset, strerror(-err));
+    }
+}
+
+void postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     guint i;
 
     /* Called for every page placed; almost always nobody shares RAM. */
     if (!qatomic_read(&shared_fds_count)) {
-        return 0;
+        return;
     }
     /*
      * Before RUN the devices are not started, so no back-end has touched
@@ -108,7 +130,7 @@ int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
      * doc, "Another process's fault"): wake nobody until then.
      */
     if (postcopy_state_get() < POSTCOPY_INCOMING_RUNNING) {
-        return 0;
+        return;
     }
     QEMU_LOCK_GUARD(&shared_fds_lock);
     for (i = 0; i < mis->postcopy_remote_fds->len; i++) {
@@ -116,11 +138,14 @@ int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
                                                  struct PostCopyFD, i);
         int ret = pcfd->waker(pcfd, rb, offset);
 
+        /* The wake was done; only its result is replaced. */
+        if (!ret && postcopy_inject_hit(POSTCOPY_INJECT_SHARED_WAKE_FAIL)) {
+            ret = -ESRCH;
+        }
         if (ret) {
-            return ret;
+            postcopy_shared_wake_failed(pcfd, rb, offset, ret);
         }
     }
-    return 0;
 }
 
 int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,

@@ -101,7 +101,7 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
 {
 }
 
-int postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
+void postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
 {
     not_a_destination(__func__);
 }

@@ -237,8 +237,15 @@ bool postcopy_tune_parse(const char *text, PostcopyTune *tune,
     /*
      * A receive bound of a given size is on, wherever queue= came in the
      * list: the order of items never matters, only a later item of the
-     * same name replaces an earlier one.
+     * same name replaces an earlier one.  But queue=off promises the
+     * kernel's own queues: asking for both is a mistake to report.
      */
+    if (tune->rcvbuf && tune->no_send && tune->no_receive) {
+        error_setg(errp, "QEMU_POSTCOPY_TUNE: rcvbuf= bounds the receive "
+                   "queue, which queue=off leaves to the kernel");
+        tune_set_defaults(tune);
+        return false;
+    }
     if (tune->rcvbuf) {
         tune->no_receive = false;
     }

@@ -20,7 +20,7 @@
  *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
  *                                           fixed bounds instead of sized
  *                                           (rcvbuf= turns the receive
- *                                           bound on)
+ *                                           bound on; not with queue=off)
  *   QEMU_POSTCOPY_TUNE=prepage=PAGES        the destination asks for up to
  *                                           PAGES pages ahead of a walking
  *                                           vCPU's faults (pre-paging,

@@ -11,7 +11,11 @@
 #                                               a pause and recovery while
 #                                               the back-end faults,
 #                                               preempt, the destination's
-#                                               back-end killed in postcopy
+#                                               back-end killed in postcopy,
+#                                               the back-end's request
+#                                               failing, every wake of it
+#                                               failing (these two: ours
+#                                               only)
 #   scripts/vhost-user-test.sh --cases main,preempt
 #   scripts/vhost-user-test.sh --upstream ...   upstream's module
 #   scripts/vhost-user-test.sh --qemu VERSION ...
@@ -24,7 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 help_if_asked "$@"
 
-ALL_CASES=main,pause,preempt,kill-backend
+ALL_CASES=main,pause,preempt,kill-backend,retry,wake-fail
 
 case_options()
 {
@@ -33,6 +37,8 @@ case_options()
     pause) echo --pause ;;
     preempt) echo --preempt ;;
     kill-backend) echo --kill-backend ;;
+    retry) echo --retry ;;
+    wake-fail) echo --wake-fail ;;
     *) die "unknown case $1 (cases: $ALL_CASES)" ;;
     esac
 }
@@ -40,8 +46,11 @@ case_options()
 main()
 {
     [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
-    local build backend guest cases=$ALL_CASES c clean=0 total=0 opts
+    local build backend guest cases c clean=0 total=0 opts
     parse_module_options "$@"
+    # Upstream's module has no fault points.
+    cases=$ALL_CASES
+    [ "$MODULE" = ours ] || cases=${ALL_CASES%,retry,wake-fail}
     set -- "${REST[@]+"${REST[@]}"}"
     while [ $# -gt 0 ]; do
         case "$1" in

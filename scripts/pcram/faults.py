@@ -73,13 +73,26 @@ PHASES = ('precopy', 'switch', 'early', 'late', 'recovery')
 # start, fire where their placement happens; each case runs once per
 # channel setup, in the phase "armed".  The placer takes every page
 # (placer=on), so that pages are in its ring when they are wanted.
+# Each: (the fault points, the channel setup it needs (None: either),
+# what must follow: 'recovers', a pause that recovers and completes, or
+# 'ends', the destination ending with the reason, where no pause can
+# follow).
 PLACEMENT_FAULTS = {
     # The placer holds its pages until the stream's tail, fails there,
     # and so does the load thread's placement of them.
-    'place-leftovers': ('placer-hold,placer-fail,place-leftovers', None),
+    'place-leftovers': ('placer-hold,placer-fail,place-leftovers', None,
+                        'recovers'),
     # The first page placed on the preempt thread: preempt channel only.
-    'place-preempt': ('place-preempt=1', True),
+    'place-preempt': ('place-preempt=1', True, 'recovers'),
+    # The first page placed on the preempt thread is held until the main
+    # stream has ended, then fails: the source sends nothing more, so the
+    # page is lost and no recovery can bring it.
+    'preempt-at-end': ('preempt-at-end=1', True, 'ends'),
 }
+# What the destination says when requested pages are lost that way.
+PREEMPT_LOST_MESSAGE = 'the preempt channel failed after the main stream ended'
+# How long a destination that loses pages may take to end.
+END_TIMEOUT_S = 120
 PLACEMENT_PHASE = 'armed'
 # The test command's subset: one case per way of failing.
 QUICK = [
@@ -92,6 +105,7 @@ QUICK = [
     ('pause-src', 'recovery', True, False),
     ('place-leftovers', PLACEMENT_PHASE, False, False),
     ('place-preempt', PLACEMENT_PHASE, True, False),
+    ('preempt-at-end', PLACEMENT_PHASE, True, False),
 ]
 
 GUEST_MB = 256
@@ -357,13 +371,40 @@ class Case:
 
     def placement_fails(self):
         """A fault point armed from the start fails a placement: the
-        migration must pause, recover and complete with nothing lost."""
+        migration must pause, recover and complete with nothing lost;
+        or, where no pause can follow, the destination must end."""
         self.start_postcopy()
+        if PLACEMENT_FAULTS[self.fault][2] == 'ends':
+            return self.destination_ends()
         self.drive_to_end()
         if not self.recoveries:
             raise CaseFailed('completed without a pause: the fault point '
                              'never fired')
         return self.finish('completed')
+
+    def destination_ends(self):
+        """Requested pages are lost after the main stream ended: the
+        destination must end, saying why, and not hang (or complete)."""
+        deadline = time.monotonic() + END_TIMEOUT_S
+        while self.alive(self.dst) and time.monotonic() < deadline:
+            if self.status(self.dst) == 'completed':
+                raise CaseFailed('the destination completed: the fault '
+                                 'point never fired')
+            time.sleep(0.2)
+        if self.alive(self.dst):
+            raise CaseFailed('the destination neither ended nor completed '
+                             'in %d s (%s)' % (END_TIMEOUT_S,
+                                               self.status(self.dst)))
+        ended = evidence.how_ended(self.dst.proc.poll())
+        if self.dst.proc.poll() < 0:
+            raise CaseFailed('the destination was %s' % ended)
+        if PREEMPT_LOST_MESSAGE not in self.dst.log_text():
+            raise CaseFailed('the destination %s without saying why (no '
+                             '"%s" in its log)' % (ended,
+                                                   PREEMPT_LOST_MESSAGE))
+        return ('requested pages lost after the main stream ended: the '
+                'destination %s, saying so; source %s' % (
+                    ended, self.status(self.src)), 0, True)
 
     def run(self):
         self.start_migration()

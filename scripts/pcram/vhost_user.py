@@ -57,6 +57,24 @@ WRITE_MAGIC = 0x5043475700000000
 # module: ours (postcopy-shared.c) and upstream's postcopy-ram.c.
 SHARED_REQUEST_EVENT = {'ours': 'postcopy_shared_request',
                         'upstream': 'postcopy_request_shared_page'}
+# --wake-fail: every wake of the back-end after a placement is done, then
+# reported failed (migration/postcopy-inject.h); what the destination
+# traces and says then.
+WAKE_FAIL_INJECT = 'shared-wake-fail=1:1000000000'
+WAKE_FAILED_EVENT = 'postcopy_shared_wake_failed'
+WAKE_FAILED_WARNING = 'postcopy: could not wake'
+# --retry: the back-end's first request fails as if the return path broke;
+# after the recovery the fault thread asks again, and traces that.
+RETRY_INJECT = 'shared-request-fail=1'
+RETRY_EVENT = 'postcopy_shared_retry'
+
+
+def inject_env(args):
+    """The destination's fault points for the case (ours only)."""
+    points = [point for point, on in ((RETRY_INJECT, args.retry),
+                                      (WAKE_FAIL_INJECT, args.wake_fail))
+              if on]
+    return {'QEMU_POSTCOPY_INJECT': ','.join(points)} if points else {}
 # QEMU's events for vhost-user's waker being called and for the RUN command.
 WAKER_EVENT = 'vhost_user_postcopy_waker'
 RUN_EVENT = 'loadvm_postcopy_handle_run'
@@ -136,6 +154,15 @@ def last_line(path):
     except OSError:
         return 'no log'
     return lines[-1] if lines else 'nothing logged'
+
+
+def has_line(path, text):
+    """Whether the file at @path holds @text."""
+    try:
+        with open(path, errors='replace') as f:
+            return text in f.read()
+    except OSError:
+        return False
 
 
 def count_events(path, event):
@@ -282,10 +309,12 @@ def run(args, workdir, ev):
                        max_bandwidth=args.precopy_bps,
                        preempt=args.preempt, precopy_s=args.precopy_s,
                        side_args=side_args, before_postcopy=before_postcopy,
-                       pause_when=pause_when if args.pause else None,
+                       pause_when=(pause_when if args.pause or args.retry
+                                   else None),
                        during_postcopy=(kill_backend if args.kill_backend
                                         else None),
                        trace=evidence.TRACE + [WAKER_EVENT, RUN_EVENT],
+                       dst_env=inject_env(args),
                        trace_file=trace,
                        workdir=workdir, timeout_s=600,
                        # Slow enough that the daemon's requests find
@@ -343,15 +372,30 @@ def run(args, workdir, ev):
     if early_wakes and args.module == 'ours':
         problems.append('the back-end was woken %d times before RUN, while '
                         'the device state was still loading' % early_wakes)
-    if args.pause and not result.get('paused_s'):
+    if args.retry and not count_events(trace, RETRY_EVENT):
+        problems.append('the back-end\'s failed request was not asked '
+                        'again after the recovery (no %s)' % RETRY_EVENT)
+    if args.wake_fail:
+        failed_wakes = count_events(trace, WAKE_FAILED_EVENT)
+        if not failed_wakes:
+            problems.append('no wake of the back-end failed (%s): the '
+                            'fault point never fired' % WAKE_FAILED_EVENT)
+        if not has_line(os.path.join(workdir, 'destination.log'),
+                        WAKE_FAILED_WARNING):
+            problems.append('the destination did not say that a wake '
+                            'failed ("%s")' % WAKE_FAILED_WARNING)
+    if (args.pause or args.retry) and not result.get('paused_s'):
         problems.append('the migration was not paused')
     summary = ('vhost-user: %s module, %s%s: %s; %d requests from the '
                'back-end\'s userfaultfd, %d wakes before RUN, disk reads '
                '%s, writes %s, postcopy %.1f s, %.0f s in all' % (
                    args.module, 'preempt' if args.preempt else 'main channel',
                    ', paused and recovered' if args.pause else
+                   ', its first request failed, paused, recovered and '
+                   'asked again' if args.retry else
                    ', the back-end killed in postcopy' if args.kill_backend
-                   else '',
+                   else ', every wake of the back-end reported failed'
+                   if args.wake_fail else '',
                    'FAILED: ' + '; '.join(problems) if problems else 'clean',
                    shared, early_wakes, disk.get('reads', '?'),
                    disk.get('writes', '?'),
@@ -371,6 +415,15 @@ def parse_args(argv):
     p.add_argument('--kill-backend', action='store_true',
                    help='kill the destination\'s daemon after its first '
                    'fault in postcopy')
+    p.add_argument('--retry', action='store_true',
+                   help='the back-end\'s first request fails as if the '
+                   'return path broke (fault point shared-request-fail, '
+                   'ours only), then a pause and recovery: it must be '
+                   'asked again')
+    p.add_argument('--wake-fail', action='store_true',
+                   help='every wake of the back-end after a placement is '
+                   'reported failed (fault point shared-wake-fail, ours '
+                   'only): the migration must go on')
     p.add_argument('--ram-mb', type=int, default=256)
     p.add_argument('--precopy-s', type=float, default=1.0)
     p.add_argument('--precopy-bps', type=int, default=16 * 1000 * 1000)
@@ -386,7 +439,10 @@ def case_label(args):
     return '-'.join(name for name, on in (('pause', args.pause),
                                           ('preempt', args.preempt),
                                           ('kill-backend',
-                                           args.kill_backend)) if on) or 'main'
+                                           args.kill_backend),
+                                          ('retry', args.retry),
+                                          ('wake-fail', args.wake_fail))
+                    if on) or 'main'
 
 
 def failed_line(args, why):

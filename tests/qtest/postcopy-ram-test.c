@@ -87,7 +87,20 @@ typedef struct TestCase {
      * with .inject refusing every collapse, the refusal must be harmless.
      */
     bool huge;
+    /*
+     * The destination traces its pauses, resumes and the fault thread's
+     * messages: the fault thread must wait for every resume, and send
+     * nothing while a recovery runs (assert_fault_thread_held()).
+     */
+    bool recovery_trace;
 } TestCase;
+
+/* The destination's trace options of a case with .recovery_trace */
+#define RECOVERY_TRACE " -trace migrate_set_state" \
+                       " -trace postcopy_pause_incoming" \
+                       " -trace postcopy_fault_thread_pause" \
+                       " -trace postcopy_request_send" \
+                       " -trace loadvm_postcopy_handle_resume"
 
 static int timeout_scale(void)
 {
@@ -157,7 +170,7 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
      * -nodefaults: the default devices (the q35 CD-ROM among them) keep
      * the firmware half a minute under TCG before it boots the guest.
      */
-    if (incoming && tc->huge) {
+    if (incoming && (tc->huge || tc->recovery_trace)) {
         vm.trace = g_strdup_printf("%s/destination.trace", tmpdir);
     }
     args = g_strdup_printf("%s -nodefaults -machine q35 -m %dM -smp %s %s "
@@ -168,7 +181,9 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
                            tc->pattern, tc->paused ? " clock=tsc" : "",
                            incoming ? "-incoming defer" : "",
                            stopped ? "-S" : "",
-                           vm.trace ? " -trace 'postcopy_collapse_*' -D " : "",
+                           !vm.trace ? "" : tc->huge ?
+                           " -trace 'postcopy_collapse_*' -D " :
+                           RECOVERY_TRACE " -D ",
                            vm.trace ? vm.trace : "");
     if (incoming && tc->inject) {
         g_setenv("QEMU_POSTCOPY_INJECT", tc->inject, true);
@@ -534,6 +549,52 @@ static int count_lines_with(const char *path, const char *what)
     return n;
 }
 
+/*
+ * Page requests the fault thread sent (postcopy_request_send) while a
+ * recovery ran (from postcopy-recover-setup or postcopy-recover to the
+ * next state): then only the load thread may send, the pending requests,
+ * with mis->last_rb, which nothing locks.
+ */
+static int fault_thread_sends_in_recovery(const char *path)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    bool recovering = false;
+    int i, n = 0;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (strstr(lines[i], "migrate_set_state")) {
+            recovering = strstr(lines[i],
+                                "new state postcopy-recover") != NULL;
+        } else if (recovering && strstr(lines[i], "postcopy_request_send")) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/*
+ * The fault thread waited for every resume (one wait per post of
+ * postcopy_pause_sem_fault, which each resume makes) and sent nothing of
+ * its own while a recovery ran.  A pause it missed (a recovery had set a
+ * new return path before it looked) lets it send requests during the
+ * recovery, beside the load thread's.
+ */
+static void assert_fault_thread_held(const char *trace)
+{
+    int resumes = count_lines_with(trace, "loadvm_postcopy_handle_resume");
+    int waits = count_lines_with(trace, "postcopy_fault_thread_pause");
+    int sends = fault_thread_sends_in_recovery(trace);
+
+    g_test_message("%d resumes, %d waits of the fault thread, %d messages "
+                   "of it during a recovery", resumes, waits, sends);
+    g_assert_cmpint(resumes, >, 0);
+    g_assert_cmpint(waits, ==, resumes);
+    g_assert_cmpint(sends, ==, 0);
+}
+
 /* --- Huge pages after postcopy ----------------------------------------- */
 
 /*
@@ -705,6 +766,9 @@ static void run_case(const void *opaque)
     } else if (tc->huge) {
         assert_collapse_refused_harmlessly(&pair, source_huge);
     }
+    if (tc->recovery_trace) {
+        assert_fault_thread_held(pair.dst.trace);
+    }
 
     if (tc->paused) {
         after = guest_ram_sha256(&pair.dst, "destination", GUEST_MB * MiB);
@@ -730,6 +794,19 @@ static void pause_then_recover(Pair *pair)
     recover(pair, 1);
 }
 
+/* @rounds times: half a second of postcopy, a pause, a recovery. */
+static void pause_and_recover_rounds(Pair *pair, int rounds)
+{
+    int round;
+
+    for (round = 1; round <= rounds; round++) {
+        wait_both(pair, "postcopy-active", 60 * timeout_scale());
+        g_usleep(G_USEC_PER_SEC / 2);
+        migrate_pause(pair->dst.qts);
+        recover(pair, round);
+    }
+}
+
 /*
  * The fault thread's first request fails as if the return path broke, so
  * it waits for a recovery while the load thread goes on handing pages to
@@ -740,14 +817,17 @@ static void pause_then_recover(Pair *pair)
  */
 static void fault_thread_first_then_pause(Pair *pair)
 {
-    int round;
+    pause_and_recover_rounds(pair, 3);
+}
 
-    for (round = 1; round <= 3; round++) {
-        wait_both(pair, "postcopy-active", 60 * timeout_scale());
-        g_usleep(G_USEC_PER_SEC / 2);
-        migrate_pause(pair->dst.qts);
-        recover(pair, round);
-    }
+/*
+ * At each pause the load thread reaches the module late (pause-late), when
+ * the recovery may have given the destination a new return path already:
+ * the fault thread, which the vCPUs keep busy, must wait all the same.
+ */
+static void pauses_reached_late(Pair *pair)
+{
+    pause_and_recover_rounds(pair, 5);
 }
 
 /* --- Faults from the test itself ---------------------------------------- */
@@ -806,6 +886,13 @@ typedef struct QReadsCase {
      * (recovery=keep, migration/postcopy-tune.h).
      */
     bool keep_bound;
+    /*
+     * The destination bounds its receive queue (queue=receive,rcvbuf=),
+     * at the switch and on the recovery's channel (TCP, then), which a
+     * pause may be closing meanwhile (the bound holds the return path's
+     * lock).
+     */
+    bool receive_bound;
     /*
      * Reads before the pause; 0: 1000.  Without preempt a requested page
      * waits behind the throttled background stream, and 1000 reads can
@@ -942,6 +1029,7 @@ static void pause_after_resume(Pair *pair, int rounds)
  * placer, whatever state a migrate-recover had moved it to meanwhile.
  * The recovery from the first pause of the case comes first.
  */
+/* Every pause drained the placer, and held the fault thread. */
 static void assert_every_pause_drained(const char *trace, int pauses)
 {
     int paused = count_lines_with(trace, "postcopy_pause_incoming") -
@@ -951,6 +1039,7 @@ static void assert_every_pause_drained(const char *trace, int pauses)
     g_test_message("%d pauses, %d drains of the placer", paused, drained);
     g_assert_cmpint(paused, ==, pauses);
     g_assert_cmpint(drained, ==, paused);
+    assert_fault_thread_held(trace);
 }
 
 static void test_qtest_reads(const void *opaque)
@@ -976,7 +1065,12 @@ static void test_qtest_reads(const void *opaque)
                                QREADS_STATE_TRACE,
                                qc->prepage ? " -trace postcopy_prepage" : "",
                                qc->resume_pauses ?
-                               " -trace postcopy_placer_drained" : "",
+                               " -trace postcopy_placer_drained"
+                               " -trace postcopy_fault_thread_pause"
+                               " -trace postcopy_request_send"
+                               " -trace loadvm_postcopy_handle_resume" :
+                               qc->receive_bound ?
+                               " -trace postcopy_queue_bound" : "",
                                trace);
     if (qc->prepage) {
         g_setenv("QEMU_POSTCOPY_TUNE", "prepage=16", true);
@@ -984,6 +1078,9 @@ static void test_qtest_reads(const void *opaque)
     if (qc->resume_pauses) {
         g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
         g_setenv("QEMU_POSTCOPY_INJECT", qc->inject, true);
+    }
+    if (qc->receive_bound) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "queue=receive,rcvbuf=1048576", true);
     }
     dst->qts = qtest_init(incoming);
     dst->trace = trace;
@@ -1029,7 +1126,7 @@ static void test_qtest_reads(const void *opaque)
     if (qc->recover) {
         assert_far_from_done(src->qts);
         migrate_pause(dst->qts);
-        recover_over(&pair, 1, qc->keep_bound);
+        recover_over(&pair, 1, qc->keep_bound || qc->receive_bound);
         wait_both(&pair, "postcopy-active", 60 * timeout_scale());
     }
     if (qc->resume_pauses) {
@@ -1070,6 +1167,11 @@ static void test_qtest_reads(const void *opaque)
     if (qc->resume_pauses) {
         assert_every_pause_drained(trace, qc->resume_pauses);
     }
+    if (qc->receive_bound) {
+        /* Set at the switch, then again on the recovery's connection. */
+        g_assert_cmpint(count_lines_with(trace, "destination: rcvbuf "
+                                         "1048576 bytes"), ==, 2);
+    }
     if (qc->keep_bound) {
         /* Set at the switch, then again on the recovery's connection. */
         g_assert_cmpint(count_lines_with(source_trace,
@@ -1092,6 +1194,9 @@ static const QReadsCase qreads_preempt_prepage = { .preempt = true,
 static const QReadsCase qreads_recovery_keeps_bound = { .recover = true,
                                                         .keep_bound = true,
                                                         .first_reads = 20 };
+static const QReadsCase qreads_recovery_receive_bound = {
+    .recover = true, .receive_bound = true, .first_reads = 20,
+};
 /*
  * Five of the pauses reach the module late (pause-late), after the
  * recovery has begun; none may skip the drain.
@@ -1283,6 +1388,10 @@ static const TestCase cases[] = {
       .vcpus = 2, .inject = "request-fail=1,placer-hold",
       .during_postcopy = fault_thread_first_then_pause, .placer_on = true,
       .tcg = true },
+    /* Pauses that the load thread reaches late hold the fault thread. */
+    { .name = "failure/pause-late", .pattern = "random", .vcpus = 2,
+      .inject = "pause-late=1:5", .during_postcopy = pauses_reached_late,
+      .recovery_trace = true, .tcg = true },
     /* A userfaultfd that cannot be read pauses the migration. */
     { .name = "failure/uffd-read", .pattern = "random", .vcpus = 2,
       .inject = "uffd-read-fail=1", .during_postcopy = pause_then_recover },
@@ -1331,6 +1440,8 @@ int main(int argc, char **argv)
                         &qreads_preempt_recovery, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/recovery-keeps-bound",
                         &qreads_recovery_keeps_bound, test_qtest_reads);
+    qtest_add_data_func("/postcopy-ram/qtest-reads/recovery-receive-bound",
+                        &qreads_recovery_receive_bound, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/pause-after-resume",
                         &qreads_pause_after_resume, test_qtest_reads);
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);

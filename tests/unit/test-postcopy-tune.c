@@ -147,6 +147,7 @@ static void test_tune_errors(void)
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on", "collapse", "collapse=",
         "collapse=0", "collapse=101", "collapse=on", "collapse=-1",
+        "queue=off,rcvbuf=1048576", "rcvbuf=1048576,queue=off",
     };
     PostcopyTune defaults;
     unsigned int i;
