@@ -146,7 +146,8 @@ static bool fault_thread_pause(FaultThread *ft)
                 return false;
             }
         }
-        fault_pauses_seen = qatomic_read(&fault_pauses);
+        /* Pairs with the full barrier of the count's increment. */
+        fault_pauses_seen = qatomic_load_acquire(&fault_pauses);
     } while (fault_thread_recovery_under_way(mis));
     trace_postcopy_fault_thread_resume(fault_pauses_seen);
     /* The recovery brought a new main channel, autotuned again. */
@@ -218,10 +219,13 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
     }
     /*
      * A pause since the round began: the return path may already be the
-     * recovery's, where only the load thread sends until the resume.
+     * recovery's, where only the load thread sends until the resume.  (A
+     * pause that begins between this check and the send is met by the
+     * send, on a return path that is gone.)
      */
     if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL) ||
-        fault_thread_pause_missed()) {
+        fault_thread_pause_missed() ||
+        fault_thread_recovery_under_way(mis)) {
         return -EIO;
     }
     trace_postcopy_request_send(qemu_ram_get_idstr(rb), offset, tid);
@@ -330,17 +334,20 @@ static bool fault_thread_read_faults(FaultThread *ft)
 }
 
 /*
- * After a pause: the owner of shared fd @fd, as registered now, in @pcfd;
- * false if it has gone meanwhile (its fault went with it).
+ * After a pause: whether @pcfd is still registered, the same fd of the
+ * same owner (a number closed meanwhile may have been reused); if not,
+ * its fault went with it.
  */
-static bool fault_thread_shared_fd_now(int fd, struct PostCopyFD *pcfd)
+static bool fault_thread_shared_fd_still_there(const struct PostCopyFD *pcfd)
 {
     g_autoptr(GArray) now = postcopy_shared_fds_copy();
     guint i;
 
     for (i = 0; i < now->len; i++) {
-        if (g_array_index(now, struct PostCopyFD, i).fd == fd) {
-            *pcfd = g_array_index(now, struct PostCopyFD, i);
+        struct PostCopyFD *p = &g_array_index(now, struct PostCopyFD, i);
+
+        if (p->fd == pcfd->fd && p->data == pcfd->data &&
+            p->handler == pcfd->handler) {
             return true;
         }
     }
@@ -370,7 +377,7 @@ static void fault_thread_resolve_shared(FaultThread *ft,
         if (!fault_thread_pause(ft)) {
             return;
         }
-        if (!fault_thread_shared_fd_now(pcfd.fd, &pcfd)) {
+        if (!fault_thread_shared_fd_still_there(&pcfd)) {
             trace_postcopy_shared_gone(pcfd.idstr, addr);
             return;
         }

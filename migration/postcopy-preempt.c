@@ -221,8 +221,8 @@ static void preempt_thread_load_failed(MigrationIncomingState *mis, int ret)
     }
     qemu_file_set_error(f, ret);
     if (preempt_main_stream_ended(mis)) {
-        error_report("postcopy: loading a page from the preempt channel "
-                     "failed after the main stream ended: %s",
+        error_report("postcopy: a page from the preempt channel could not "
+                     "be loaded after the main stream ended: %s",
                      strerror(-ret));
         return;
     }
@@ -330,6 +330,12 @@ bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
     drained = postcopy_preempt_drain(mis);
     if (mis->postcopy_qemufile_dst) {
         qemu_file_shutdown(mis->postcopy_qemufile_dst);
+    } else {
+        /*
+         * The channel never came (the migration failed before): the
+         * thread still waits for it, and finds QUIT when woken.
+         */
+        qemu_sem_post(&mis->postcopy_qemufile_dst_done);
     }
     /* A thread not parked by now sees QUIT and never parks. */
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {

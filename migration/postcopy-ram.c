@@ -309,14 +309,15 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
 }
 
 /*
- * The last pages of the migration could not be placed: the placer's and
- * this thread's (@err), or requested pages that the preempt thread failed
- * (@err 0).  QEMU 10.0's listen thread ignores our return value and would
- * mark the migration completed (10.2's, which is ours, asks
- * postcopy_ram_incoming_finish() first and cannot get here), and once
- * the userfaultfd is gone a vCPU touching such a page would run on
- * zeroes: end the destination instead, as that thread does itself when a
- * postcopy load fails.
+ * The guest runs, and the last pages of the migration could not be
+ * placed: the placer's and the load thread's (@err), or requested pages
+ * that the preempt thread failed (@err 0).  Once the userfaultfd is gone
+ * a vCPU touching such a page would run on zeroes: end the destination
+ * instead, as QEMU 10.0's listen thread does itself when a postcopy load
+ * fails.  (That thread ignores the cleanup's result and would mark the
+ * migration completed; 10.2's, which is ours, asks
+ * postcopy_ram_incoming_finish() first, and would otherwise exit only
+ * with exit-on-error.)
  */
 static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
                                               int err)
@@ -409,18 +410,26 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
 {
     int ret = postcopy_placer_stop(mis);
+    bool preempt_lost = false;
 
-    if (ret) {
-        return ret;
+    /*
+     * Here, on the listen thread once the stream ended well, the wait for
+     * the preempt channel's last pages: the main thread's cleanup, which
+     * holds the BQL, then finds none to wait for.
+     */
+    if (!ret &&
+        qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED) {
+        preempt_lost = !postcopy_preempt_drain(mis);
     }
-    /* Here, not in the main thread's cleanup, which holds the BQL. */
-    if (qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_CREATED &&
-        !postcopy_preempt_drain(mis)) {
-        error_report("postcopy: requested pages never arrived: the preempt "
-                     "channel failed after the main stream ended");
-        return -EIO;
+    /*
+     * The guest runs: after cleanup it would read zeroes where the pages
+     * are missing, even with exit-on-error off.  End it, as on 10.0.
+     */
+    if ((ret || preempt_lost) &&
+        postcopy_state_get() == POSTCOPY_INCOMING_RUNNING) {
+        postcopy_fail_unplaced(mis, ret);
     }
-    return 0;
+    return ret ? ret : preempt_lost ? -EIO : 0;
 }
 
 void postcopy_fault_thread_notify(MigrationIncomingState *mis)
@@ -433,14 +442,18 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
      * unplaced, and then sent again.  Whatever the state: a migrate-recover
      * may already have moved it on from "paused".
      */
+    /*
+     * First: a migrate-recover may give the destination a new return path
+     * while this thread drains, and the fault thread must not use it
+     * before the resume, which this thread handles after.
+     */
+    postcopy_fault_thread_note_pause();
     if (qemu_thread_is_self(&mis->listen_thread)) {
         if (postcopy_inject_hit(POSTCOPY_INJECT_PAUSE_LATE)) {
             g_usleep(G_USEC_PER_SEC);
         }
         postcopy_placer_drain(mis);
     }
-    /* Before the resume that resolves it, which this thread handles. */
-    postcopy_fault_thread_note_pause();
     postcopy_fault_thread_wake(mis);
 }
 

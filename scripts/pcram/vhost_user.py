@@ -67,6 +67,7 @@ WAKE_FAILED_WARNING = 'postcopy: could not wake'
 # after the recovery the fault thread asks again, and traces that.
 RETRY_INJECT = 'shared-request-fail=1'
 RETRY_EVENT = 'postcopy_shared_retry'
+RESUME_EVENT = 'loadvm_postcopy_handle_resume'
 
 
 def inject_env(args):
@@ -163,6 +164,20 @@ def has_line(path, text):
             return text in f.read()
     except OSError:
         return False
+
+
+def asked_again_after_resume(path):
+    """Whether the destination's trace at @path shows a failed request of
+    the back-end (postcopy_shared_retry), then a resume, then a request of
+    the back-end: the retry itself, not only its intent."""
+    wanted = [RETRY_EVENT, RESUME_EVENT, SHARED_REQUEST_EVENT['ours']]
+    with open(path, errors='replace') as f:
+        for line in f:
+            if wanted[0] in line:
+                wanted.pop(0)
+                if not wanted:
+                    return True
+    return False
 
 
 def count_events(path, event):
@@ -372,9 +387,10 @@ def run(args, workdir, ev):
     if early_wakes and args.module == 'ours':
         problems.append('the back-end was woken %d times before RUN, while '
                         'the device state was still loading' % early_wakes)
-    if args.retry and not count_events(trace, RETRY_EVENT):
+    if args.retry and not asked_again_after_resume(trace):
         problems.append('the back-end\'s failed request was not asked '
-                        'again after the recovery (no %s)' % RETRY_EVENT)
+                        'again after the recovery (no %s, then a resume, '
+                        'then a request of the back-end)' % RETRY_EVENT)
     if args.wake_fail:
         failed_wakes = count_events(trace, WAKE_FAILED_EVENT)
         if not failed_wakes:
