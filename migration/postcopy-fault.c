@@ -220,8 +220,10 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
     /*
      * A pause since the round began: the return path may already be the
      * recovery's, where only the load thread sends until the resume.  (A
-     * pause that begins between this check and the send is met by the
-     * send, on a return path that is gone.)
+     * pause that begins between this check and the send mostly meets a
+     * return path that is gone; only a recovery that also got as far as
+     * a new one in those few instructions would let the request through:
+     * QEMU's send takes its lock itself.)
      */
     if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL) ||
         fault_thread_pause_missed() ||

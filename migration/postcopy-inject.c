@@ -131,6 +131,11 @@ void postcopy_inject_init(void)
     }
 }
 
+const char *postcopy_inject_point_name(PostcopyInjectPoint point)
+{
+    return postcopy_inject_names[point];
+}
+
 uint64_t postcopy_inject_last_pass(const PostcopyInjectArm *arm)
 {
     /* first >= 1, so first - 1 + count wraps only past UINT64_MAX. */

@@ -98,6 +98,8 @@ bool postcopy_inject_parse(const char *spec, PostcopyInjectArm *arms,
 
 /* Whether pass @pass (counted from 1) of a point armed as @arm fires.  Pure. */
 bool postcopy_inject_fires(const PostcopyInjectArm *arm, uint64_t pass);
+/* The name of @point as QEMU_POSTCOPY_INJECT spells it.  Pure. */
+const char *postcopy_inject_point_name(PostcopyInjectPoint point);
 
 /* The last pass that fires, UINT64_MAX when none ends it.  Pure. */
 uint64_t postcopy_inject_last_pass(const PostcopyInjectArm *arm);

@@ -156,12 +156,11 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
 /*
  * postcopy_install() of @pages consecutive host pages of @rb, @host on,
  * from as many consecutive pages at @from: one UFFDIO_COPY for the run,
- * which costs far less per page than one each
- * (docs/notes/2026-12-02-fault-path.md), then page by page for whatever
- * that one did not place (a page there already, a failure), so that each
- * page ends as postcopy_install() would leave it.  Sets *@placed to the
- * pages placed, all of them on success; else returns the negative errno
- * of page *@placed.  Any thread.
+ * which costs far less per page than one each, then page by page for
+ * whatever that one did not place (a page there already, a failure), so
+ * that each page ends as postcopy_install() would leave it.  Sets
+ * *@placed to the pages placed, all of them on success; else returns the
+ * negative errno of page *@placed.  Any thread.
  */
 int postcopy_install_run(MigrationIncomingState *mis, RAMBlock *rb,
                          void *host, void *from, unsigned int pages,

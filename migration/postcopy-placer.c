@@ -8,8 +8,7 @@
  * Why: during postcopy the main load thread is often the bottleneck, and
  * most of its time goes to UFFDIO_COPY, the kernel copying into pages it
  * has just allocated, while the vCPUs wait for pages and another core
- * idles.  A second thread placing pages beside it places them faster
- * (measured in docs/notes/2026-12-02-fault-path.md).
+ * idles.  A second thread placing pages beside it places them faster.
  *
  * How: when ram.c hands the load thread a whole page, the thread copies
  * it into a free slot of a small ring (postcopy-placer-ring.c) and goes
@@ -23,8 +22,7 @@
  * for placer=on): the hand-over costs CPU (a copy, a second thread's
  * cache misses and wake-ups), which is spare while the vCPUs wait, but
  * which a guest whose working set is already in would have used.  The
- * price is a longer postcopy phase while the vCPUs run
- * (docs/notes/2026-12-02-fault-path.md).
+ * price is a longer postcopy phase while the vCPUs run.
  * When every slot is taken, the load thread places the page itself, so
  * both threads place pages in parallel and neither ever waits for the
  * other.  Not handed over (placed at once by the thread that got them):
@@ -40,13 +38,12 @@
  * Wake-ups: the load thread wakes a sleeping placer once per
  * PLACER_WAKE_BATCH pages handed over, not once per page.  When the link
  * sets the pace the placer keeps up and sleeps after nearly every page;
- * woken per page, it would preempt the load thread about as often
- * (docs/notes/2026-11-22-matrix.md).  A page may then wait
- * in a slot for the next few, unless something waits for it: the load
- * thread, after queueing a page, wakes the placer if that page is now
- * requested, and the fault thread, after each fault's request, wakes it
- * if any page is queued (postcopy_placer_kick; the barriers on both sides
- * make sure one of the two sees the other).  Stop and drain wake it too.
+ * woken per page, it would preempt the load thread about as often.  A
+ * page may then wait in a slot for the next few, unless something waits
+ * for it: the load thread, after queueing a page, wakes the placer if
+ * that page is now requested, and the fault thread, after each fault's
+ * request, wakes it if any page is queued (postcopy_placer_kick; the
+ * barriers on both sides make sure one of the two sees the other).  Stop and drain wake it too.
  *
  * Failures: the placer never drops a page.  When it cannot place one, it
  * leaves that page and every later one in their slots, says so in

@@ -156,10 +156,13 @@ static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
  *   for the requested pages still on this channel.  The source sends
  *   nothing more (it fails rather than pauses once all of RAM is sent):
  *   a failure now loses those pages, and no pause follows.
+ * preempt_started: the thread has its first channel; before, it waits on
+ *   postcopy_qemufile_dst_done, which the stop posts if it never came.
  */
 static bool preempt_idle;
 static bool preempt_parked;
 static bool preempt_draining;
+static bool preempt_started;
 
 /*
  * The channel broke, or a page from it could not be placed.  Drop the
@@ -241,6 +244,9 @@ void *postcopy_preempt_thread(void *opaque)
 
     /* The source connects asynchronously: wait for the channel. */
     qemu_sem_wait(&mis->postcopy_qemufile_dst_done);
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        preempt_started = true;
+    }
 
     /*
      * Held while loading, so that the main load thread can only close the
@@ -281,6 +287,7 @@ void postcopy_preempt_thread_start(MigrationIncomingState *mis)
     preempt_idle = false;
     preempt_parked = false;
     preempt_draining = false;
+    preempt_started = false;
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_CREATED);
     postcopy_thread_create(mis, &mis->postcopy_prio_thread,
                            MIGRATION_THREAD_DST_PREEMPT,
@@ -322,7 +329,7 @@ bool postcopy_preempt_drain(MigrationIncomingState *mis)
  */
 bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
 {
-    bool drained, parked;
+    bool drained, parked, started;
 
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
         qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_QUIT);
@@ -330,19 +337,22 @@ bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
     drained = postcopy_preempt_drain(mis);
     if (mis->postcopy_qemufile_dst) {
         qemu_file_shutdown(mis->postcopy_qemufile_dst);
-    } else {
-        /*
-         * The channel never came (the migration failed before): the
-         * thread still waits for it, and finds QUIT when woken.
-         */
-        qemu_sem_post(&mis->postcopy_qemufile_dst_done);
     }
     /* A thread not parked by now sees QUIT and never parks. */
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
         parked = preempt_parked;
+        started = preempt_started;
     }
     if (parked) {
         qemu_sem_post(&mis->postcopy_pause_sem_fast_load);
+    }
+    /*
+     * The channel never came (the migration failed before it did): the
+     * thread still waits for it, and finds QUIT when woken.  (A channel
+     * that comes right now posts too; the thread takes one post.)
+     */
+    if (!started) {
+        qemu_sem_post(&mis->postcopy_qemufile_dst_done);
     }
     qemu_thread_join(&mis->postcopy_prio_thread);
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_NONE);

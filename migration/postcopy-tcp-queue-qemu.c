@@ -154,10 +154,7 @@ static uint64_t queue_pace(int fd, uint64_t rate)
  * - the second look, POSTCOPY_RECHECK_MS into postcopy
  *   (postcopy_queue_recheck()).  During precopy the source's vCPUs compete
  *   with the migration for a small host's CPU, and the receiver's window
- *   can seem to limit a sender that, once they stop, the path limits: on
- *   the emulated 1 Gbit/s link the window held the sender back 28-85% of
- *   its busy time in precopy and 0-25% in the first half second of
- *   postcopy (docs/notes/2026-12-02-fault-path.md, "A second look");
+ *   can seem to limit a sender that, once they stop, the path limits;
  * - a recovery's new main channel: every POSTCOPY_WATCH_MS it checks
  *   that the main channel is still the socket it set up, and sets up a
  *   new one as the old one was (recovery=keep).

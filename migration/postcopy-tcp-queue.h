@@ -23,7 +23,7 @@
  * cost the source CPU.  Bounding the receive queue (SO_RCVBUF on the
  * destination's main channel) shortened faults there but cost as much
  * postcopy time and saved no blocktime, so it is off unless asked for.
- * Only TCP channels.  docs/notes/2026-12-02-fault-path.md has the measurements.
+ * Only TCP channels.
  *
  * With the preempt channel a requested page skips the main channel's
  * queues in the sockets, but not the one at the path's bottleneck, which
@@ -69,8 +69,8 @@
  * channel, and how close its rate then must be to precopy's to bound and
  * pace it (postcopy_queue_recheck()): at most ABOVE percent faster, as a
  * path does not speed up when the source's vCPUs stop, and at most BELOW
- * percent slower (measured: docs/notes/2026-12-02-fault-path.md, "The
- * second look's tolerance").
+ * percent slower (half a second into postcopy, a path-limited sender's
+ * rate can read somewhat below what precopy measured).
  */
 #define POSTCOPY_RECHECK_MS     500
 #define POSTCOPY_RECHECK_ABOVE_PERCENT 10
@@ -89,13 +89,11 @@
  * bottleneck where the sender had data to send at least three quarters of
  * the time and the receiver's window held it back at most half of that.
  * Where the receiver mostly limited it, the backlog is in the receiver's
- * buffer, not in the send queue, and a send bound only throttles
- * (docs/notes/2026-12-02-fault-path.md).  Where the sender was mostly idle
- * (loopback, or a path faster than the source's CPU), there is no backlog
- * to bound, and a bound only has the sender wake and write in smaller
- * pieces, taking CPU that a host's vCPUs need
- * (docs/notes/2026-12-04-send-bound.md).  @elapsed_us 0: nothing to
- * compare with, only the window counts.
+ * buffer, not in the send queue, and a send bound only throttles.  Where
+ * the sender was mostly idle (loopback, or a path faster than the
+ * source's CPU), there is no backlog to bound, and a bound only has the
+ * sender wake and write in smaller pieces, taking CPU that a host's vCPUs
+ * need.  @elapsed_us 0: nothing to compare with, only the window counts.
  */
 bool postcopy_queue_send_bound_wanted(uint64_t busy_us, uint64_t rwnd_us,
                                       uint64_t elapsed_us);

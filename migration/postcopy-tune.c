@@ -64,7 +64,7 @@ static bool tune_parse_bytes(const char *name, const char *text,
  * the sender (not the receiver, nor the sender's own idleness:
  * postcopy_queue_send_bound_wanted()), and leaves the receive queue alone:
  * measured, the receive bound cost throughput wherever the destination was
- * the bottleneck (docs/notes/2026-12-02-fault-path.md).
+ * the bottleneck.
  */
 static bool tune_parse_queue(const char *value, PostcopyTune *tune)
 {
@@ -129,6 +129,158 @@ static void tune_set_defaults(PostcopyTune *tune)
     tune_parse_pace("auto", tune, &error_abort);
 }
 
+/* queue=auto|off|send|receive|on */
+static bool tune_item_queue(const char *value, PostcopyTune *tune,
+                            Error **errp)
+{
+    if (!value || !tune_parse_queue(value, tune)) {
+        error_setg(errp, "QEMU_POSTCOPY_TUNE: queue wants auto, off, send, "
+                   "receive or on");
+        return false;
+    }
+    return true;
+}
+
+static bool tune_item_lowat(const char *value, PostcopyTune *tune,
+                            Error **errp)
+{
+    return tune_parse_bytes("lowat", value, &tune->lowat, errp);
+}
+
+static bool tune_item_rcvbuf(const char *value, PostcopyTune *tune,
+                             Error **errp)
+{
+    return tune_parse_bytes("rcvbuf", value, &tune->rcvbuf, errp);
+}
+
+static bool tune_item_prepage(const char *value, PostcopyTune *tune,
+                              Error **errp)
+{
+    return tune_parse_uint("prepage", value, "pages", 0,
+                           POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage, errp);
+}
+
+static bool tune_item_placer(const char *value, PostcopyTune *tune,
+                             Error **errp)
+{
+    static const char *const words[] = { "auto", "on", "off" };
+
+    if (!tune_parse_word("placer", value, words, ARRAY_SIZE(words), errp)) {
+        return false;
+    }
+    tune->no_placer = !strcmp(value, "off");
+    tune->placer_always = !strcmp(value, "on");
+    return true;
+}
+
+static bool tune_item_placerun(const char *value, PostcopyTune *tune,
+                               Error **errp)
+{
+    return tune_parse_uint("placerun", value, "pages", 1,
+                           POSTCOPY_PLACER_RUN_MAX, &tune->placer_run, errp);
+}
+
+static bool tune_item_recheck(const char *value, PostcopyTune *tune,
+                              Error **errp)
+{
+    static const char *const words[] = { "auto", "off", "only" };
+
+    if (!tune_parse_word("recheck", value, words, ARRAY_SIZE(words), errp)) {
+        return false;
+    }
+    tune->no_recheck = !strcmp(value, "off");
+    tune->recheck_only = !strcmp(value, "only");
+    return true;
+}
+
+static bool tune_item_recovery(const char *value, PostcopyTune *tune,
+                               Error **errp)
+{
+    static const char *const words[] = { "keep", "off" };
+
+    if (!tune_parse_word("recovery", value, words, ARRAY_SIZE(words),
+                         errp)) {
+        return false;
+    }
+    tune->no_recovery_keep = !strcmp(value, "off");
+    return true;
+}
+
+/* collapse=off|PERCENT */
+static bool tune_item_collapse(const char *value, PostcopyTune *tune,
+                               Error **errp)
+{
+    if (!g_strcmp0(value, "off")) {
+        tune->collapse_percent = 0;
+        return true;
+    }
+    if (!value || !g_ascii_isdigit(*value) ||
+        !tune_parse_uint("collapse", value, "percent", 1, 100,
+                         &tune->collapse_percent, NULL)) {
+        error_setg(errp, "QEMU_POSTCOPY_TUNE: collapse wants off or a "
+                   "percent from 1 to 100");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Every item of QEMU_POSTCOPY_TUNE, once: its name, what it takes (for
+ * the message that lists them) and its parser.  What each does is the
+ * design doc's table ("Knobs"), which tests/unit/test-postcopy-tune.c
+ * holds to this list.
+ */
+static const struct {
+    const char *name;
+    const char *takes;
+    bool (*parse)(const char *value, PostcopyTune *tune, Error **errp);
+} tune_items[] = {
+    { "queue", "auto|off|send|receive|on", tune_item_queue },
+    { "lowat", "BYTES", tune_item_lowat },
+    { "rcvbuf", "BYTES", tune_item_rcvbuf },
+    { "pace", "auto|off|PERCENT", tune_parse_pace },
+    { "recheck", "auto|off|only", tune_item_recheck },
+    { "recovery", "keep|off", tune_item_recovery },
+    { "prepage", "PAGES", tune_item_prepage },
+    { "placer", "auto|on|off", tune_item_placer },
+    { "placerun", "PAGES", tune_item_placerun },
+    { "collapse", "off|PERCENT", tune_item_collapse },
+};
+
+const char *postcopy_tune_item_name(unsigned int i)
+{
+    return i < ARRAY_SIZE(tune_items) ? tune_items[i].name : NULL;
+}
+
+static void tune_unknown_item(const char *item, Error **errp)
+{
+    g_autoptr(GString) known = g_string_new(NULL);
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(tune_items); i++) {
+        g_string_append_printf(known, "%s%s=%s", i ? ", " : "",
+                               tune_items[i].name, tune_items[i].takes);
+    }
+    error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: %s)",
+               item, known->str);
+}
+
+/* One item, "name=value", into @tune. */
+static bool tune_parse_item(const char *item, PostcopyTune *tune,
+                            Error **errp)
+{
+    g_auto(GStrv) kv = g_strsplit(item, "=", 2);
+    unsigned int i;
+
+    for (i = 0; i < ARRAY_SIZE(tune_items); i++) {
+        if (!strcmp(kv[0], tune_items[i].name)) {
+            return tune_items[i].parse(kv[1], tune, errp);
+        }
+    }
+    tune_unknown_item(item, errp);
+    return false;
+}
+
 /*
  * Each comma-separated item of @text into @tune, in order.  On a failure
  * the items before the bad one are applied: the caller resets @tune.
@@ -140,85 +292,7 @@ static bool tune_parse_items(const char *text, PostcopyTune *tune,
     int i;
 
     for (i = 0; items[i]; i++) {
-        g_auto(GStrv) kv = g_strsplit(items[i], "=", 2);
-
-        if (!*items[i]) {
-            continue;
-        }
-        if (!strcmp(kv[0], "queue")) {
-            if (!kv[1] || !tune_parse_queue(kv[1], tune)) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: queue wants auto, "
-                           "off, send, receive or on");
-                return false;
-            }
-        } else if (!strcmp(kv[0], "lowat")) {
-            if (!tune_parse_bytes("lowat", kv[1], &tune->lowat, errp)) {
-                return false;
-            }
-        } else if (!strcmp(kv[0], "prepage")) {
-            if (!tune_parse_uint("prepage", kv[1], "pages", 0,
-                                 POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage,
-                                 errp)) {
-                return false;
-            }
-        } else if (!strcmp(kv[0], "placer")) {
-            static const char *const placer[] = { "auto", "on", "off" };
-
-            if (!tune_parse_word("placer", kv[1], placer,
-                                 ARRAY_SIZE(placer), errp)) {
-                return false;
-            }
-            tune->no_placer = !strcmp(kv[1], "off");
-            tune->placer_always = !strcmp(kv[1], "on");
-        } else if (!strcmp(kv[0], "placerun")) {
-            if (!tune_parse_uint("placerun", kv[1], "pages", 1,
-                                 POSTCOPY_PLACER_RUN_MAX, &tune->placer_run,
-                                 errp)) {
-                return false;
-            }
-        } else if (!strcmp(kv[0], "recheck")) {
-            static const char *const recheck[] = { "auto", "off", "only" };
-
-            if (!tune_parse_word("recheck", kv[1], recheck,
-                                 ARRAY_SIZE(recheck), errp)) {
-                return false;
-            }
-            tune->no_recheck = !strcmp(kv[1], "off");
-            tune->recheck_only = !strcmp(kv[1], "only");
-        } else if (!strcmp(kv[0], "recovery")) {
-            static const char *const recovery[] = { "keep", "off" };
-
-            if (!tune_parse_word("recovery", kv[1], recovery,
-                                 ARRAY_SIZE(recovery), errp)) {
-                return false;
-            }
-            tune->no_recovery_keep = !strcmp(kv[1], "off");
-        } else if (!strcmp(kv[0], "pace")) {
-            if (!tune_parse_pace(kv[1], tune, errp)) {
-                return false;
-            }
-        } else if (!strcmp(kv[0], "collapse")) {
-            if (!g_strcmp0(kv[1], "off")) {
-                tune->collapse_percent = 0;
-            } else if (!kv[1] || !g_ascii_isdigit(*kv[1]) ||
-                       !tune_parse_uint("collapse", kv[1], "percent", 1, 100,
-                                        &tune->collapse_percent, NULL)) {
-                error_setg(errp, "QEMU_POSTCOPY_TUNE: collapse wants off or "
-                           "a percent from 1 to 100");
-                return false;
-            }
-        } else if (!strcmp(kv[0], "rcvbuf")) {
-            if (!tune_parse_bytes("rcvbuf", kv[1], &tune->rcvbuf, errp)) {
-                return false;
-            }
-        } else {
-            error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: "
-                       "queue=auto|off|send|receive|on, lowat=BYTES, "
-                       "rcvbuf=BYTES, prepage=PAGES, placer=auto|on|off, "
-                       "placerun=PAGES, "
-                       "pace=auto|off|PERCENT, recheck=auto|off|only, "
-                       "recovery=keep|off, collapse=off|PERCENT)",
-                       items[i]);
+        if (*items[i] && !tune_parse_item(items[i], tune, errp)) {
             return false;
         }
     }

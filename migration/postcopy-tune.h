@@ -10,69 +10,11 @@
  * environment once at start-up.  The files that act on a knob read it
  * here; none asks another for it.
  *
- * The items (the environment of either QEMU):
- *
- *   QEMU_POSTCOPY_TUNE=queue=auto           the default, as above
- *   QEMU_POSTCOPY_TUNE=queue=off            leave the kernel's autotuning
- *                                           (and the source's pacing)
- *   QEMU_POSTCOPY_TUNE=queue=send           bound the send queue always
- *   QEMU_POSTCOPY_TUNE=queue=receive|on     the receive queue only, or both
- *   QEMU_POSTCOPY_TUNE=lowat=BYTES,rcvbuf=BYTES
- *                                           fixed bounds instead of sized
- *                                           (rcvbuf= turns the receive
- *                                           bound on; not with queue=off)
- *   QEMU_POSTCOPY_TUNE=prepage=PAGES        the destination asks for up to
- *                                           PAGES pages ahead of a walking
- *                                           vCPU's faults (pre-paging,
- *                                           postcopy-prepage.h); 0, the
- *                                           default, never
- *   QEMU_POSTCOPY_TUNE=pace=auto|off|PERCENT
- *                                           auto, the default: with the
- *                                           preempt channel, pace the main
- *                                           channel at
- *                                           POSTCOPY_PACE_PERCENT of the
- *                                           path's rate, where the path is
- *                                           the bottleneck (as above);
- *                                           PERCENT: at that share, with
- *                                           or without preempt, even where
- *                                           the receiver seemed to limit
- *                                           the sender; off: never
- *   QEMU_POSTCOPY_TUNE=recheck=auto|off|only
- *                                           auto, the default: the source
- *                                           looks again into postcopy
- *                                           where the switch left the
- *                                           send bound or pacing unset
- *                                           (as above); off: never;
- *                                           only: the switch sets neither
- *                                           (unless fixed or forced) and
- *                                           the second look decides
- *   QEMU_POSTCOPY_TUNE=recovery=keep|off    keep, the default: after a
- *                                           postcopy recovery the new main
- *                                           channel gets the send bound
- *                                           and pacing the old one had,
- *                                           and the second look if it was
- *                                           still due; off: the kernel's
- *                                           defaults
- *   QEMU_POSTCOPY_TUNE=placer=auto|on|off   auto, the default: the
- *                                           destination hands background
- *                                           pages to the placer thread
- *                                           (postcopy-placer.c) while a
- *                                           fault waits for a page; on:
- *                                           always; off: never, every page
- *                                           is placed by the thread that
- *                                           read it, as upstream's module
- *                                           does
- *   QEMU_POSTCOPY_TUNE=placerun=PAGES       the most pages the placer
- *                                           places with one UFFDIO_COPY
- *                                           (1 to POSTCOPY_PLACER_RUN_MAX)
- *   QEMU_POSTCOPY_TUNE=collapse=off|PERCENT once every page is in, the
- *                                           destination rebuilds huge
- *                                           pages over guest RAM taking
- *                                           about PERCENT of one CPU
- *                                           (postcopy-collapse.h; default
- *                                           POSTCOPY_COLLAPSE_PERCENT);
- *                                           off: leaves it to khugepaged
- *
+ * The items, QEMU_POSTCOPY_TUNE=item=value,... in the environment of
+ * either QEMU, are listed once, in tune_items[] (postcopy-tune.c); what
+ * each does and its default is the design doc's table
+ * (docs/devel/migration/postcopy-ram-module.rst, "Knobs"), which the unit
+ * test holds to that list.
  */
 #ifndef QEMU_POSTCOPY_TUNE_H
 #define QEMU_POSTCOPY_TUNE_H
@@ -83,8 +25,7 @@
 
 /*
  * pace=auto's share of the path's rate, in percent: the lowest fault
- * service on the emulated 1 Gbit/s link with the postcopy time unchanged
- * (docs/notes/2026-12-02-fault-path.md, "Pacing the main channel").
+ * service on the emulated 1 Gbit/s link with the postcopy time unchanged.
  */
 #define POSTCOPY_PACE_PERCENT   97
 /*
@@ -125,6 +66,9 @@ typedef struct PostcopyTune {
  * warns and goes on runs as the warning says.
  */
 bool postcopy_tune_parse(const char *text, PostcopyTune *tune, Error **errp);
+
+/* The name of item @i of QEMU_POSTCOPY_TUNE; NULL past the last.  Pure. */
+const char *postcopy_tune_item_name(unsigned int i);
 
 /* Read QEMU_POSTCOPY_TUNE; a text that does not parse warns. Once. */
 void postcopy_tune_init(void);

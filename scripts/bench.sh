@@ -37,8 +37,7 @@ help_if_asked "$@"
 main()
 {
     if [ "${1:-}" = --render ]; then
-        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
-            -m pcram.bench "$@"
+        exec_pcram bench "$@"
     fi
     [ "$(id -u)" = 0 ] ||
         die "run as root: the benchmark creates network namespaces, shapes" \
@@ -59,9 +58,7 @@ main()
     # The caller's directory stays the current one: a relative --out is
     # relative to it (the default is results/bench in the repository).
     # The report quotes the command as typed, without the paths added here.
-    PCRAM_BENCH_COMMAND=$command \
-        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
-        -m pcram.bench \
+    PCRAM_BENCH_COMMAND=$command exec_pcram bench \
         --ours "$ours/qemu-system-x86_64" \
         --upstream "$upstream/qemu-system-x86_64" \
         --guest "$guest" "${linux[@]}" \

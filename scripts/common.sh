@@ -93,6 +93,37 @@ parse_module_options()
     take_qemu_option "${others[@]}"
 }
 
+# What most harness scripts build first: QEMU with the module that
+# parse_module_options chose (FLAVOUR) and the test guest.  Sets QEMU_BIN
+# and GUEST_BIN.
+# shellcheck disable=SC2034 # used by the scripts that source this
+build_qemu_and_guest()
+{
+    local build
+    build=$("$PCRAM_ROOT/scripts/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
+    QEMU_BIN=$build/qemu-system-x86_64
+    GUEST_BIN=$("$PCRAM_ROOT/scripts/build-guest.sh")
+}
+
+# Run the harness's Python module pcram.$1 with the other arguments, in
+# place of this shell (a signal to the script reaches Python).
+exec_pcram()
+{
+    local module=$1
+    shift
+    PYTHONPATH="$PCRAM_ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+        exec /usr/bin/python3 -m "pcram.$module" "$@"
+}
+
+# The same as a child, for a script that runs several.
+run_pcram()
+{
+    local module=$1
+    shift
+    PYTHONPATH="$PCRAM_ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+        /usr/bin/python3 -m "pcram.$module" "$@"
+}
+
 # This repository's own build directory (guest, unit tests, test logs):
 # _build/, or _build-VERSION/ for a version other than the default, whose
 # unit tests link that version's tree.

@@ -7,7 +7,7 @@
 # the guest first.  Needs root (namespaces, userfaultfd).
 #
 #   scripts/faults.sh                 every case (about an hour under TCG)
-#   scripts/faults.sh --quick         the test command's subset (9 cases)
+#   scripts/faults.sh --quick         the test command's subset (10 cases)
 #   scripts/faults.sh --faults pause-src,kill-src --phases early,late \
 #                     --preempt on --out DIR
 #   scripts/faults.sh --upstream ...  the same with upstream's module
@@ -26,15 +26,11 @@ main()
     [ "$(id -u)" = 0 ] ||
         die "run as root: the suite creates network namespaces and QEMU" \
             "needs /dev/userfaultfd"
-    local build guest
     local command="scripts/faults.sh${*:+ $*}"
     parse_module_options "$@"
-    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
-    guest=$("$here/build-guest.sh")
-    PCRAM_FAULTS_COMMAND=$command \
-        PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
-        -m pcram.faults --qemu "$build/qemu-system-x86_64" \
-        --guest "$guest" --module "$MODULE" "${REST[@]}"
+    build_qemu_and_guest
+    PCRAM_FAULTS_COMMAND=$command exec_pcram faults --qemu "$QEMU_BIN" \
+        --guest "$GUEST_BIN" --module "$MODULE" "${REST[@]}"
 }
 
 main "$@"

@@ -31,38 +31,36 @@ main()
         die "run as root: the test installs libvirt, runs two libvirt" \
             "daemons in namespaces of their own, and QEMU needs" \
             "/dev/userfaultfd"
-    local module=ours other=upstream compare=1 args=()
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
-        --upstream) module=upstream; other=ours; shift ;;
-        --no-compare) compare=; shift ;;
-        *) args+=("$1"); shift ;;
+    local compare=1 args=() arg
+    parse_module_options "$@"
+    for arg in "${REST[@]+"${REST[@]}"}"; do
+        case "$arg" in
+        --no-compare) compare= ;;
+        *) args+=("$arg") ;;
         esac
     done
     "$here/install-deps.sh" --libvirt
-    local qemu guest flavour=() other_flavour=(--upstream)
-    if [ "$module" = upstream ]; then
-        flavour=(--upstream)
-        other_flavour=()
-    fi
-    qemu=$("$here/build.sh" "${flavour[@]}" qemu-system-x86_64)
-    guest=$("$here/build-guest.sh")
+    build_qemu_and_guest
     if [ -n "$compare" ]; then
-        local other_qemu
+        # The other module, built into the same QEMU.
+        local other=upstream other_flavour=(--upstream) other_qemu
+        if [ "$MODULE" = upstream ]; then
+            other=ours
+            other_flavour=()
+        fi
         other_qemu=$("$here/build.sh" "${other_flavour[@]}" \
                      qemu-system-x86_64)
         args+=(--compare-qemu "$other_qemu/qemu-system-x86_64"
                --compare-module "$other, QEMU $QEMU_VERSION")
     fi
     mkdir -p "$PCRAM_ROOT/results"
-    local suffix=$module
+    local suffix=$MODULE
     [ "$QEMU_VERSION" = "$QEMU_DEFAULT_VERSION" ] ||
-        suffix=$QEMU_VERSION-$module
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
-        -m pcram.libvirt_test --qemu "$qemu/qemu-system-x86_64" \
-        --module "$module, QEMU $QEMU_VERSION" --guest "$guest" \
-        --json "$PCRAM_ROOT/results/libvirt-$suffix.json" "${args[@]}"
+        suffix=$QEMU_VERSION-$MODULE
+    exec_pcram libvirt_test --qemu "$QEMU_BIN" \
+        --module "$MODULE, QEMU $QEMU_VERSION" --guest "$GUEST_BIN" \
+        --json "$PCRAM_ROOT/results/libvirt-$suffix.json" \
+        "${args[@]+"${args[@]}"}"
 }
 
 main "$@"

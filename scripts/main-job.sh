@@ -3,6 +3,7 @@
 # postcopy-migrates a running test guest on this machine and reports.
 #
 #   scripts/main-job.sh [--qemu VERSION] [--upstream] [main-job options]
+#   (--qemu and --upstream anywhere among the options)
 #
 # Default: 1 GiB, 2 vCPUs, random access with 50% writes, 2 s of precopy.
 # --upstream uses QEMU with upstream's module; --qemu one of the QEMU
@@ -16,32 +17,22 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 main()
 {
-    local build_args=() module=ours results=main-job
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --upstream) build_args+=(--upstream); module=upstream; shift ;;
-        --qemu) use_qemu_version "${2:-}"; shift 2 ;;
-        *) break ;;
-        esac
-    done
+    local results=main-job
+    parse_module_options "$@"
+    set -- "${REST[@]+"${REST[@]}"}"
     if [ "$QEMU_VERSION" != "$QEMU_DEFAULT_VERSION" ]; then
         results=main-job-$QEMU_VERSION
     fi
     case "${1:-}" in
-    -h|--help)
-        cd "$here" && exec /usr/bin/python3 -m pcram.main_job --help ;;
+    -h|--help) exec_pcram main_job --help ;;
     esac
     [ "$(id -u)" = 0 ] ||
         die "run as root: QEMU needs /dev/userfaultfd and /dev/kvm"
-    local build guest
-    build=$("$here/build.sh" "${build_args[@]}" qemu-system-x86_64)
-    guest=$("$here/build-guest.sh")
+    build_qemu_and_guest
     mkdir -p "$PCRAM_ROOT/results"
-    cd "$here"
-    exec /usr/bin/python3 -m pcram.main_job \
-        --qemu "$build/qemu-system-x86_64" --guest "$guest" \
-        --module "$module module, QEMU $QEMU_VERSION" \
-        --json "$PCRAM_ROOT/results/$results-$module.json" "$@"
+    exec_pcram main_job --qemu "$QEMU_BIN" --guest "$GUEST_BIN" \
+        --module "$MODULE module, QEMU $QEMU_VERSION" \
+        --json "$PCRAM_ROOT/results/$results-$MODULE.json" "$@"
 }
 
 main "$@"

@@ -20,12 +20,9 @@ help_if_asked "$@"
 main()
 {
     [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
-    local build guest
     parse_module_options "$@"
-    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
-    guest=$("$here/build-guest.sh")
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec /usr/bin/python3 \
-        -m pcram.soak --qemu "$build/qemu-system-x86_64" --guest "$guest" \
+    build_qemu_and_guest
+    exec_pcram soak --qemu "$QEMU_BIN" --guest "$GUEST_BIN" \
         --module "$MODULE" "${REST[@]}"
 }
 

@@ -46,7 +46,7 @@ case_options()
 main()
 {
     [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
-    local build backend guest cases c clean=0 total=0 opts
+    local backend cases c clean=0 total=0 opts
     parse_module_options "$@"
     # Upstream's module has no fault points.
     cases=$ALL_CASES
@@ -63,19 +63,17 @@ main()
     for c in ${cases//,/ }; do
         case_options "$c" > /dev/null
     done
-    build=$("$here/build.sh" "${FLAVOUR[@]}" qemu-system-x86_64)
+    build_qemu_and_guest
     # The back-end is a program of its own that speaks the vhost-user
     # protocol to whichever QEMU runs the guest: one build of it, from the
     # default version's tree, serves every version.
     backend=$("$here/build.sh" --qemu "$QEMU_DEFAULT_VERSION" --backend)
-    guest=$("$here/build-guest.sh")
     for c in ${cases//,/ }; do
         read -r -a opts <<< "$(case_options "$c")"
         total=$((total + 1))
-        if PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" /usr/bin/python3 \
-                -m pcram.vhost_user --qemu "$build/qemu-system-x86_64" \
+        if run_pcram vhost_user --qemu "$QEMU_BIN" \
                 --qsd "$backend/storage-daemon/qemu-storage-daemon" \
-                --guest "$guest" --module "$MODULE" \
+                --guest "$GUEST_BIN" --module "$MODULE" \
                 "${opts[@]+"${opts[@]}"}"; then
             clean=$((clean + 1))
         fi

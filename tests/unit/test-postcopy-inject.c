@@ -9,6 +9,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "postcopy-inject.h"
+#include "postcopy-doc-knobs.h"
 
 static void test_parse_defaults(void)
 {
@@ -111,6 +112,32 @@ static void test_names(void)
     g_assert_cmpuint(arms[POSTCOPY_INJECT_PLACE_ZERO].count, ==, 3);
 }
 
+/*
+ * The design doc's table lists every fault point (its rows without '='),
+ * and no point that does not exist.
+ */
+static void test_points_documented(void)
+{
+    g_autoptr(GPtrArray) rows = postcopy_doc_knobs();
+    unsigned int documented = 0, r;
+    int point;
+
+    for (point = 0; point < POSTCOPY_INJECT__MAX; point++) {
+        const char *name = postcopy_inject_point_name(point);
+        bool found = false;
+
+        for (r = 0; r < rows->len; r++) {
+            found |= !strcmp(g_ptr_array_index(rows, r), name);
+        }
+        g_test_message("%s: %s", name, found ? "documented" : "missing");
+        g_assert_true(found);
+    }
+    for (r = 0; r < rows->len; r++) {
+        documented += !strchr(g_ptr_array_index(rows, r), '=');
+    }
+    g_assert_cmpuint(documented, ==, POSTCOPY_INJECT__MAX);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -120,5 +147,6 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/inject/fires", test_fires);
     g_test_add_func("/postcopy/inject/last-pass", test_last_pass);
     g_test_add_func("/postcopy/inject/names", test_names);
+    g_test_add_func("/postcopy/inject/documented", test_points_documented);
     return g_test_run();
 }

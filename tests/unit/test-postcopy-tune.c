@@ -11,6 +11,7 @@
 #include "postcopy-tune.h"
 #include "postcopy-collapse.h"
 #include "postcopy-tcp-queue.h"
+#include "postcopy-doc-knobs.h"
 
 /* Field by field: the struct's padding is not part of its value. */
 static void assert_tune_equal(const PostcopyTune *a,
@@ -421,11 +422,50 @@ static void test_recheck_receiver(void)
     g_assert_cmpuint(v.rate_bps, ==, 0);
 }
 
+/* Whether @row of the doc's table is the item @name ("name=..."). */
+static bool row_is_item(const char *row, const char *name)
+{
+    return g_str_has_prefix(row, name) && row[strlen(name)] == '=';
+}
+
+/*
+ * The design doc's table lists every item, and no item that is not one:
+ * the items are written once in code (tune_items[]) and described once.
+ */
+static void test_tune_items_documented(void)
+{
+    g_autoptr(GPtrArray) rows = postcopy_doc_knobs();
+    const char *name;
+    unsigned int i, r;
+
+    for (i = 0; (name = postcopy_tune_item_name(i)); i++) {
+        bool found = false;
+
+        for (r = 0; r < rows->len; r++) {
+            found |= row_is_item(g_ptr_array_index(rows, r), name);
+        }
+        g_test_message("%s: %s", name, found ? "documented" : "missing");
+        g_assert_true(found);
+    }
+    for (r = 0; r < rows->len; r++) {
+        const char *row = g_ptr_array_index(rows, r);
+        bool known = !strchr(row, '=');
+
+        for (i = 0; !known && (name = postcopy_tune_item_name(i)); i++) {
+            known = row_is_item(row, name);
+        }
+        g_test_message("row %s: %s", row, known ? "known" : "unknown");
+        g_assert_true(known);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/postcopy/queue/tune-defaults", test_tune_defaults);
     g_test_add_func("/postcopy/queue/tune-items", test_tune_items);
+    g_test_add_func("/postcopy/queue/tune-items-documented",
+                    test_tune_items_documented);
     g_test_add_func("/postcopy/queue/tune-errors", test_tune_errors);
     g_test_add_func("/postcopy/queue/tune-error-after-good-items",
                     test_tune_error_after_good_items);
