@@ -43,7 +43,8 @@
  * for it: the load thread, after queueing a page, wakes the placer if
  * that page is now requested, and the fault thread, after each fault's
  * request, wakes it if any page is queued (postcopy_placer_kick; the
- * barriers on both sides make sure one of the two sees the other).  Stop and drain wake it too.
+ * barriers on both sides make sure one of the two sees the other).  Stop
+ * and drain wake it too.
  *
  * Failures: the placer never drops a page.  When it cannot place one, it
  * leaves that page and every later one in their slots, says so in
