@@ -501,12 +501,12 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
-    bool present = postcopy_received(rb, page);
+    bool waits = postcopy_shared_wait(mis, pcfd, rb, page, client_addr);
     int ret;
 
     trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
-                                  offset, present);
-    if (present) {
+                                  offset, !waits);
+    if (!waits) {
         /* Placed after the other process faulted: just wake it. */
         return postcopy_wake_shared(pcfd, client_addr, rb);
     }
@@ -514,7 +514,7 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
      * Keyed by QEMU's own address of the page, as placement finds it: the
      * other process's address would never leave the request tree, and a
      * zero page for discarded RAM would be placed there.  The placement
-     * wakes the other process (postcopy_notify_shared_wake()).
+     * wakes the thread recorded above.
      */
     if (postcopy_inject_hit(POSTCOPY_INJECT_SHARED_REQUEST_FAIL)) {
         ret = -EIO;

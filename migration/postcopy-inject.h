@@ -70,7 +70,7 @@ typedef enum PostcopyInjectPoint {
     POSTCOPY_INJECT_SHARED_REQUEST_FAIL,
     /*
      * A wake of another process's userfaultfd after a placement
-     * (postcopy_notify_shared_wake()) is done, then reported failed with
+     * (postcopy_shared_wake_placed()) is done, then reported failed with
      * -ESRCH, as when that process has gone.
      */
     POSTCOPY_INJECT_SHARED_WAKE_FAIL,

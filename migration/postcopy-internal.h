@@ -186,6 +186,23 @@ void postcopy_shared_init(void);
 unsigned int postcopy_shared_fds_generation(void);
 /* A copy of the registered shared fds (caller frees with g_array_free). */
 GArray *postcopy_shared_fds_copy(void);
+/*
+ * The thread of @pcfd's process that faulted at @client_addr waits for
+ * the page at @offset of @rb: false if that page is received already (the
+ * caller wakes it), else true and recorded, for the placement to wake.
+ * Fault thread.
+ */
+bool postcopy_shared_wait(MigrationIncomingState *mis,
+                          const struct PostCopyFD *pcfd, RAMBlock *rb,
+                          uint64_t offset, uint64_t client_addr);
+/*
+ * The host pages of @rb in [@host, @host + @size) are placed and marked
+ * received: wake the other processes' threads recorded on them.  Called
+ * with mis->page_request_mutex held, by the thread that placed them.
+ */
+void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size);
+/* At the end of the migration: forget every recorded waiter. */
+void postcopy_shared_waiters_free(MigrationIncomingState *mis);
 
 /* postcopy-blocktime-qemu.c: blocktime accounting wired to QEMU */
 

@@ -115,8 +115,8 @@ static void postcopy_request_done(MigrationIncomingState *mis, void *host)
 
 /*
  * The host pages of @rb in [@host, @host + @size) are in place: mark them
- * received and drop their requests.  Called by the thread that placed
- * them.
+ * received, drop their requests and wake the other processes' threads
+ * that wait on them.  Called by the thread that placed them.
  */
 static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
                                     void *host, size_t size)
@@ -135,6 +135,7 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
             }
             postcopy_request_done(mis, (uint8_t *)host + off);
         }
+        postcopy_shared_wake_placed(rb, host, size);
     }
     for (off = 0; off < size; off += page_size) {
         postcopy_blocktime_page_placed(mis, (uint8_t *)host + off);
@@ -188,13 +189,11 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
     /*
      * EEXIST: the page is there already.  Harmless when this module put
      * it there (the source sent it twice around a recovery: the same
-     * data), and then it is received and accounted for already.  Other
-     * processes are woken again: a second wake of a thread that is not
-     * waiting is a no-op.
+     * data), and then it is received and accounted for already, and the
+     * other processes' threads that waited on it are woken.
      */
     if (ret == -EEXIST && postcopy_received(rb, offset)) {
         trace_postcopy_place_again(qemu_ram_get_idstr(rb), offset);
-        postcopy_notify_shared_wake(rb, offset);
         return 0;
     }
     if (ret) {
@@ -204,7 +203,6 @@ int postcopy_install(MigrationIncomingState *mis, RAMBlock *rb, void *host,
         return ret;
     }
     postcopy_pages_received(mis, rb, host, size);
-    postcopy_notify_shared_wake(rb, offset);
     return 0;
 }
 
@@ -236,7 +234,6 @@ int postcopy_install_run(MigrationIncomingState *mis, RAMBlock *rb,
                          unsigned int *placed)
 {
     size_t page_size = qemu_ram_pagesize(rb);
-    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
     unsigned int done = 0, i;
     int ret;
 
@@ -248,10 +245,7 @@ int postcopy_install_run(MigrationIncomingState *mis, RAMBlock *rb,
     if (done) {
         postcopy_pages_received(mis, rb, host, done * page_size);
     }
-    for (i = 0; i < done; i++) {
-        postcopy_notify_shared_wake(rb, offset + i * page_size);
-    }
-    for (; i < pages; i++) {
+    for (i = done; i < pages; i++) {
         ret = postcopy_install(mis, rb, (uint8_t *)host + i * page_size,
                                (uint8_t *)from + i * page_size);
         if (ret) {

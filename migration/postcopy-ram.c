@@ -388,8 +388,9 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
             ret = -1;
         }
     }
-    /* The fault thread, its last user, is gone. */
+    /* The fault thread, their last user, is gone. */
     postcopy_placer_free();
+    postcopy_shared_waiters_free(mis);
     if (incoming_fds_open) {
         ret |= postcopy_unregister_all_blocks(mis);
         postcopy_close_fds(mis);
@@ -440,12 +441,10 @@ void postcopy_fault_thread_notify(MigrationIncomingState *mis)
      * it has.  The load thread hands no page over until it resumes, so
      * this is where every page it handed over gets placed, or dropped
      * unplaced, and then sent again.  Whatever the state: a migrate-recover
-     * may already have moved it on from "paused".
-     */
-    /*
-     * First: a migrate-recover may give the destination a new return path
-     * while this thread drains, and the fault thread must not use it
-     * before the resume, which this thread handles after.
+     * may already have moved it on from "paused", and may give the
+     * destination a new return path while this thread drains.  So the
+     * pause is counted first: the fault thread must not use that return
+     * path before the resume, which this thread handles after.
      */
     postcopy_fault_thread_note_pause();
     if (qemu_thread_is_self(&mis->listen_thread)) {

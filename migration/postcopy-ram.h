@@ -150,13 +150,6 @@ struct PostCopyFD {
 
 void postcopy_register_shared_ufd(struct PostCopyFD *pcfd);
 void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd);
-/*
- * Tell every shared fd's waker that the page at @offset of @rb is in.  A
- * waker's failure is reported, not returned: the page is in place for
- * every process, and one that cannot be woken (it has gone, or no longer
- * maps the page) has nothing waiting on it.
- */
-void postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset);
 /* Wake the threads of @pcfd's process waiting on @client_addr. */
 int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
                          RAMBlock *rb);

@@ -8,11 +8,13 @@
  *
  * Devices register and unregister their fds from the main thread; the
  * fault thread polls a copy of the list, taken again whenever the
- * generation moves; every placement wakes the other processes through
- * postcopy_notify_shared_wake().
+ * generation moves, and records the threads that wait on a missing page
+ * (postcopy_shared_wait()); the placement of that page wakes them
+ * (postcopy_shared_wake_placed()).
  */
 
 #include "qemu/osdep.h"
+#include <sys/ioctl.h>
 #include "qemu/lockable.h"
 #include "qemu/error-report.h"
 #include "qemu/userfaultfd.h"
@@ -26,11 +28,12 @@
 /*
  * Guards changes to mis->postcopy_remote_fds and the generation below.
  * Devices register and unregister from the main thread; the fault thread
- * copies the list when the generation moves; placement reads the count.
+ * copies the list when the generation moves.
  */
 static QemuMutex shared_fds_lock;
 static unsigned int shared_fds_generation;
-static unsigned int shared_fds_count;
+
+static void shared_waiters_drop(int fd);
 
 void postcopy_shared_init(void)
 {
@@ -43,7 +46,6 @@ void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
 
     WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
         g_array_append_val(mis->postcopy_remote_fds, *pcfd);
-        qatomic_set(&shared_fds_count, mis->postcopy_remote_fds->len);
         qatomic_inc(&shared_fds_generation);
     }
     trace_postcopy_shared_fd_register(pcfd->idstr, pcfd->fd);
@@ -67,12 +69,15 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
         for (i = 0; i < fds->len; i++) {
             if (g_array_index(fds, struct PostCopyFD, i).fd == pcfd->fd) {
                 g_array_remove_index(fds, i);
-                qatomic_set(&shared_fds_count, fds->len);
                 qatomic_inc(&shared_fds_generation);
                 trace_postcopy_shared_fd_unregister(pcfd->idstr, pcfd->fd);
                 break;
             }
         }
+    }
+    /* The number may come back as another file. */
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        shared_waiters_drop(pcfd->fd);
     }
 }
 
@@ -98,8 +103,8 @@ GArray *postcopy_shared_fds_copy(void)
  */
 static bool shared_wake_failure_reported;
 
-static void postcopy_shared_wake_failed(struct PostCopyFD *pcfd, RAMBlock *rb,
-                                        uint64_t offset, int err)
+static void postcopy_shared_wake_failed(const struct PostCopyFD *pcfd,
+                                        RAMBlock *rb, uint64_t offset, int err)
 {
     trace_postcopy_shared_wake_failed(pcfd->idstr, qemu_ram_get_idstr(rb),
                                       offset, err);
@@ -112,39 +117,151 @@ static void postcopy_shared_wake_failed(struct PostCopyFD *pcfd, RAMBlock *rb,
     }
 }
 
-void postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-    guint i;
+/*
+ * The other processes' threads waiting on a page, as their faults told:
+ * once the page is placed, the wake goes to the address each one faulted
+ * on.  So placement never calls a device's waker, which would translate
+ * the page through the device's region table: vhost-user's table is
+ * rebuilt by the main thread, under the BQL only, whenever the RAM layout
+ * changes (device-state load, memory hot-plug), and neither that lock nor
+ * a lock of ours held across the rebuild can be taken here: the rebuild
+ * waits for the back-end, which may itself wait for this very wake.  And
+ * only a thread that faulted can be waiting: a page nobody faulted on
+ * costs no wake.
+ *
+ * Guarded by mis->page_request_mutex, which also guards marking pages
+ * received: a fault either finds its page received (and is woken at
+ * once) or is recorded before the placement takes the records.
+ */
+typedef struct SharedWaiter {
+    struct PostCopyFD pcfd;     /* a copy: its fd and owner's name */
+    uint64_t client_page;       /* where it faulted, rounded to the page */
+    struct SharedWaiter *next;  /* another waiter on the same page */
+} SharedWaiter;
 
-    /* Called for every page placed; almost always nobody shares RAM. */
-    if (!qatomic_read(&shared_fds_count)) {
-        return;
+/* QEMU's host address of a page -> its SharedWaiters. */
+static GHashTable *shared_waiters;
+/* How many are recorded: placement looks no further while it is 0. */
+static unsigned int shared_waiter_count;
+
+/* The ioctl itself: uffd_wakeup() would report every failure. */
+static void shared_waiter_wake(const SharedWaiter *w, RAMBlock *rb,
+                               uint64_t offset)
+{
+    struct uffdio_range range = {
+        .start = w->client_page, .len = qemu_ram_pagesize(rb),
+    };
+    int ret;
+
+    trace_postcopy_shared_wake(w->pcfd.idstr, qemu_ram_get_idstr(rb),
+                               w->client_page);
+    ret = ioctl(w->pcfd.fd, UFFDIO_WAKE, &range) ? -errno : 0;
+    /* The wake was done; only its result is replaced. */
+    if (!ret && postcopy_inject_hit(POSTCOPY_INJECT_SHARED_WAKE_FAIL)) {
+        ret = -ESRCH;
+    }
+    if (ret) {
+        postcopy_shared_wake_failed(&w->pcfd, rb, offset, ret);
+    }
+}
+
+bool postcopy_shared_wait(MigrationIncomingState *mis,
+                          const struct PostCopyFD *pcfd, RAMBlock *rb,
+                          uint64_t offset, uint64_t client_addr)
+{
+    void *host = qemu_ram_get_host_addr(rb) + offset;
+    uint64_t client_page = ROUND_DOWN(client_addr, qemu_ram_pagesize(rb));
+    SharedWaiter *first, *w;
+
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    if (postcopy_received(rb, offset)) {
+        return false;
+    }
+    if (!shared_waiters) {
+        shared_waiters = g_hash_table_new(NULL, NULL);
+    }
+    first = g_hash_table_lookup(shared_waiters, host);
+    for (w = first; w; w = w->next) {
+        /* Asked again (a retry after a recovery): one wake will do. */
+        if (w->pcfd.fd == pcfd->fd && w->client_page == client_page) {
+            return true;
+        }
     }
     /*
-     * Before RUN the devices are not started, so no back-end has touched
-     * guest RAM nor waits on a page.  And the main thread is still loading
-     * the device state, whose memory transactions replace the vhost
-     * device's region table that vhost-user's waker reads without a lock
-     * (AddressSanitizer caught the use-after-free under 10.2.2: the design
-     * doc, "Another process's fault"): wake nobody until then.
+     * An allocation on a back-end's fault, which also sends a request
+     * across the network: never on placement, nor on QEMU's own faults.
      */
-    if (postcopy_state_get() < POSTCOPY_INCOMING_RUNNING) {
+    w = g_new(SharedWaiter, 1);
+    *w = (SharedWaiter) { .pcfd = *pcfd, .client_page = client_page,
+                          .next = first };
+    g_hash_table_insert(shared_waiters, host, w);
+    qatomic_inc(&shared_waiter_count);
+    return true;
+}
+
+void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size)
+{
+    size_t page_size = qemu_ram_pagesize(rb);
+    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
+    size_t off;
+
+    for (off = 0; off < size; off += page_size) {
+        SharedWaiter *w, *next;
+
+        if (!qatomic_read(&shared_waiter_count)) {
+            return;
+        }
+        if (!g_hash_table_steal_extended(shared_waiters,
+                                         (uint8_t *)host + off, NULL,
+                                         (gpointer *)&w)) {
+            continue;
+        }
+        for (; w; w = next) {
+            next = w->next;
+            shared_waiter_wake(w, rb, offset + off);
+            qatomic_dec(&shared_waiter_count);
+            g_free(w);
+        }
+    }
+}
+
+/* Drop @fd's waiters (or all, for -1); @mis->page_request_mutex held. */
+static void shared_waiters_drop(int fd)
+{
+    GHashTableIter iter;
+    gpointer key, value;
+
+    if (!shared_waiters) {
         return;
     }
-    QEMU_LOCK_GUARD(&shared_fds_lock);
-    for (i = 0; i < mis->postcopy_remote_fds->len; i++) {
-        struct PostCopyFD *pcfd = &g_array_index(mis->postcopy_remote_fds,
-                                                 struct PostCopyFD, i);
-        int ret = pcfd->waker(pcfd, rb, offset);
+    g_hash_table_iter_init(&iter, shared_waiters);
+    while (g_hash_table_iter_next(&iter, &key, &value)) {
+        SharedWaiter *w = value, **link = &w;
 
-        /* The wake was done; only its result is replaced. */
-        if (!ret && postcopy_inject_hit(POSTCOPY_INJECT_SHARED_WAKE_FAIL)) {
-            ret = -ESRCH;
+        while (*link) {
+            SharedWaiter *cur = *link;
+
+            if (fd < 0 || cur->pcfd.fd == fd) {
+                *link = cur->next;
+                qatomic_dec(&shared_waiter_count);
+                g_free(cur);
+            } else {
+                link = &cur->next;
+            }
         }
-        if (ret) {
-            postcopy_shared_wake_failed(pcfd, rb, offset, ret);
+        if (w) {
+            g_hash_table_iter_replace(&iter, w);
+        } else {
+            g_hash_table_iter_remove(&iter);
         }
+    }
+}
+
+void postcopy_shared_waiters_free(MigrationIncomingState *mis)
+{
+    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+        shared_waiters_drop(-1);
+        g_clear_pointer(&shared_waiters, g_hash_table_destroy);
     }
 }
 

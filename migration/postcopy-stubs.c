@@ -101,11 +101,6 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
 {
 }
 
-void postcopy_notify_shared_wake(RAMBlock *rb, uint64_t offset)
-{
-    not_a_destination(__func__);
-}
-
 int postcopy_wake_shared(struct PostCopyFD *pcfd, uint64_t client_addr,
                          RAMBlock *rb)
 {

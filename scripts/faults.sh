@@ -13,7 +13,13 @@
 #   scripts/faults.sh --upstream ...  the same with upstream's module
 #   scripts/faults.sh --qemu VERSION  the same built into QEMU VERSION
 #                                     (10.0.2, the default, 10.0.13, 10.2.2)
-# --upstream and --qemu may come anywhere among the options.
+#   scripts/faults.sh --sanitize ...  our module under ASan and UBSan
+#                                     (a report aborts the QEMU that made
+#                                     it, which fails its case)
+#   scripts/faults.sh --faults kill-src --phases recovery --preempt off \
+#                     --repeat 300    one case 300 times, stopping at the
+#                                     first failure (a loop after a race)
+# --upstream, --sanitize and --qemu may come anywhere among the options.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,9 +34,27 @@ main()
             "needs /dev/userfaultfd"
     local command="scripts/faults.sh${*:+ $*}"
     parse_module_options "$@"
+    take_sanitize_option "${REST[@]+"${REST[@]}"}"
     build_qemu_and_guest
     PCRAM_FAULTS_COMMAND=$command exec_pcram faults --qemu "$QEMU_BIN" \
         --guest "$GUEST_BIN" --module "$MODULE" "${REST[@]}"
+}
+
+# --sanitize among the options: our module's ASan/UBSan build, with the
+# test command's sanitizer options.  REST: the other options.
+take_sanitize_option()
+{
+    local arg others=()
+    for arg in "$@"; do
+        if [ "$arg" = --sanitize ]; then
+            FLAVOUR=(--sanitize)
+            export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+            export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1
+        else
+            others+=("$arg")
+        fi
+    done
+    REST=("${others[@]+"${others[@]}"}")
 }
 
 main "$@"

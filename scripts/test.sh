@@ -13,7 +13,9 @@
 #      failures (fault points), refusal;
 #   6. the fault-injection suite's subset (scripts/faults.sh --quick),
 #      a case failed on purpose (which must keep its QEMUs' logs and exit
-#      statuses, its events and trace where its FAIL line says), a short
+#      statuses, its events and trace where its FAIL line says), a
+#      recovery connection closed before its first byte
+#      (pcram.channel_race --recovery-eof), a short
 #      soak (scripts/soak.sh --recoveries 10, then --hops 3: no fd or
 #      thread left behind), and libvirt's first case
 #      (scripts/libvirt-test.sh --cases after-precopy --no-compare: virsh
@@ -21,7 +23,8 @@
 #      daemons);
 #   7. a vhost-user back-end (qemu-storage-daemon) through postcopy
 #      (scripts/vhost-user-test.sh: main channel, a pause, preempt, the
-#      back-end killed);
+#      back-end killed, a pc-dimm plugged in postcopy, the back-end's
+#      request and wake failing);
 #   8. on QEMU built with this module under AddressSanitizer and
 #      UndefinedBehaviorSanitizer (scripts/build.sh --sanitize), where any
 #      report aborts the QEMU that made it and so fails its test: QEMU's
@@ -31,7 +34,9 @@
 #      the failure, recovery and preempt paths (failure/, qtest-reads/:
 #      the paths where a memory error would hide; the plain placement
 #      cases of step 5 add nothing under the sanitizers that QEMU's tests
-#      do not), and the vhost-user cases but the killed back-end (step 7).
+#      do not), the vhost-user cases main, pause, preempt and hotplug
+#      (step 7),
+#      and the recovery connection closed before its first byte (step 6).
 # Steps 1-7 run on QEMU 10.0.2, the version the module is built for, and
 # step 8 on QEMU 10.2.2, the newest it supports: one run covers both
 # versions in the time of one version's two halves.  With --qemu VERSION
@@ -316,6 +321,23 @@ run_channel_race()
     echo "(output: $log)"
 }
 
+# A paused destination whose recovery port gets a connection that closes
+# before its first byte: 10.0 pauses again and recovers with the source's
+# own connection; 10.2's channel.c ends the destination, and faults.py
+# must tell that exit of QEMU's apart (docs/faults.md).
+run_recovery_eof()
+{
+    local build=$1 log="$OUT/recovery-eof$LOG_SUFFIX.log" rc
+    section "fault injection: a recovery connection closed before its first byte"
+    mkdir -p "$(dirname "$log")"
+    (cd "$here" && timeout --kill-after=30 300 python3 -m pcram.channel_race \
+        "$build/qemu-system-x86_64" --recovery-eof) > "$log" 2>&1
+    rc=$?
+    grep -E '^(outcome|FAILED)' "$log"
+    record "faults: a recovery connection closed before its first byte" "$rc"
+    echo "(output: $log)"
+}
+
 # A short form of scripts/soak.sh: a few recoveries, both channel setups,
 # and a few hops, each failing on any fd or thread left behind.
 run_soak()
@@ -408,6 +430,7 @@ run_plain()
         run_faults
         run_faults_evidence
         run_channel_race "$build"
+        run_recovery_eof "$build"
         run_soak
         run_vhost_user
         run_libvirt
@@ -437,8 +460,9 @@ run_sanitized()
         local paths="-p /x86_64/postcopy-ram/failure"
         paths+=" -p /x86_64/postcopy-ram/qtest-reads"
         QTEST_PATHS=$paths run_our_qtests "$build" "$guest"
-        run_vhost_user --sanitize --cases main,pause,preempt
+        run_vhost_user --sanitize --cases main,pause,preempt,hotplug
     fi
+    run_recovery_eof "$build"
 }
 
 # The placer's ring (tests/unit/test-postcopy-placer-ring.c) under TSan, built

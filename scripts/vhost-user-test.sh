@@ -12,6 +12,8 @@
 #                                               the back-end faults,
 #                                               preempt, the destination's
 #                                               back-end killed in postcopy,
+#                                               a pc-dimm plugged into the
+#                                               destination in postcopy,
 #                                               the back-end's request
 #                                               failing, every wake of it
 #                                               failing (these two: ours
@@ -28,7 +30,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 help_if_asked "$@"
 
-ALL_CASES=main,pause,preempt,kill-backend,retry,wake-fail
+ALL_CASES=main,pause,preempt,kill-backend,hotplug,retry,wake-fail
 
 case_options()
 {
@@ -37,6 +39,7 @@ case_options()
     pause) echo --pause ;;
     preempt) echo --preempt ;;
     kill-backend) echo --kill-backend ;;
+    hotplug) echo --hotplug ;;
     retry) echo --retry ;;
     wake-fail) echo --wake-fail ;;
     *) die "unknown case $1 (cases: $ALL_CASES)" ;;

@@ -1,4 +1,4 @@
-"""Evidence for a QEMU 10.0 race that ends a paused destination.
+"""Evidence for QEMU's own ways of ending a paused destination.
 
     python3 -m pcram.channel_race QEMU [--no-connect]
 
@@ -36,6 +36,23 @@ postcopy_preempt_establish_channel() (held there by gdb).  A source that
 was paused must not open the preempt channel; the case then has to reach
 postcopy-paused on both sides, recover and complete, with the guest's
 memory clean.
+
+    python3 -m pcram.channel_race QEMU --recovery-eof [--no-exit-on-error]
+
+opens a connection to a paused destination's recovery port (after its
+migrate-recover) and closes it before its first byte, as a source killed
+right after its connect does, then has the source resume on the same
+port.  QEMU 10.0 takes the connection for the main channel, pauses again
+when it reads nothing, and recovers with the source's own connection:
+the case must complete with the guest's memory clean.  QEMU 10.2 peeks at
+a new channel's first 4 bytes first; channel.c fails the migration when
+the peek fails and, with exit-on-error (the default), exits: the case
+then checks that faults.py tells that exit apart (its
+ended_by_qemu_peek()), as the fault matrix must.  With
+--no-exit-on-error (migrate-incoming exit-on-error: false) 10.2 stays
+paused and recovers, but the failed channel's yank function stays
+registered, and QEMU aborts on it in yank_unregister_instance() once the
+migration has completed (docs/faults.md).
 """
 
 import os
@@ -47,6 +64,7 @@ import tempfile
 import threading
 import time
 
+from . import evidence
 from .faults import (DST_ADDR, SRC_NS, Case, CaseArgs, CaseFailed,
                      Namespaces)
 
@@ -96,13 +114,14 @@ class NonStopGdb:
             self.proc.kill()
 
 
-def stray_connection(port):
+def stray_connection(port, hold_s=1):
     """Connect to the destination from the source's namespace, then hang
-    up, as a source that paused after starting its connect does."""
+    up after @hold_s seconds without sending a byte, as a source that
+    paused or died after starting its connect does."""
     code = ('import socket, time\n'
             's = socket.create_connection(("%s", %d), timeout=5)\n'
-            'time.sleep(1)\n'
-            's.close()\n' % (DST_ADDR, port))
+            'time.sleep(%g)\n'
+            's.close()\n' % (DST_ADDR, port, hold_s))
     return subprocess.run(['ip', 'netns', 'exec', SRC_NS, 'python3', '-c',
                            code], stderr=subprocess.PIPE, text=True)
 
@@ -216,10 +235,81 @@ def source_paused_before_connect(qemu):
             case.close()
 
 
+def recovery_connection_closed(qemu, exit_on_error):
+    """A paused destination's recovery port gets a connection that closes
+    before its first byte (a source killed right after its connect), then
+    the source's own resume.  Prints what the destination did with each and
+    returns 0 when it stayed paused, recovered, completed and kept the
+    guest's memory clean."""
+    with Namespaces():
+        case = Case(CaseArgs(qemu), 'pause-dst', 'recovery', False, False,
+                    tempfile.mkdtemp(prefix='pcram-race-'))
+        case.exit_on_error = exit_on_error
+        try:
+            postcopy_under_way(case)
+            case.dst.qmp.cmd('migrate-pause')
+            case.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
+                            'the pause')
+            uri = case.next_uri()
+            case.dst.qmp.cmd('migrate-recover', uri=uri)
+            r = stray_connection(case.port, hold_s=0)
+            print('a connection to the recovery port %d, closed before its '
+                  'first byte: %s' % (case.port, 'made' if r.returncode == 0
+                                      else r.stderr.strip()))
+            time.sleep(2)
+            if not case.alive(case.dst):
+                print('destination: %s' % evidence.how_ended(
+                    case.dst.proc.poll()))
+                print('destination log:\n' + case.dst.log_tail(6))
+                if case.ended_by_qemu_peek():
+                    print('outcome: ended by QEMU\'s channel peek (10.2\'s '
+                          'channel.c, not the module)')
+                    return 0
+                print('outcome: the destination ended')
+                return 1
+            print('destination alive, migration %s' % case.status(case.dst))
+            case.recoveries += 1
+            case.src.qmp.cmd('migrate', uri=uri, resume=True)
+            # The destination's query-migrate may say "failed" from here on
+            # (QEMU 10.2 marks its outgoing state failed for the closed
+            # connection, and that status wins): wait for the source.
+            s = case.wait_until(lambda s, d: s in ('completed', 'failed',
+                                                   'postcopy-paused'), 240,
+                                'the end of the recovered migration')[0]
+            # A destination QEMU aborts at its end has no guest to check.
+            time.sleep(1)
+            survived = s == 'completed' and case.alive(case.dst)
+            bad = case.verify_guest() if survived else 0
+            print('then the source\'s resume: source %s, destination '
+                  'migration %s; pages lost: %d' % (s, case.status(case.dst),
+                                                    bad))
+            time.sleep(2)
+            rc = case.dst.proc.poll()
+            print('destination after the end: %s' % (
+                'running' if rc is None else evidence.how_ended(rc)))
+            print('destination log:\n' + case.dst.log_tail(6))
+            clean = survived and bad == 0 and rc is None
+            print('outcome: %s' % ('paused again, recovered, completed; '
+                                   'the guest\'s memory clean' if clean
+                                   else 'not recovered'))
+            return 0 if clean else 1
+        except CaseFailed as e:
+            print('FAILED: %s' % e)
+            for vm in (case.src, case.dst):
+                if vm is not None:
+                    print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
+            return 1
+        finally:
+            case.close()
+
+
 def main(argv):
     qemu = argv[0]
     if '--source-pause' in argv[1:]:
         return source_paused_before_connect(qemu)
+    if '--recovery-eof' in argv[1:]:
+        return recovery_connection_closed(
+            qemu, False if '--no-exit-on-error' in argv[1:] else None)
     connect = '--no-connect' not in argv[1:]
     with Namespaces():
         case = Case(CaseArgs(qemu), 'pause-dst', 'early', True, False,

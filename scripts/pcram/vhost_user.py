@@ -18,12 +18,14 @@ Checks: the migration completes; the guest's memory is exact; every
 block the guest read held what the image had and every block it wrote is
 in the image; the guest's last request completed; and the destination's
 trace shows requests from the shared userfaultfd (more than zero: a run
-where the daemon never faulted proves nothing); and, with our module, no
-call of vhost-user's waker before the postcopy RUN command (the device
-state is loading until then, and may replace the region table the waker
-reads).  --pause pauses the destination right after such a request and
+where the daemon never faulted proves nothing); and, with our module,
+wakes of the daemon and no call of vhost-user's waker (it reads a region
+table that the main thread rebuilds under it when the RAM layout
+changes).  --pause pauses the destination right after such a request and
 recovers (the daemon's fault is then, most likely, outstanding across the
-pause); --preempt turns on postcopy-preempt.  Prints one line
+pause); --preempt turns on postcopy-preempt; --hotplug plugs a pc-dimm
+into the destination after the daemon's first fault (vhost then sends the
+daemon a new region table while pages are placed and woken).  Prints one line
 "vhost-user: ..." and exits non-zero on any failure.  A failed run keeps
 its work directory under results/failed/ (--workdir: there), with both
 QEMUs' and daemons' logs, the QEMUs' exit statuses, the timeline of their
@@ -76,9 +78,14 @@ def inject_env(args):
                                       (WAKE_FAIL_INJECT, args.wake_fail))
               if on]
     return {'QEMU_POSTCOPY_INJECT': ','.join(points)} if points else {}
-# QEMU's events for vhost-user's waker being called and for the RUN command.
+# vhost-user's waker being called (QEMU's event), and the module waking a
+# back-end's thread itself.
 WAKER_EVENT = 'vhost_user_postcopy_waker'
-RUN_EVENT = 'loadvm_postcopy_handle_run'
+OUR_WAKE_EVENT = 'postcopy_shared_wake'
+# --hotplug: a pc-dimm plugged into the destination in postcopy; vhost's
+# commit of the new layout (changed=1) sends the back-end a new table.
+HOTPLUG_MB = 128
+COMMIT_EVENT = 'vhost_commit'
 
 
 def block_words(offset, magic):
@@ -188,21 +195,17 @@ def count_events(path, event):
         return 0
 
 
-def wakes_before_run(path):
-    """How many times the destination woke the back-end before the
-    postcopy RUN command: vhost-user's waker reads a region table that the
-    device-state load, still going on until RUN, may replace under it."""
-    count = 0
-    try:
-        with open(path, errors='replace') as f:
-            for line in f:
-                if re.search(r'\b%s\b' % RUN_EVENT, line):
-                    return count
-                if re.search(r'\b%s\b' % WAKER_EVENT, line):
-                    count += 1
-    except OSError:
-        pass
-    return count
+def changed_commits_after(path, event):
+    """vhost commits of a changed layout after the first @event."""
+    seen, commits = False, 0
+    with open(path, errors='replace') as f:
+        for line in f:
+            if not seen:
+                seen = re.search(r'\b%s\b' % event, line) is not None
+            elif (re.search(r'\b%s\b' % COMMIT_EVENT, line) and
+                  'Changed: 1' in line):
+                commits += 1
+    return commits
 
 
 def start_disk_io(src, dst):
@@ -280,6 +283,7 @@ def run(args, workdir, ev):
     trace = os.path.join(workdir, 'destination.trace')
     event = SHARED_REQUEST_EVENT[args.module]
     witness = Witness(ev)
+    hotplugged = []
     make_image(image)
     daemons = {}
     try:
@@ -294,6 +298,11 @@ def run(args, workdir, ev):
                             '-global', 'migration.x-events=on'] +
                      evidence.QEMU_ARGS
                      for side, d in daemons.items()}
+        if args.hotplug:
+            # Room for one DIMM; a later -m merges with Scenario's.
+            for side in side_args:
+                side_args[side] += ['-m', '%dM,slots=1,maxmem=%dM' % (
+                    args.ram_mb, args.ram_mb + HOTPLUG_MB)]
 
         def before_postcopy(src, dst):
             witness.hook(src, dst)
@@ -307,6 +316,17 @@ def run(args, workdir, ev):
                         'destination')
                 return True
             return False
+
+        def hotplug(src, dst):
+            witness.hook(src, dst)
+            if not hotplugged and count_events(trace, event) > 0:
+                ev.step('pc-dimm plugged in postcopy', 'destination')
+                dst.qmp.cmd('object-add', **{
+                    'qom-type': 'memory-backend-memfd', 'id': 'hp0',
+                    'size': HOTPLUG_MB * MiB, 'share': True})
+                dst.qmp.cmd('device_add', driver='pc-dimm', id='dimm0',
+                            memdev='hp0')
+                hotplugged.append(time.monotonic())
 
         def kill_backend(src, dst):
             witness.hook(src, dst)
@@ -327,8 +347,9 @@ def run(args, workdir, ev):
                        pause_when=(pause_when if args.pause or args.retry
                                    else None),
                        during_postcopy=(kill_backend if args.kill_backend
+                                        else hotplug if args.hotplug
                                         else None),
-                       trace=evidence.TRACE + [WAKER_EVENT, RUN_EVENT],
+                       trace=evidence.TRACE + [WAKER_EVENT, COMMIT_EVENT],
                        dst_env=inject_env(args),
                        trace_file=trace,
                        workdir=workdir, timeout_s=600,
@@ -383,10 +404,16 @@ def run(args, workdir, ev):
     if shared == 0:
         problems.append('no request came from the daemon\'s userfaultfd '
                         '(%s)' % event)
-    early_wakes = wakes_before_run(trace)
-    if early_wakes and args.module == 'ours':
-        problems.append('the back-end was woken %d times before RUN, while '
-                        'the device state was still loading' % early_wakes)
+    waker_calls = count_events(trace, WAKER_EVENT)
+    wakes = count_events(trace, OUR_WAKE_EVENT)
+    if args.module == 'ours':
+        if waker_calls:
+            problems.append('vhost-user\'s waker was called %d times: it '
+                            'reads a region table that the main thread '
+                            'rebuilds under it' % waker_calls)
+        if not wakes:
+            problems.append('the module never woke the back-end (%s)' %
+                            OUR_WAKE_EVENT)
     if args.retry and not asked_again_after_resume(trace):
         problems.append('the back-end\'s failed request was not asked '
                         'again after the recovery (no %s, then a resume, '
@@ -400,20 +427,30 @@ def run(args, workdir, ev):
                         WAKE_FAILED_WARNING):
             problems.append('the destination did not say that a wake '
                             'failed ("%s")' % WAKE_FAILED_WARNING)
+    if args.hotplug:
+        if not hotplugged:
+            problems.append('the pc-dimm was never plugged (the back-end '
+                            'did not fault in postcopy)')
+        elif not changed_commits_after(trace, event):
+            problems.append('vhost never committed a changed layout after '
+                            'the back-end\'s first fault (%s)' %
+                            COMMIT_EVENT)
     if (args.pause or args.retry) and not result.get('paused_s'):
         problems.append('the migration was not paused')
     summary = ('vhost-user: %s module, %s%s: %s; %d requests from the '
-               'back-end\'s userfaultfd, %d wakes before RUN, disk reads '
+               'back-end\'s userfaultfd, %d wakes of it, %d calls of '
+               'vhost-user\'s waker, disk reads '
                '%s, writes %s, postcopy %.1f s, %.0f s in all' % (
                    args.module, 'preempt' if args.preempt else 'main channel',
                    ', paused and recovered' if args.pause else
                    ', its first request failed, paused, recovered and '
                    'asked again' if args.retry else
                    ', the back-end killed in postcopy' if args.kill_backend
+                   else ', a pc-dimm plugged in postcopy' if args.hotplug
                    else ', every wake of the back-end reported failed'
                    if args.wake_fail else '',
                    'FAILED: ' + '; '.join(problems) if problems else 'clean',
-                   shared, early_wakes, disk.get('reads', '?'),
+                   shared, wakes, waker_calls, disk.get('reads', '?'),
                    disk.get('writes', '?'),
                    result['postcopy_s'], took))
     return summary, not problems
@@ -440,6 +477,10 @@ def parse_args(argv):
                    help='every wake of the back-end after a placement is '
                    'reported failed (fault point shared-wake-fail, ours '
                    'only): the migration must go on')
+    p.add_argument('--hotplug', action='store_true',
+                   help='plug a pc-dimm into the destination after the '
+                   'back-end\'s first fault in postcopy: vhost sends the '
+                   'back-end a new region table while pages are placed')
     p.add_argument('--ram-mb', type=int, default=256)
     p.add_argument('--precopy-s', type=float, default=1.0)
     p.add_argument('--precopy-bps', type=int, default=16 * 1000 * 1000)
@@ -457,7 +498,8 @@ def case_label(args):
                                           ('kill-backend',
                                            args.kill_backend),
                                           ('retry', args.retry),
-                                          ('wake-fail', args.wake_fail))
+                                          ('wake-fail', args.wake_fail),
+                                          ('hotplug', args.hotplug))
                     if on) or 'main'
 
 
