@@ -20,6 +20,7 @@
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
 #include <poll.h>
+#include <sys/ioctl.h>
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
 #include "qemu/userfaultfd.h"
@@ -357,6 +358,34 @@ static bool fault_thread_shared_fd_still_there(const struct PostCopyFD *pcfd)
 }
 
 /*
+ * @pcfd's owner could not resolve its fault at @addr (vhost-user's
+ * handler finds no region while it rebuilds its table for a new layout).
+ * Nothing recorded the waiting thread, so no placement would wake it:
+ * wake it now, to fault again and be handled afresh.  Reported once,
+ * traced each time.
+ */
+static void fault_thread_shared_unresolved(const struct PostCopyFD *pcfd,
+                                           uint64_t addr)
+{
+    static bool reported;
+    struct uffdio_range range = {
+        .start = ROUND_DOWN(addr, qemu_real_host_page_size()),
+        .len = qemu_real_host_page_size(),
+    };
+
+    trace_postcopy_shared_unresolved(pcfd->idstr, addr);
+    if (!reported) {
+        reported = true;
+        error_report("postcopy: %s could not resolve a fault at 0x%" PRIx64
+                     "; it is woken to fault again (further failures are "
+                     "traced only)", pcfd->idstr, addr);
+    }
+    if (ioctl(pcfd->fd, UFFDIO_WAKE, &range)) {
+        trace_postcopy_shared_wake_failed(pcfd->idstr, "-", addr, -errno);
+    }
+}
+
+/*
  * Have @pcfd's owner resolve the fault @msg.  A request that failed as
  * QEMU's own can is asked again after the recovery, as QEMU's own faults
  * are: the message has been read, and for discarded RAM, which the source
@@ -371,8 +400,7 @@ static void fault_thread_resolve_shared(FaultThread *ft,
     shared_request_failed = false;
     while (pcfd.handler(&pcfd, msg)) {
         if (!shared_request_failed) {
-            error_report("postcopy: %s could not resolve a fault at 0x%"
-                         PRIx64, pcfd.idstr, addr);
+            fault_thread_shared_unresolved(&pcfd, addr);
             return;
         }
         trace_postcopy_shared_retry(pcfd.idstr, addr);
@@ -501,8 +529,22 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     uint64_t page = ROUND_DOWN(offset, qemu_ram_pagesize(rb));
-    bool waits = postcopy_shared_wait(mis, pcfd, rb, page, client_addr);
+    bool waits;
     int ret;
+
+    /*
+     * RAM plugged in after the migration was set up (a pc-dimm during
+     * postcopy): the source never sends it and no userfaultfd of this
+     * module watches it.  A read through QEMU's own shared mapping gives
+     * the shared memory its page; then the other process can go on.
+     */
+    if (!rb->receivedmap) {
+        trace_postcopy_shared_outside(pcfd->idstr, qemu_ram_get_idstr(rb),
+                                      offset);
+        (void)qatomic_read((uint8_t *)qemu_ram_get_host_addr(rb) + page);
+        return postcopy_wake_shared(pcfd, client_addr, rb);
+    }
+    waits = postcopy_shared_wait(mis, pcfd, rb, page, client_addr);
 
     trace_postcopy_shared_request(pcfd->idstr, qemu_ram_get_idstr(rb),
                                   offset, !waits);

@@ -131,7 +131,8 @@ static void postcopy_shared_wake_failed(const struct PostCopyFD *pcfd,
  *
  * Guarded by mis->page_request_mutex, which also guards marking pages
  * received: a fault either finds its page received (and is woken at
- * once) or is recorded before the placement takes the records.
+ * once) or is recorded before the placement takes the records.  Lock
+ * order: page_request_mutex, then shared_fds_lock.
  */
 typedef struct SharedWaiter {
     struct PostCopyFD pcfd;     /* a copy: its fd and owner's name */
@@ -144,6 +145,21 @@ static GHashTable *shared_waiters;
 /* How many are recorded: placement looks no further while it is 0. */
 static unsigned int shared_waiter_count;
 
+static bool shared_fd_registered(MigrationIncomingState *mis, int fd)
+{
+    guint i;
+
+    QEMU_LOCK_GUARD(&shared_fds_lock);
+    for (i = 0; mis->postcopy_remote_fds &&
+                i < mis->postcopy_remote_fds->len; i++) {
+        if (g_array_index(mis->postcopy_remote_fds, struct PostCopyFD,
+                          i).fd == fd) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The ioctl itself: uffd_wakeup() would report every failure. */
 static void shared_waiter_wake(const SharedWaiter *w, RAMBlock *rb,
                                uint64_t offset)
@@ -153,8 +169,8 @@ static void shared_waiter_wake(const SharedWaiter *w, RAMBlock *rb,
     };
     int ret;
 
-    trace_postcopy_shared_wake(w->pcfd.idstr, qemu_ram_get_idstr(rb),
-                               w->client_page);
+    trace_postcopy_shared_wake_placed(w->pcfd.idstr, qemu_ram_get_idstr(rb),
+                                      offset, w->client_page);
     ret = ioctl(w->pcfd.fd, UFFDIO_WAKE, &range) ? -errno : 0;
     /* The wake was done; only its result is replaced. */
     if (!ret && postcopy_inject_hit(POSTCOPY_INJECT_SHARED_WAKE_FAIL)) {
@@ -176,6 +192,14 @@ bool postcopy_shared_wait(MigrationIncomingState *mis,
     QEMU_LOCK_GUARD(&mis->page_request_mutex);
     if (postcopy_received(rb, offset)) {
         return false;
+    }
+    /*
+     * Unregistered meanwhile (the fault thread works on its own copy of
+     * the list): its number may come back as another file, which a wake
+     * must not reach.  Nothing waits that could be woken.
+     */
+    if (!shared_fd_registered(mis, pcfd->fd)) {
+        return true;
     }
     if (!shared_waiters) {
         shared_waiters = g_hash_table_new(NULL, NULL);

@@ -47,6 +47,8 @@ take_sanitize_option()
     local arg others=()
     for arg in "$@"; do
         if [ "$arg" = --sanitize ]; then
+            [ "$MODULE" = ours ] ||
+                die "--sanitize builds this module only, not upstream's"
             FLAVOUR=(--sanitize)
             export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
             export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1

@@ -745,6 +745,8 @@ def parse_args(argv):
                    'so that it keeps its files (scripts/test.sh checks '
                    'that they are there)')
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error('--repeat wants 1 or more')
     args.faults = args.faults.split(',')
     args.phases = args.phases.split(',')
     for f in args.faults:

@@ -81,7 +81,7 @@ def inject_env(args):
 # vhost-user's waker being called (QEMU's event), and the module waking a
 # back-end's thread itself.
 WAKER_EVENT = 'vhost_user_postcopy_waker'
-OUR_WAKE_EVENT = 'postcopy_shared_wake'
+OUR_WAKE_EVENT = 'postcopy_shared_wake_placed'
 # --hotplug: a pc-dimm plugged into the destination in postcopy; vhost's
 # commit of the new layout (changed=1) sends the back-end a new table.
 HOTPLUG_MB = 128
@@ -196,14 +196,15 @@ def count_events(path, event):
 
 
 def changed_commits_after(path, event):
-    """vhost commits of a changed layout after the first @event."""
+    """vhost commits of a changed layout, sent to the running back-end,
+    after the first @event."""
     seen, commits = False, 0
     with open(path, errors='replace') as f:
         for line in f:
             if not seen:
                 seen = re.search(r'\b%s\b' % event, line) is not None
             elif (re.search(r'\b%s\b' % COMMIT_EVENT, line) and
-                  'Changed: 1' in line):
+                  'Started: 1 Changed: 1' in line):
                 commits += 1
     return commits
 
@@ -411,9 +412,12 @@ def run(args, workdir, ev):
             problems.append('vhost-user\'s waker was called %d times: it '
                             'reads a region table that the main thread '
                             'rebuilds under it' % waker_calls)
-        if not wakes:
-            problems.append('the module never woke the back-end (%s)' %
-                            OUR_WAKE_EVENT)
+        waited = count_events(trace, event + r'.*present=0')
+        # A back-end killed after its first fault is never woken.
+        if waited and not wakes and not args.kill_backend:
+            problems.append('%d requests of the back-end waited for their '
+                            'page, and no placement woke it (%s)' %
+                            (waited, OUR_WAKE_EVENT))
     if args.retry and not asked_again_after_resume(trace):
         problems.append('the back-end\'s failed request was not asked '
                         'again after the recovery (no %s, then a resume, '
