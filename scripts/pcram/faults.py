@@ -57,7 +57,8 @@ import tempfile
 import time
 
 from . import evidence
-from .migrate import MigrationFailed, Scenario, Vm, poll_until
+from .migrate import (MigrationFailed, Scenario, Vm, migrate_pause,
+                      poll_until)
 from .netlink import create_veth_namespaces, run
 from .qmp import QMPError
 
@@ -444,9 +445,13 @@ class Case:
             time.sleep(0.5)
             self.evidence.step('migrate-pause (the first pause)',
                                'destination')
-            self.dst.qmp.cmd('migrate-pause')
+            said = migrate_pause(self.dst)
             self.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
                             'the first pause')
+            if said:
+                self.notes.append('migrate-pause said "%s", and the '
+                                  'destination paused (QEMU\'s race)' %
+                                  said)
             self.recover()
             # The handshake has begun once migrate resume is back, and can
             # be over within milliseconds: fault at once.  migrate-pause
