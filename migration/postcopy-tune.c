@@ -32,11 +32,12 @@ static bool tune_parse_uint(const char *name, const char *text,
 }
 
 /* @text, one of the @n @words, for the item @name. */
+/* @words: the words @name takes, NULL-terminated. */
 static bool tune_parse_word(const char *name, const char *text,
-                            const char *const *words, unsigned int n,
-                            Error **errp)
+                            const char *const *words, Error **errp)
 {
     g_autoptr(GString) expected = g_string_new(words[0]);
+    unsigned int n = g_strv_length((gchar **)words);
     unsigned int i;
 
     for (i = 0; i < n; i++) {
@@ -160,12 +161,15 @@ static bool tune_item_prepage(const char *value, PostcopyTune *tune,
                            POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage, errp);
 }
 
+/* The words of the items that take one; tune_items[] lists them too. */
+static const char *const placer_words[] = { "auto", "on", "off", NULL };
+static const char *const recheck_words[] = { "auto", "off", "only", NULL };
+static const char *const recovery_words[] = { "keep", "off", NULL };
+
 static bool tune_item_placer(const char *value, PostcopyTune *tune,
                              Error **errp)
 {
-    static const char *const words[] = { "auto", "on", "off" };
-
-    if (!tune_parse_word("placer", value, words, ARRAY_SIZE(words), errp)) {
+    if (!tune_parse_word("placer", value, placer_words, errp)) {
         return false;
     }
     tune->no_placer = !strcmp(value, "off");
@@ -183,9 +187,7 @@ static bool tune_item_placerun(const char *value, PostcopyTune *tune,
 static bool tune_item_recheck(const char *value, PostcopyTune *tune,
                               Error **errp)
 {
-    static const char *const words[] = { "auto", "off", "only" };
-
-    if (!tune_parse_word("recheck", value, words, ARRAY_SIZE(words), errp)) {
+    if (!tune_parse_word("recheck", value, recheck_words, errp)) {
         return false;
     }
     tune->no_recheck = !strcmp(value, "off");
@@ -196,10 +198,7 @@ static bool tune_item_recheck(const char *value, PostcopyTune *tune,
 static bool tune_item_recovery(const char *value, PostcopyTune *tune,
                                Error **errp)
 {
-    static const char *const words[] = { "keep", "off" };
-
-    if (!tune_parse_word("recovery", value, words, ARRAY_SIZE(words),
-                         errp)) {
+    if (!tune_parse_word("recovery", value, recovery_words, errp)) {
         return false;
     }
     tune->no_recovery_keep = !strcmp(value, "off");
@@ -232,19 +231,20 @@ static bool tune_item_collapse(const char *value, PostcopyTune *tune,
  */
 static const struct {
     const char *name;
-    const char *takes;
+    const char *takes;          /* or, for one of @words: NULL */
+    const char *const *words;
     bool (*parse)(const char *value, PostcopyTune *tune, Error **errp);
 } tune_items[] = {
-    { "queue", "auto|off|send|receive|on", tune_item_queue },
-    { "lowat", "BYTES", tune_item_lowat },
-    { "rcvbuf", "BYTES", tune_item_rcvbuf },
-    { "pace", "auto|off|PERCENT", tune_parse_pace },
-    { "recheck", "auto|off|only", tune_item_recheck },
-    { "recovery", "keep|off", tune_item_recovery },
-    { "prepage", "PAGES", tune_item_prepage },
-    { "placer", "auto|on|off", tune_item_placer },
-    { "placerun", "PAGES", tune_item_placerun },
-    { "collapse", "off|PERCENT", tune_item_collapse },
+    { "queue", "auto|off|send|receive|on", NULL, tune_item_queue },
+    { "lowat", "BYTES", NULL, tune_item_lowat },
+    { "rcvbuf", "BYTES", NULL, tune_item_rcvbuf },
+    { "pace", "auto|off|PERCENT", NULL, tune_parse_pace },
+    { "recheck", NULL, recheck_words, tune_item_recheck },
+    { "recovery", NULL, recovery_words, tune_item_recovery },
+    { "prepage", "PAGES", NULL, tune_item_prepage },
+    { "placer", NULL, placer_words, tune_item_placer },
+    { "placerun", "PAGES", NULL, tune_item_placerun },
+    { "collapse", "off|PERCENT", NULL, tune_item_collapse },
 };
 
 const char *postcopy_tune_item_name(unsigned int i)
@@ -258,8 +258,12 @@ static void tune_unknown_item(const char *item, Error **errp)
     unsigned int i;
 
     for (i = 0; i < ARRAY_SIZE(tune_items); i++) {
+        g_autofree char *words = tune_items[i].words ?
+            g_strjoinv("|", (gchar **)tune_items[i].words) : NULL;
+
         g_string_append_printf(known, "%s%s=%s", i ? ", " : "",
-                               tune_items[i].name, tune_items[i].takes);
+                               tune_items[i].name,
+                               words ? words : tune_items[i].takes);
     }
     error_setg(errp, "QEMU_POSTCOPY_TUNE: unknown item '%s' (known: %s)",
                item, known->str);

@@ -202,6 +202,17 @@ static void test_tune_error_words(void)
     g_assert_cmpstr(error_get_pretty(err), ==,
                     "QEMU_POSTCOPY_TUNE: recheck wants auto, off or only");
     error_free(err);
+    err = NULL;
+    /* An unknown item: every item, with the words or value it takes. */
+    g_assert_false(postcopy_tune_parse("placers=on", &tune, &err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "QEMU_POSTCOPY_TUNE: unknown item 'placers=on' (known: "
+                    "queue=auto|off|send|receive|on, lowat=BYTES, "
+                    "rcvbuf=BYTES, pace=auto|off|PERCENT, "
+                    "recheck=auto|off|only, recovery=keep|off, "
+                    "prepage=PAGES, placer=auto|on|off, placerun=PAGES, "
+                    "collapse=off|PERCENT)");
+    error_free(err);
 }
 
 /*
