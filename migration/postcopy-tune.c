@@ -31,8 +31,7 @@ static bool tune_parse_uint(const char *name, const char *text,
     return true;
 }
 
-/* @text, one of the @n @words, for the item @name. */
-/* @words: the words @name takes, NULL-terminated. */
+/* @text, one of @words (NULL-terminated), for the item @name. */
 static bool tune_parse_word(const char *name, const char *text,
                             const char *const *words, Error **errp)
 {

@@ -214,3 +214,12 @@ help_if_asked()
         esac
     done
 }
+
+# Sanitizer reports end the process that made them, with a stack.  Leak
+# checking is off: QEMU's own exit leaks by design and would fail every
+# test, whatever this module does.
+export_sanitizer_options()
+{
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:print_summary=1
+    export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+}

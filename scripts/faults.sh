@@ -41,7 +41,7 @@ main()
 }
 
 # --sanitize among the options: our module's ASan/UBSan build, with the
-# test command's sanitizer options.  REST: the other options.
+# test command's sanitizer options (common.sh).  REST: the other options.
 take_sanitize_option()
 {
     local arg others=()
@@ -50,8 +50,7 @@ take_sanitize_option()
             [ "$MODULE" = ours ] ||
                 die "--sanitize builds this module only, not upstream's"
             FLAVOUR=(--sanitize)
-            export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
-            export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1
+            export_sanitizer_options
         else
             others+=("$arg")
         fi

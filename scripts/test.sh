@@ -399,15 +399,6 @@ run_libvirt()
     echo "(output: $log)"
 }
 
-# Sanitizer reports end the process that made them, with a stack.  Leak
-# checking is off: QEMU's own exit leaks by design and would fail every
-# test, whatever this module does.
-export_sanitizer_options()
-{
-    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:print_summary=1
-    export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
-}
-
 # Prints the build directory of scripts/build.sh "$@"; fails with it.
 build_qemu()
 {

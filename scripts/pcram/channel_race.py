@@ -67,6 +67,8 @@ import time
 from . import evidence
 from .faults import (DST_ADDR, SRC_NS, Case, CaseArgs, CaseFailed,
                      Namespaces)
+from .migrate import migrate_pause
+from .qmp import QMPError
 
 HIT_TIMEOUT_S = 30
 
@@ -240,22 +242,25 @@ def recovery_connection_closed(qemu, exit_on_error):
     before its first byte (a source killed right after its connect), then
     the source's own resume.  Prints what the destination did with each and
     returns 0 when it stayed paused, recovered, completed and kept the
-    guest's memory clean."""
+    guest's memory clean, or when it ended by QEMU 10.2's channel peek
+    (ended_by_qemu_peek())."""
     with Namespaces():
         case = Case(CaseArgs(qemu), 'pause-dst', 'recovery', False, False,
                     tempfile.mkdtemp(prefix='pcram-race-'))
         case.exit_on_error = exit_on_error
         try:
             postcopy_under_way(case)
-            case.dst.qmp.cmd('migrate-pause')
+            migrate_pause(case.dst)
             case.wait_until(lambda s, d: s == d == 'postcopy-paused', 60,
                             'the pause')
             uri = case.next_uri()
             case.dst.qmp.cmd('migrate-recover', uri=uri)
             r = stray_connection(case.port, hold_s=0)
+            if r.returncode != 0:
+                raise CaseFailed('no connection to the recovery port %d: %s'
+                                 % (case.port, r.stderr.strip()))
             print('a connection to the recovery port %d, closed before its '
-                  'first byte: %s' % (case.port, 'made' if r.returncode == 0
-                                      else r.stderr.strip()))
+                  'first byte: made' % case.port)
             time.sleep(2)
             if not case.alive(case.dst):
                 print('destination: %s' % evidence.how_ended(
@@ -293,7 +298,7 @@ def recovery_connection_closed(qemu, exit_on_error):
                                    'the guest\'s memory clean' if clean
                                    else 'not recovered'))
             return 0 if clean else 1
-        except CaseFailed as e:
+        except (CaseFailed, QMPError) as e:
             print('FAILED: %s' % e)
             for vm in (case.src, case.dst):
                 if vm is not None:
