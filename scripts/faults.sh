@@ -6,7 +6,7 @@
 # last line "faults: N cases, N survived, N pages lost".  Builds QEMU and
 # the guest first.  Needs root (namespaces, userfaultfd).
 #
-#   scripts/faults.sh                 every case (about an hour under TCG)
+#   scripts/faults.sh                 every case (about 10 minutes under TCG)
 #   scripts/faults.sh --quick         the test command's subset (10 cases)
 #   scripts/faults.sh --faults pause-src,kill-src --phases early,late \
 #                     --preempt on --out DIR
