@@ -304,21 +304,31 @@ run_faults_evidence()
     echo "(output: $log)"
 }
 
+# pcram.channel_race in mode $2 on the QEMU of build $1: $3 the section's
+# title, $4 its log's name, $5 the log's lines to show (an ERE of their
+# starts), $6 what is recorded.
+run_channel_race_mode()
+{
+    local build=$1 mode=$2 title=$3 log="$OUT/$4$LOG_SUFFIX.log" rc
+    section "fault injection: $title"
+    mkdir -p "$(dirname "$log")"
+    (cd "$here" && timeout --kill-after=30 300 python3 -m pcram.channel_race \
+        "$build/qemu-system-x86_64" "$mode") > "$log" 2>&1
+    rc=$?
+    grep -E "^($5)" "$log"
+    record "faults: $6" "$rc"
+    echo "(output: $log)"
+}
+
 # QEMU 10.0 aborts a destination that a connection reaches while it pauses
 # (docs/faults.md); a source paused in a recovery handshake, held by gdb at
 # its preempt connect, must therefore open no channel.
 run_channel_race()
 {
-    local build=$1 log="$OUT/channel-race.log" rc
-    section "fault injection: a source paused at its preempt connect"
-    mkdir -p "$(dirname "$log")"
-    (cd "$here" && timeout --kill-after=30 300 python3 -m pcram.channel_race \
-        "$build/qemu-system-x86_64" --source-pause) > "$log" 2>&1
-    rc=$?
-    grep -E '^(outcome|destination entered|FAILED)' "$log"
-    record "faults: a source paused before its preempt connect opens none" \
-        "$rc"
-    echo "(output: $log)"
+    run_channel_race_mode "$1" --source-pause \
+        "a source paused at its preempt connect" channel-race \
+        'outcome|destination entered|FAILED' \
+        "a source paused before its preempt connect opens none"
 }
 
 # A paused destination whose recovery port gets a connection that closes
@@ -327,15 +337,9 @@ run_channel_race()
 # must tell that exit of QEMU's apart (docs/faults.md).
 run_recovery_eof()
 {
-    local build=$1 log="$OUT/recovery-eof$LOG_SUFFIX.log" rc
-    section "fault injection: a recovery connection closed before its first byte"
-    mkdir -p "$(dirname "$log")"
-    (cd "$here" && timeout --kill-after=30 300 python3 -m pcram.channel_race \
-        "$build/qemu-system-x86_64" --recovery-eof) > "$log" 2>&1
-    rc=$?
-    grep -E '^(outcome|FAILED)' "$log"
-    record "faults: a recovery connection closed before its first byte" "$rc"
-    echo "(output: $log)"
+    run_channel_race_mode "$1" --recovery-eof \
+        "a recovery connection closed before its first byte" recovery-eof \
+        'outcome|FAILED' "a recovery connection closed before its first byte"
 }
 
 # A short form of scripts/soak.sh: a few recoveries, both channel setups,

@@ -182,6 +182,15 @@ def attach_with_break(vm, location):
     return gdb
 
 
+def report_failure(case, error):
+    """Say why @case failed, with both QEMUs' last log lines; 1."""
+    print('FAILED: %s' % error)
+    for vm in (case.src, case.dst):
+        if vm is not None:
+            print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
+    return 1
+
+
 def postcopy_under_way(case):
     """Migrate, switch to postcopy and let it run for half a second."""
     case.start_migration()
@@ -226,11 +235,7 @@ def source_paused_before_connect(qemu):
                   'migrate-recover commands' % (recovers, case.recoveries))
             return 0 if bad == 0 and recovers == case.recoveries else 1
         except CaseFailed as e:
-            print('FAILED: %s' % e)
-            for vm in (case.src, case.dst):
-                if vm is not None:
-                    print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
-            return 1
+            return report_failure(case, e)
         finally:
             if gdb:
                 gdb.close()
@@ -299,11 +304,7 @@ def recovery_connection_closed(qemu, exit_on_error):
                                    else 'not recovered'))
             return 0 if clean else 1
         except (CaseFailed, QMPError) as e:
-            print('FAILED: %s' % e)
-            for vm in (case.src, case.dst):
-                if vm is not None:
-                    print('%s log:\n%s' % (vm.name, vm.log_tail(8)))
-            return 1
+            return report_failure(case, e)
         finally:
             case.close()
 
