@@ -1,54 +1,25 @@
 #!/usr/bin/env bash
-# Runs every test of this project (the README's second command):
-#   1. builds QEMU with this module (scripts/build.sh), as needed;
-#   2. the unit tests of the module's pure logic (meson test), and
-#      migration/postcopy-stubs.c compiled as QEMU would for a host
-#      without userfaultfd (scripts/compile-stubs.py);
-#   3. QEMU's checkpatch.pl over this project's C files;
-#   4. QEMU's own postcopy migration tests (migration-test --full,
-#      /x86_64/migration/postcopy: 11 tests in 10.0; 10.2 also has
-#      /x86_64/migration/multifd+postcopy: 18 in all);
-#   5. this project's qtests (tests/qtest/postcopy-ram-test.c) with the
-#      test guest: byte-exact, access patterns, memory backends, vCPUs,
-#      failures (fault points), refusal;
-#   6. the fault-injection suite's subset (scripts/faults.sh --quick),
-#      a case failed on purpose (which must keep its QEMUs' logs and exit
-#      statuses, its events and trace where its FAIL line says), a
-#      recovery connection closed before its first byte
-#      (pcram.channel_race --recovery-eof), a short
-#      soak (scripts/soak.sh --recoveries 10, then --hops 3: no fd or
-#      thread left behind), and libvirt's first case
-#      (scripts/libvirt-test.sh --cases after-precopy --no-compare: virsh
-#      migrate --postcopy --postcopy-after-precopy between two libvirt
-#      daemons);
-#   7. a vhost-user back-end (qemu-storage-daemon) through postcopy
-#      (scripts/vhost-user-test.sh: main channel, a pause, preempt, the
-#      back-end killed, a pc-dimm plugged in postcopy, the back-end's
-#      request and wake failing);
-#   8. on QEMU built with this module under AddressSanitizer and
-#      UndefinedBehaviorSanitizer (scripts/build.sh --sanitize), where any
-#      report aborts the QEMU that made it and so fails its test: QEMU's
-#      own postcopy tests (step 4) but those over TLS or with zstd (the
-#      channel and multifd's compression are not this module; the paths
-#      they take through it, other tests here take too), our qtests of
-#      the failure, recovery and preempt paths (failure/, qtest-reads/:
-#      the paths where a memory error would hide; the plain placement
-#      cases of step 5 add nothing under the sanitizers that QEMU's tests
-#      do not), the vhost-user cases main, pause, preempt and hotplug
-#      (step 7),
-#      and the recovery connection closed before its first byte (step 6).
-# Steps 1-7 run on QEMU 10.0.2, the version the module is built for, and
-# step 8 on QEMU 10.2.2, the newest it supports: one run covers both
-# versions in the time of one version's two halves.  With --qemu VERSION
-# every step runs on VERSION (and step 8 runs every test and case).
-# Prints each runner's summary and a last line "N passed, N failed";
-# exits non-zero when anything failed.
+# Runs every test of this project (the README's second command), in two
+# halves.  The plain half, on QEMU 10.0.2 (the version the module is built
+# for): builds QEMU with this module as needed, the unit tests and the
+# stubs' compile, checkpatch, QEMU's own postcopy tests, this project's
+# qtests, the fault-injection subset with its evidence and channel-race
+# cases, a short soak, the vhost-user cases and libvirt's first case.  The
+# sanitizer half, on QEMU 10.2.2 (the newest it supports) built under
+# ASan and UBSan, where any report aborts the QEMU that made it: QEMU's
+# postcopy tests but TLS and zstd, the failure and recovery qtests, four
+# vhost-user cases and the recovery-connection case.  docs/testing.md
+# ("The test command") says what each part runs and checks, and how long
+# it takes.  With --qemu VERSION both halves run on VERSION, the sanitizer
+# half with every test and case.  Prints each runner's summary and a
+# last line "N passed, N failed"; exits non-zero when anything failed.
 #
 #   scripts/test.sh                    all of it
-#   scripts/test.sh --no-sanitize      steps 1-7
-#   scripts/test.sh --sanitize         step 8 alone (on 10.0.2 unless
-#                                      --qemu says otherwise)
-#   scripts/test.sh --skip-qemu-tests  steps 1-3
+#   scripts/test.sh --no-sanitize      the plain half
+#   scripts/test.sh --sanitize         the sanitizer half alone (on
+#                                      10.0.2 unless --qemu says otherwise)
+#   scripts/test.sh --skip-qemu-tests  the build, unit tests, stubs and
+#                                      checkpatch
 #   scripts/test.sh --qemu VERSION ... any of the above with QEMU VERSION
 #                                      (10.0.2, the default, 10.0.13 or
 #                                      10.2.2) and that version's own
