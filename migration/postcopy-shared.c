@@ -225,10 +225,15 @@ bool postcopy_shared_wait(MigrationIncomingState *mis,
 
 void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size)
 {
-    size_t page_size = qemu_ram_pagesize(rb);
-    ram_addr_t offset = qemu_ram_block_host_offset(rb, host);
-    size_t off;
+    size_t page_size, off;
+    ram_addr_t offset;
 
+    /* Every placement comes here; almost always nothing waits. */
+    if (!qatomic_read(&shared_waiter_count)) {
+        return;
+    }
+    page_size = qemu_ram_pagesize(rb);
+    offset = qemu_ram_block_host_offset(rb, host);
     for (off = 0; off < size; off += page_size) {
         SharedWaiter *w, *next;
 

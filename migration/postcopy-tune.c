@@ -160,7 +160,10 @@ static bool tune_item_prepage(const char *value, PostcopyTune *tune,
                            POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage, errp);
 }
 
-/* The words of the items that take one; tune_items[] lists them too. */
+/*
+ * The words of the items that take one: tune_parse_item() checks @value
+ * against them before it calls the item's parser.
+ */
 static const char *const placer_words[] = { "auto", "on", "off", NULL };
 static const char *const recheck_words[] = { "auto", "off", "only", NULL };
 static const char *const recovery_words[] = { "keep", "off", NULL };
@@ -168,9 +171,6 @@ static const char *const recovery_words[] = { "keep", "off", NULL };
 static bool tune_item_placer(const char *value, PostcopyTune *tune,
                              Error **errp)
 {
-    if (!tune_parse_word("placer", value, placer_words, errp)) {
-        return false;
-    }
     tune->no_placer = !strcmp(value, "off");
     tune->placer_always = !strcmp(value, "on");
     return true;
@@ -186,9 +186,6 @@ static bool tune_item_placerun(const char *value, PostcopyTune *tune,
 static bool tune_item_recheck(const char *value, PostcopyTune *tune,
                               Error **errp)
 {
-    if (!tune_parse_word("recheck", value, recheck_words, errp)) {
-        return false;
-    }
     tune->no_recheck = !strcmp(value, "off");
     tune->recheck_only = !strcmp(value, "only");
     return true;
@@ -197,9 +194,6 @@ static bool tune_item_recheck(const char *value, PostcopyTune *tune,
 static bool tune_item_recovery(const char *value, PostcopyTune *tune,
                                Error **errp)
 {
-    if (!tune_parse_word("recovery", value, recovery_words, errp)) {
-        return false;
-    }
     tune->no_recovery_keep = !strcmp(value, "off");
     return true;
 }
@@ -276,9 +270,15 @@ static bool tune_parse_item(const char *item, PostcopyTune *tune,
     unsigned int i;
 
     for (i = 0; i < ARRAY_SIZE(tune_items); i++) {
-        if (!strcmp(kv[0], tune_items[i].name)) {
-            return tune_items[i].parse(kv[1], tune, errp);
+        if (strcmp(kv[0], tune_items[i].name)) {
+            continue;
         }
+        if (tune_items[i].words &&
+            !tune_parse_word(tune_items[i].name, kv[1], tune_items[i].words,
+                             errp)) {
+            return false;
+        }
+        return tune_items[i].parse(kv[1], tune, errp);
     }
     tune_unknown_item(item, errp);
     return false;
