@@ -8,6 +8,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "postcopy-tune.h"
@@ -331,19 +332,29 @@ bool postcopy_tune_parse(const char *text, PostcopyTune *tune,
 
 /* Written once by postcopy_tune_init() at start-up, then only read. */
 static PostcopyTune tune_from_env;
+/*
+ * Why QEMU_POSTCOPY_TUNE was ignored, until the first read of the tuning
+ * reports it: postcopy_tune_init() runs before QEMU's monitor exists,
+ * where any report aborts QEMU (monitor_cur() takes a lock not yet made).
+ */
+static Error *tune_env_error;
 
 void postcopy_tune_init(void)
 {
-    Error *err = NULL;
-
     if (!postcopy_tune_parse(g_getenv("QEMU_POSTCOPY_TUNE"), &tune_from_env,
-                             &err)) {
-        error_prepend(&err, "QEMU_POSTCOPY_TUNE ignored: ");
-        warn_report_err(err);
+                             &tune_env_error)) {
+        error_prepend(&tune_env_error, "QEMU_POSTCOPY_TUNE ignored: ");
     }
 }
 
 const PostcopyTune *postcopy_tune(void)
 {
+    if (unlikely(qatomic_read(&tune_env_error))) {
+        Error *err = qatomic_xchg(&tune_env_error, NULL);
+
+        if (err) {
+            warn_report_err(err);
+        }
+    }
     return &tune_from_env;
 }

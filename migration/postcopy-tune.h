@@ -70,11 +70,14 @@ bool postcopy_tune_parse(const char *text, PostcopyTune *tune, Error **errp);
 /* The name of item @i of QEMU_POSTCOPY_TUNE; NULL past the last.  Pure. */
 const char *postcopy_tune_item_name(unsigned int i);
 
-/* Read QEMU_POSTCOPY_TUNE; a text that does not parse warns. Once. */
+/*
+ * Read QEMU_POSTCOPY_TUNE, once, at start-up: a text that does not parse
+ * is ignored, and the first postcopy_tune() warns about it.
+ */
 void postcopy_tune_init(void);
 /*
  * The process's tuning, valid once postcopy_tune_init() ran at start-up
- * (postcopy_infrastructure_init()); all zeroes before.
+ * (postcopy_infrastructure_init()); all zeroes before.  Any thread.
  */
 const PostcopyTune *postcopy_tune(void);
 

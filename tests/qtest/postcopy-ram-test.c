@@ -1419,6 +1419,24 @@ static const TestCase cases[] = {
       .huge = true, .inject = "collapse-refused=1:1000000" },
 };
 
+/*
+ * A QEMU_POSTCOPY_TUNE that does not parse is ignored with a warning: the
+ * process starts and serves QMP.  (The tuning is read at start-up, before
+ * QEMU's monitor exists, where a report would abort QEMU.)
+ */
+static void test_bad_tune(void)
+{
+    QTestState *qts;
+    QDict *rsp;
+
+    g_setenv("QEMU_POSTCOPY_TUNE", "placer=always", true);
+    qts = qtest_init("-machine none");
+    g_unsetenv("QEMU_POSTCOPY_TUNE");
+    rsp = qtest_qmp_assert_success_ref(qts, "{ 'execute': 'query-status' }");
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     unsigned int i;
@@ -1447,5 +1465,6 @@ int main(int argc, char **argv)
     qtest_add_func("/postcopy-ram/backend/hugetlbfs", test_hugetlbfs);
     qtest_add_func("/postcopy-ram/refused/unprivileged",
                    test_refused_unprivileged);
+    qtest_add_func("/postcopy-ram/refused/bad-tune", test_bad_tune);
     return g_test_run();
 }
