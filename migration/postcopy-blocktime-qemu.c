@@ -147,7 +147,8 @@ void postcopy_blocktime_fault_read(MigrationIncomingState *mis, RAMBlock *rb,
     }
     /*
      * The page may have been placed between the fault and now; placement
-     * saw no waiter then.  Pairs with the barrier in page_placed() below.
+     * saw no waiter then.  Pairs with the barrier in
+     * postcopy_blocktime_page_placed() below.
      */
     smp_mb();
     if (postcopy_received(rb, qemu_ram_block_host_offset(rb, page))) {

@@ -26,6 +26,11 @@ void postcopy_thread_create(MigrationIncomingState *mis,
     postcopy_thread_sync_wait(mis);
 }
 
+bool postcopy_preempt_told_to_quit(MigrationIncomingState *mis)
+{
+    return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
+}
+
 void postcopy_fault_thread_wake(MigrationIncomingState *mis)
 {
     uint64_t one = 1;

@@ -30,10 +30,7 @@
 #include "ram.h"
 #include "postcopy-ram.h"
 #include "postcopy-internal.h"
-#include "postcopy-tcp-queue.h"
-#include "postcopy-tune.h"
 #include "postcopy-inject.h"
-#include "postcopy-prepage.h"
 #include "trace.h"
 
 /* Faults read with one read(2); the rest wait for the next round. */
@@ -45,26 +42,6 @@ enum {
     POLL_SHARED_FIRST,
 };
 
-/*
- * Pauses of the migration so far: postcopy_fault_thread_note_pause() adds
- * one, on the load thread, in each pause (after it set the state to
- * postcopy-paused and cleared mis->to_src_file).  The fault thread
- * compares it with fault_pauses_seen, the pauses that the resumes it
- * waited for resolved, which only it touches.  A look at to_src_file alone
- * misses a pause that a recovery has already given a new return path.
- */
-static unsigned int fault_pauses;
-static unsigned int fault_pauses_seen;
-
-/*
- * Whether the request that another process's fault handler made through
- * postcopy_request_shared_page() failed as QEMU's own can (a broken return
- * path, a zero page for discarded RAM that would not place), which a
- * recovery mends, rather than in the handler itself.  Fault thread only:
- * the handlers run on it.
- */
-static bool shared_request_failed;
-
 /* The fault thread's own state; nothing here is shared. */
 typedef struct FaultThread {
     MigrationIncomingState *mis;
@@ -72,7 +49,6 @@ typedef struct FaultThread {
     GArray *pollfds;
     GArray *shared;
     unsigned int shared_generation;
-    PostcopyPrepage prepage;
 } FaultThread;
 
 /* (Re)build the poll set when devices registered or dropped shared fds. */
@@ -106,66 +82,11 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
     return &g_array_index(ft->pollfds, struct pollfd, index);
 }
 
-void postcopy_fault_thread_note_pause(void)
-{
-    qatomic_inc(&fault_pauses);
-}
-
-/*
- * Whether a recovery is under way: between a pause and the resume, which
- * sets postcopy-active before it posts postcopy_pause_sem_fault.
- */
-static bool fault_thread_recovery_under_way(MigrationIncomingState *mis)
-{
-    MigrationStatus state = qatomic_read(&mis->state);
-
-    return postcopy_is_paused(state) ||
-           state == MIGRATION_STATUS_POSTCOPY_RECOVER;
-}
-
-/*
- * Until recovery rebuilds the return path, no request can be sent: wait
- * for it.  Nor while it runs: the load thread sends the requests still
- * pending then, on the new return path, and mis->last_rb is not locked.
- * False when the thread must quit instead (the migration ended while it
- * waited).
- *
- * One resume posts postcopy_pause_sem_fault once for every pause since the
- * one before: the load thread pauses (counted), recovers, may pause again
- * before its resume (counted too), and posts at the resume.  So after the
- * post, every pause counted so far is resolved, unless a new one is under
- * way: the state is read after the count, and a pause sets it first.
- */
-static bool fault_thread_pause(FaultThread *ft)
-{
-    MigrationIncomingState *mis = ft->mis;
-
-    do {
-        trace_postcopy_fault_thread_pause();
-        while (qemu_sem_timedwait(&mis->postcopy_pause_sem_fault, 100) < 0) {
-            if (qatomic_read(&mis->fault_thread_quit)) {
-                return false;
-            }
-        }
-        /* Pairs with the full barrier of the count's increment. */
-        fault_pauses_seen = qatomic_load_acquire(&fault_pauses);
-    } while (fault_thread_recovery_under_way(mis));
-    trace_postcopy_fault_thread_resume(fault_pauses_seen);
-    /* The recovery brought a new main channel, autotuned again. */
-    postcopy_queue_bound_incoming(mis);
-    return true;
-}
-
-/* A pause the fault thread has not waited for yet. */
-static bool fault_thread_pause_missed(void)
-{
-    return qatomic_read(&fault_pauses) != fault_pauses_seen;
-}
-
-/* Or a broken return path. */
+/* A pause not waited for yet (postcopy-recovery.c), or no return path. */
 static bool fault_thread_must_pause(FaultThread *ft)
 {
-    return fault_thread_pause_missed() || !qatomic_read(&ft->mis->to_src_file);
+    return postcopy_recovery_pause_missed() ||
+           !qatomic_read(&ft->mis->to_src_file);
 }
 
 /*
@@ -177,7 +98,7 @@ static bool fault_thread_must_pause(FaultThread *ft)
 static bool fault_thread_give_up(FaultThread *ft, const char *why, int err)
 {
     postcopy_pause_for_error(ft->mis, why, err);
-    return fault_thread_pause(ft);
+    return postcopy_recovery_fault_thread_wait(ft->mis);
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
@@ -227,49 +148,12 @@ int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
      * QEMU's send takes its lock itself.)
      */
     if (postcopy_inject_hit(POSTCOPY_INJECT_REQUEST_FAIL) ||
-        fault_thread_pause_missed() ||
-        fault_thread_recovery_under_way(mis)) {
+        postcopy_recovery_pause_missed() ||
+        postcopy_recovery_under_way(mis)) {
         return -EIO;
     }
     trace_postcopy_request_send(qemu_ram_get_idstr(rb), offset, tid);
     return postcopy_send_page_request(mis, rb, offset, haddr, tid);
-}
-
-/*
- * After a fault's own request, the pages its walk will want next, if it
- * walks (postcopy-prepage.h): those not here and not asked for yet, each
- * a request of its own behind the faulting page's.
- */
-static void fault_thread_prepage(FaultThread *ft, RAMBlock *rb,
-                                 ram_addr_t offset, size_t pagesize)
-{
-    uint64_t first = 0, page;
-    unsigned int n;
-
-    /* A huge page already brings megabytes per fault. */
-    if (pagesize != qemu_real_host_page_size()) {
-        return;
-    }
-    n = postcopy_prepage_fault(&ft->prepage, rb, offset / pagesize,
-                               qemu_ram_get_used_length(rb) / pagesize,
-                               &first);
-    if (!n) {
-        return;
-    }
-    trace_postcopy_prepage(qemu_ram_get_idstr(rb), first * pagesize, n);
-    for (page = first; page < first + n; page++) {
-        ram_addr_t at = page * pagesize;
-
-        if (postcopy_received(rb, at)) {
-            continue;
-        }
-        /* No faulting thread: tid 0.  A broken path waits for the next. */
-        if (postcopy_request_page(ft->mis, rb, at,
-                                  (uintptr_t)qemu_ram_get_host_addr(rb) + at,
-                                  0)) {
-            return;
-        }
-    }
 }
 
 static void fault_thread_serve_fault(FaultThread *ft,
@@ -298,11 +182,10 @@ static void fault_thread_serve_fault(FaultThread *ft,
                                                                 pagesize));
     while (postcopy_request_page(mis, rb, offset, haddr, tid)) {
         /* The return path broke: retry once recovery rebuilt it. */
-        if (!fault_thread_pause(ft)) {
+        if (!postcopy_recovery_fault_thread_wait(mis)) {
             return;
         }
     }
-    fault_thread_prepage(ft, rb, offset, pagesize);
 }
 
 /* Returns false when the thread must quit. */
@@ -397,21 +280,21 @@ static void fault_thread_resolve_shared(FaultThread *ft,
 {
     uint64_t addr = msg->arg.pagefault.address;
 
-    shared_request_failed = false;
+    postcopy_in.shared_request_failed = false;
     while (pcfd.handler(&pcfd, msg)) {
-        if (!shared_request_failed) {
+        if (!postcopy_in.shared_request_failed) {
             fault_thread_shared_unresolved(&pcfd, addr);
             return;
         }
         trace_postcopy_shared_retry(pcfd.idstr, addr);
-        if (!fault_thread_pause(ft)) {
+        if (!postcopy_recovery_fault_thread_wait(ft->mis)) {
             return;
         }
         if (!fault_thread_shared_fd_still_there(&pcfd)) {
             trace_postcopy_shared_gone(pcfd.idstr, addr);
             return;
         }
-        shared_request_failed = false;
+        postcopy_in.shared_request_failed = false;
     }
 }
 
@@ -476,7 +359,8 @@ static bool fault_thread_round(FaultThread *ft)
         }
     }
     /* A pause wakes us (postcopy_fault_thread_notify()). */
-    if (fault_thread_must_pause(ft) && !fault_thread_pause(ft)) {
+    if (fault_thread_must_pause(ft) &&
+        !postcopy_recovery_fault_thread_wait(mis)) {
         return false;
     }
     if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
@@ -504,13 +388,12 @@ void *postcopy_fault_thread(void *opaque)
     };
 
     rcu_register_thread();
-    fault_pauses_seen = qatomic_read(&fault_pauses);
+    postcopy_recovery_fault_thread_start();
     trace_postcopy_fault_thread_start(ft.mis->userfault_fd,
                                       ft.mis->userfault_event_fd);
     /* No RAMBlock has been asked for on this return path yet. */
     ft.mis->last_rb = NULL;
     fault_thread_refresh_pollfds(&ft);
-    postcopy_prepage_init(&ft.prepage, postcopy_tune()->prepage);
     postcopy_thread_sync_signal(ft.mis);
 
     while (fault_thread_round(&ft)) {
@@ -565,6 +448,6 @@ int postcopy_request_shared_page(struct PostCopyFD *pcfd, RAMBlock *rb,
                                     (uintptr_t)qemu_ram_get_host_addr(rb) +
                                     page, 0);
     }
-    shared_request_failed = ret != 0;
+    postcopy_in.shared_request_failed = ret != 0;
     return ret;
 }

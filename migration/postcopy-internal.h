@@ -8,10 +8,12 @@
  * The destination's files call each other one way only, from the top of
  * this list to the bottom; none calls a file above it:
  *
- *   postcopy-ram.c            lifecycle (setup, pause, cleanup), the
- *                             public placement entry points
+ *   postcopy-ram.c            lifecycle (setup, cleanup), the public
+ *                             placement entry points
  *   postcopy-fault.c          the fault thread: faults become requests
- *   postcopy-placer.c         the placer thread and its ring
+ *   postcopy-preempt.c        the preempt thread
+ *   postcopy-recovery.c       pause and recovery, which the threads call
+ *   postcopy-placer-qemu.c    the placer thread
  *   postcopy-probe.c          can this host receive postcopy?
  *   postcopy-place.c          placing one page, request bookkeeping
  *   postcopy-shared.c         shared (vhost-user) userfaultfds
@@ -19,7 +21,7 @@
  *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
  *   postcopy-collapse-qemu.c  huge pages rebuilt once every page is in
  *
- * Below them all: the pure logic (postcopy-blocktime.c, -placer-ring.c,
+ * Below them all: the pure logic (postcopy-blocktime.c, -placer.c,
  * -discard.c, -notify.c, -inject.c, -tcp-queue.c, -tune.c, -collapse.c) and
  * postcopy-common.c.
  */
@@ -27,6 +29,7 @@
 #define QEMU_POSTCOPY_INTERNAL_H
 
 #include "postcopy-ram.h"
+#include "postcopy-incoming.h"
 
 /* postcopy-ram.c, and postcopy-stubs.c on other hosts */
 
@@ -49,12 +52,6 @@ int postcopy_ram_incoming_finish(MigrationIncomingState *mis);
 /* The fault thread's body; @opaque is the MigrationIncomingState. */
 void *postcopy_fault_thread(void *opaque);
 /*
- * The migration pauses: the fault thread waits for the resume even if a
- * recovery has given it a return path again by the time it looks.  Load
- * thread, in the pause, before the resume.
- */
-void postcopy_fault_thread_note_pause(void);
-/*
  * Ask for the host page of @rb at @offset (aligned) that @haddr lies in,
  * for thread @tid (0: not known), unless it is already on its way.  0, or
  * negative when the return path is broken or the page could not be served
@@ -63,7 +60,51 @@ void postcopy_fault_thread_note_pause(void);
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
                           ram_addr_t offset, uint64_t haddr, uint32_t tid);
 
-/* postcopy-placer.c: a second thread placing background pages */
+/* postcopy-preempt.c */
+
+/* Start the thread that loads pages from the preempt channel. */
+void postcopy_preempt_thread_start(MigrationIncomingState *mis);
+/*
+ * Load thread, once the main stream has ended: wait for the requested
+ * pages still on the preempt channel.  False when some never come (the
+ * preempt thread failed; nothing is sent any more).
+ */
+bool postcopy_preempt_drain(MigrationIncomingState *mis);
+/* Drain, then stop and join that thread.  False as the drain. */
+bool postcopy_preempt_thread_stop(MigrationIncomingState *mis);
+
+/* postcopy-recovery.c: pause and recovery (the order of events: there) */
+
+/*
+ * A thread of the module cannot go on (@why, errno @err): break the main
+ * connection, as migrate-pause does, so that the load thread pauses the
+ * migration (or, before the guest ran, fails it) and a recovery can send
+ * again whatever was not placed.  Any thread.
+ */
+void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
+                              int err);
+/* The fault thread starts: every pause so far is behind it. */
+void postcopy_recovery_fault_thread_start(void);
+/* Between a pause and its resume.  Any thread. */
+bool postcopy_recovery_under_way(MigrationIncomingState *mis);
+/* A pause the fault thread has not waited for yet.  Fault thread. */
+bool postcopy_recovery_pause_missed(void);
+/*
+ * Wait for the resume of every pause counted so far, then set the new
+ * main channel up.  False when the thread must quit instead (the
+ * migration ended while it waited).  Fault thread.
+ */
+bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis);
+/*
+ * The preempt channel broke, or a page from it could not be placed: give
+ * the channel's mutex up so that the load thread can close the channel,
+ * and wait until a recovery hands over a new one or the stop wakes us.
+ * False when the thread must quit instead.  Preempt thread, holding
+ * postcopy_prio_thread_mutex.
+ */
+bool postcopy_recovery_preempt_park(MigrationIncomingState *mis);
+
+/* postcopy-placer-qemu.c: a second thread placing background pages */
 
 #define POSTCOPY_THREAD_DST_PLACER "mig/dst/place"
 
@@ -83,7 +124,7 @@ void postcopy_placer_free(void);
 /*
  * Hand the page ram.c assembled at @from over to the placer, which will
  * place it at @host.  False when the caller must place it itself (see
- * postcopy-placer.c for which pages are handed over).  Load thread only.
+ * postcopy-placer-qemu.c for which pages are handed over).  Load thread only.
  */
 bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
                            void *host, const void *from);
@@ -95,7 +136,7 @@ bool postcopy_placer_offer(MigrationIncomingState *mis, RAMBlock *rb,
 int postcopy_placer_take_over(MigrationIncomingState *mis);
 /*
  * Before the load thread places a page itself: take_over(), and in the
- * stream's tail (postcopy-placer.c) first wait until the placer placed
+ * stream's tail (postcopy-placer-qemu.c) first wait until the placer placed
  * everything it was handed.  0, or the first failure (negative errno),
  * which must fail the load.  Any thread; only the load thread acts.
  */
@@ -135,14 +176,6 @@ void postcopy_count_missing(void);
  * and no fault asked for).  Any thread.
  */
 uint64_t postcopy_bytes_missing(void);
-/*
- * A thread of the module cannot go on (@why, errno @err): break the main
- * connection, as migrate-pause does, so that the load thread pauses the
- * migration (or, before the guest ran, fails it) and a recovery can send
- * again whatever was not placed.  Any thread.
- */
-void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
-                              int err);
 /* Private anonymous memory of @size bytes, or NULL with @errp set. */
 void *postcopy_map_anonymous(size_t size, const char *what, Error **errp);
 /*
@@ -200,7 +233,8 @@ bool postcopy_shared_wait(MigrationIncomingState *mis,
  * received: wake the other processes' threads recorded on them.  Called
  * with mis->page_request_mutex held, by the thread that placed them.
  */
-void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size);
+void postcopy_shared_wake_placed(MigrationIncomingState *mis, RAMBlock *rb,
+                                 void *host, size_t size);
 /* At the end of the migration: forget every recorded waiter. */
 void postcopy_shared_waiters_free(MigrationIncomingState *mis);
 
@@ -246,20 +280,7 @@ void postcopy_collapse_forget(void);
  * or for a new shared fd.  Any thread.
  */
 void postcopy_fault_thread_wake(MigrationIncomingState *mis);
-
-/* postcopy-preempt.c */
-
-/* Start the thread that loads pages from the preempt channel. */
-void postcopy_preempt_thread_start(MigrationIncomingState *mis);
-/*
- * Load thread, once the main stream has ended: wait for the requested
- * pages still on the preempt channel.  False when some never come (the
- * preempt thread failed; nothing is sent any more).
- */
-bool postcopy_preempt_drain(MigrationIncomingState *mis);
-/* Drain, then stop and join that thread.  False as the drain. */
-bool postcopy_preempt_thread_stop(MigrationIncomingState *mis);
-/* Fault point preempt-at-end (postcopy-inject.h), on the preempt thread */
-void postcopy_preempt_hold_to_end(MigrationIncomingState *mis, int max_ms);
+/* The load thread told the preempt thread to quit.  Any thread. */
+bool postcopy_preempt_told_to_quit(MigrationIncomingState *mis);
 
 #endif

@@ -32,13 +32,6 @@
 #include "postcopy-inject.h"
 #include "trace.h"
 
-/*
- * Target pages of guest RAM not in place yet: counted once the discards
- * at the switch are done, then lowered by every placement.  Written with
- * mis->page_request_mutex held (postcopy_pages_received()), read without.
- */
-static uint64_t pages_missing;
-
 void postcopy_count_missing(void)
 {
     unsigned int bits = qemu_target_page_bits();
@@ -51,26 +44,14 @@ void postcopy_count_missing(void)
 
         missing += nbits - bitmap_count_one(rb->receivedmap, nbits);
     }
-    qatomic_set(&pages_missing, missing);
+    qatomic_set(&postcopy_in.pages_missing, missing);
     trace_postcopy_count_missing(missing);
 }
 
 uint64_t postcopy_bytes_missing(void)
 {
-    return qatomic_read(&pages_missing) << qemu_target_page_bits();
-}
-
-void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
-                              int err)
-{
-    error_report("postcopy: %s: %s; the migration pauses for a recovery",
-                 why, strerror(err));
-    /* The return path shares the main channel's socket. */
-    WITH_QEMU_LOCK_GUARD(&mis->rp_mutex) {
-        if (mis->to_src_file) {
-            qemu_file_shutdown(mis->to_src_file);
-        }
-    }
+    return qatomic_read(&postcopy_in.pages_missing) <<
+           qemu_target_page_bits();
 }
 
 void *postcopy_map_anonymous(size_t size, const char *what, Error **errp)
@@ -102,6 +83,7 @@ bool postcopy_page_requested(MigrationIncomingState *mis, void *host)
  */
 static void postcopy_request_done(MigrationIncomingState *mis, void *host)
 {
+    postcopy_assert_held(&mis->page_request_mutex);
     if (g_tree_remove(mis->page_requested, host)) {
         int left = qatomic_dec_fetch(&mis->page_requested_count);
 
@@ -123,22 +105,43 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
 {
     size_t page_size = qemu_ram_pagesize(rb);
     size_t pages = size / qemu_target_page_size();
+    uint64_t missing;
     size_t off;
 
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
         ramblock_recv_bitmap_set_range(rb, host, pages);
         /* A successful placement filled pages that were missing. */
-        qatomic_set(&pages_missing, pages_missing - MIN(pages_missing, pages));
+        missing = postcopy_in.pages_missing;
+        qatomic_set(&postcopy_in.pages_missing,
+                    missing - MIN(missing, pages));
         for (off = 0; off < size; off += page_size) {
             if (!qatomic_read(&mis->page_requested_count)) {
                 break;
             }
             postcopy_request_done(mis, (uint8_t *)host + off);
         }
-        postcopy_shared_wake_placed(rb, host, size);
+        postcopy_shared_wake_placed(mis, rb, host, size);
     }
     for (off = 0; off < size; off += page_size) {
         postcopy_blocktime_page_placed(mis, (uint8_t *)host + off);
+    }
+}
+
+/*
+ * The fault point preempt-at-end, on the preempt thread: hold a placement
+ * until the main stream has ended (a page requested at the end, still on
+ * the preempt channel), or at most @max_ms.
+ */
+static void place_hold_to_main_stream_end(MigrationIncomingState *mis,
+                                          int max_ms)
+{
+    for (; max_ms > 0; max_ms -= 10) {
+        WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
+            if (postcopy_in.preempt_draining) {
+                return;
+            }
+        }
+        g_usleep(10 * 1000);
     }
 }
 
@@ -169,7 +172,7 @@ static int postcopy_uffd_place(MigrationIncomingState *mis, void *host,
     if (postcopy_inject_armed(POSTCOPY_INJECT_PREEMPT_AT_END) &&
         qemu_thread_is_self(&mis->postcopy_prio_thread) &&
         postcopy_inject_hit(POSTCOPY_INJECT_PREEMPT_AT_END)) {
-        postcopy_preempt_hold_to_end(mis, 120 * 1000);
+        place_hold_to_main_stream_end(mis, 120 * 1000);
         return -EIO;
     }
     do {

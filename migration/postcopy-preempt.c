@@ -1,205 +1,29 @@
 /*
- * Postcopy: the preempt channel, a second connection that carries the pages
- * faults asked for, so that they do not queue behind background pages.
+ * Postcopy: the destination's preempt thread, which loads the pages that
+ * faults asked for from the preempt channel (postcopy-preempt-channel.c)
+ * until the source ends the stream or the load thread asks it to quit.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
- *
- * Source: postcopy_preempt_setup() starts an asynchronous connect (then a
- * TLS handshake when the migration uses TLS); the migration thread waits
- * for it in postcopy_preempt_establish_channel().  Both outcomes post
- * s->postcopy_qemufile_src_sem once; a NULL s->postcopy_qemufile_src
- * tells failure.
- *
- * Destination: the channel arrives through postcopy_preempt_new_channel();
- * the preempt thread loads pages from it until the source ends the stream
- * or the main load thread asks it to quit.
  */
 
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
-#include "qapi/error.h"
-#include "io/channel-tls.h"
 #include "migration.h"
-#include "options.h"
 #include "qemu-file.h"
 #include "ram.h"
-#include "socket.h"
-#include "tls.h"
-#include "yank_functions.h"
 #include "postcopy-ram.h"
 #include "postcopy-compat.h"
 #include "postcopy-internal.h"
 #include "trace.h"
 
-/* --- Source --------------------------------------------------------------- */
-
-/* The connect finished, well (@err NULL) or not; wake the waiter. */
-static void preempt_channel_ready(MigrationState *s, QIOChannel *ioc,
-                                  Error *err)
-{
-    if (err) {
-        error_prepend(&err, "postcopy: preempt channel: ");
-        migrate_set_error(s, err);
-        trace_postcopy_preempt_channel_failed(error_get_pretty(err));
-        error_free(err);
-    } else {
-        migration_ioc_register_yank(ioc);
-        s->postcopy_qemufile_src = qemu_file_new_output(ioc);
-        trace_postcopy_preempt_channel_ready("source");
-    }
-    qemu_sem_post(&s->postcopy_qemufile_src_sem);
-}
-
-static void preempt_tls_handshake_done(QIOTask *task, gpointer opaque)
-{
-    g_autoptr(QIOChannel) ioc = QIO_CHANNEL(qio_task_get_source(task));
-    Error *err = NULL;
-
-    qio_task_propagate_error(task, &err);
-    preempt_channel_ready(opaque, ioc, err);
-}
-
-static void preempt_connected(QIOTask *task, gpointer opaque)
-{
-    g_autoptr(QIOChannel) ioc = QIO_CHANNEL(qio_task_get_source(task));
-    MigrationState *s = opaque;
-    QIOChannelTLS *tls;
-    Error *err = NULL;
-
-    if (qio_task_propagate_error(task, &err) ||
-        !migrate_channel_requires_tls_upgrade(ioc)) {
-        preempt_channel_ready(s, ioc, err);
-        return;
-    }
-    tls = migration_tls_client_create(ioc, s->hostname, &err);
-    if (!tls) {
-        preempt_channel_ready(s, ioc, err);
-        return;
-    }
-    trace_postcopy_preempt_tls_handshake();
-    qio_channel_set_name(QIO_CHANNEL(tls), "migration-tls-preempt");
-    /* The handshake's callback finishes the job. */
-    qio_channel_tls_handshake(tls, preempt_tls_handshake_done, s, NULL, NULL);
-}
-
-void postcopy_preempt_setup(MigrationState *s)
-{
-    trace_postcopy_preempt_connect();
-    socket_send_channel_create(preempt_connected, s);
-}
-
-int postcopy_preempt_establish_channel(MigrationState *s)
-{
-    bool connect_here;
-
-    if (!migrate_postcopy_preempt()) {
-        return 0;
-    }
-    /*
-     * QEMU 7.1 and 7.2 machines connected the channel during setup, so the
-     * connect is only started here for newer ones.
-     */
-    connect_here = !s->preempt_pre_7_2;
-    trace_postcopy_preempt_establish(connect_here);
-    if (connect_here && migrate_has_error(s)) {
-        /*
-         * Paused or failed since this recovery began (migration_connect()
-         * clears the error): open no new channel.  QEMU 10.0's destination
-         * takes a connection that lands while it pauses for a fresh
-         * migration, and aborts (scripts/pcram/channel_race.py).
-         */
-        trace_postcopy_preempt_channel_failed("the migration already failed");
-        return -1;
-    }
-    if (connect_here) {
-        postcopy_preempt_setup(s);
-    }
-    /* Posted by preempt_channel_ready() on success and on failure alike. */
-    qemu_sem_wait(&s->postcopy_qemufile_src_sem);
-    if (!s->postcopy_qemufile_src) {
-        return -1;
-    }
-    return 0;
-}
-
-/* --- Destination ---------------------------------------------------------- */
-
-void postcopy_preempt_new_channel(MigrationIncomingState *mis, QEMUFile *file)
-{
-    /* Its thread blocks in reads, like the main channel's. */
-    postcopy_file_set_blocking(file, true);
-    mis->postcopy_qemufile_dst = file;
-    qemu_sem_post(&mis->postcopy_qemufile_dst_done);
-    trace_postcopy_preempt_channel_ready("destination");
-}
-
-static bool preempt_thread_told_to_quit(MigrationIncomingState *mis)
-{
-    return qatomic_read(&mis->preempt_thread_status) == PREEMPT_THREAD_QUIT;
-}
-
-/*
- * What the preempt thread and the end of postcopy on the load thread
- * (postcopy_preempt_drain(), postcopy_preempt_thread_stop()) tell each
- * other, all under mis->page_request_mutex, with page_request_cond
- * signalled on each change the drain waits for:
- *
- * preempt_idle: the thread places nothing more: a load from the channel
- *   failed (until a recovery hands over a new channel), or it has ended.
- * preempt_parked: and it waits on postcopy_pause_sem_fast_load for that,
- *   which a recovery posts, or the stop, which finds it parked.
- * preempt_draining: the main stream has ended and the load thread waits
- *   for the requested pages still on this channel.  The source sends
- *   nothing more (it fails rather than pauses once all of RAM is sent):
- *   a failure now loses those pages, and no pause follows.
- * preempt_started: the thread has its first channel; before, it waits on
- *   postcopy_qemufile_dst_done, which the stop posts if it never came.
- */
-static bool preempt_idle;
-static bool preempt_parked;
-static bool preempt_draining;
-static bool preempt_started;
-
-/*
- * The channel broke, or a page from it could not be placed.  Drop the
- * channel's mutex so that the main load thread can close it, and wait
- * until a recovery hands over a new channel or the stop wakes us.  False
- * when the thread must quit instead.
- */
-static bool preempt_thread_pause(MigrationIncomingState *mis)
-{
-    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        preempt_idle = true;
-        qemu_cond_broadcast(&mis->page_request_cond);
-        /*
-         * The stop, which sets QUIT under this lock, has begun: it reads
-         * preempt_parked after that, so do not park.
-         */
-        if (preempt_thread_told_to_quit(mis)) {
-            return false;
-        }
-        preempt_parked = true;
-    }
-    trace_postcopy_preempt_thread_pause();
-    qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
-    qemu_sem_wait(&mis->postcopy_pause_sem_fast_load);
-    qemu_mutex_lock(&mis->postcopy_prio_thread_mutex);
-    WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        preempt_parked = false;
-        preempt_idle = false;
-    }
-    trace_postcopy_preempt_thread_resume();
-    return true;
-}
-
 static bool preempt_main_stream_ended(MigrationIncomingState *mis)
 {
     QEMU_LOCK_GUARD(&mis->page_request_mutex);
-    return preempt_draining;
+    return postcopy_in.preempt_draining;
 }
 
 /*
@@ -245,7 +69,7 @@ void *postcopy_preempt_thread(void *opaque)
     /* The source connects asynchronously: wait for the channel. */
     qemu_sem_wait(&mis->postcopy_qemufile_dst_done);
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        preempt_started = true;
+        postcopy_in.preempt_started = true;
     }
 
     /*
@@ -253,22 +77,22 @@ void *postcopy_preempt_thread(void *opaque)
      * channel (on a network failure) while this thread is paused.
      */
     qemu_mutex_lock(&mis->postcopy_prio_thread_mutex);
-    while (!preempt_thread_told_to_quit(mis)) {
+    while (!postcopy_preempt_told_to_quit(mis)) {
         int ret = ram_load_postcopy(mis->postcopy_qemufile_dst,
                                     RAM_CHANNEL_POSTCOPY);
 
         /* 0: the source ended the stream (EOS). */
-        if (!ret || preempt_thread_told_to_quit(mis)) {
+        if (!ret || postcopy_preempt_told_to_quit(mis)) {
             break;
         }
         preempt_thread_load_failed(mis, ret);
-        if (!preempt_thread_pause(mis)) {
+        if (!postcopy_recovery_preempt_park(mis)) {
             break;
         }
     }
     qemu_mutex_unlock(&mis->postcopy_prio_thread_mutex);
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        preempt_idle = true;
+        postcopy_in.preempt_idle = true;
         qemu_cond_broadcast(&mis->page_request_cond);
     }
 
@@ -284,10 +108,10 @@ void *postcopy_preempt_thread(void *opaque)
  */
 void postcopy_preempt_thread_start(MigrationIncomingState *mis)
 {
-    preempt_idle = false;
-    preempt_parked = false;
-    preempt_draining = false;
-    preempt_started = false;
+    postcopy_in.preempt_idle = false;
+    postcopy_in.preempt_parked = false;
+    postcopy_in.preempt_draining = false;
+    postcopy_in.preempt_started = false;
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_CREATED);
     postcopy_thread_create(mis, &mis->postcopy_prio_thread,
                            MIGRATION_THREAD_DST_PREEMPT,
@@ -308,9 +132,9 @@ bool postcopy_preempt_drain(MigrationIncomingState *mis)
     int missing;
 
     QEMU_LOCK_GUARD(&mis->page_request_mutex);
-    preempt_draining = true;
+    postcopy_in.preempt_draining = true;
     while ((missing = qatomic_read(&mis->page_requested_count)) &&
-           !preempt_idle) {
+           !postcopy_in.preempt_idle) {
         trace_postcopy_preempt_wait_requests(missing);
         if (!qemu_cond_timedwait(&mis->page_request_cond,
                                  &mis->page_request_mutex,
@@ -319,7 +143,7 @@ bool postcopy_preempt_drain(MigrationIncomingState *mis)
                         "on the preempt channel", missing);
         }
     }
-    trace_postcopy_preempt_drained(missing, preempt_idle);
+    trace_postcopy_preempt_drained(missing, postcopy_in.preempt_idle);
     return !missing;
 }
 
@@ -340,8 +164,8 @@ bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
     }
     /* A thread not parked by now sees QUIT and never parks. */
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        parked = preempt_parked;
-        started = preempt_started;
+        parked = postcopy_in.preempt_parked;
+        started = postcopy_in.preempt_started;
     }
     if (parked) {
         qemu_sem_post(&mis->postcopy_pause_sem_fast_load);
@@ -357,17 +181,4 @@ bool postcopy_preempt_thread_stop(MigrationIncomingState *mis)
     qemu_thread_join(&mis->postcopy_prio_thread);
     qatomic_set(&mis->preempt_thread_status, PREEMPT_THREAD_NONE);
     return drained;
-}
-
-/*
- * The fault point preempt-at-end: hold a placement until the main
- * stream has ended (a page requested at the end, still on this channel),
- * or at most @max_ms.
- */
-void postcopy_preempt_hold_to_end(MigrationIncomingState *mis, int max_ms)
-{
-    while (!preempt_main_stream_ended(mis) && max_ms > 0) {
-        g_usleep(10 * 1000);
-        max_ms -= 10;
-    }
 }

@@ -18,7 +18,7 @@
  *     which installs it atomically and wakes every thread parked on it,
  *     then marks it received, drops the request and ends the vCPUs'
  *     blocktime.  A background page may go through the placer thread
- *     first (postcopy-placer.c).
+ *     first (postcopy-placer-qemu.c).
  */
 
 #include "qemu/osdep.h"
@@ -41,6 +41,8 @@
 #include "postcopy-tcp-queue.h"
 #include "postcopy-tune.h"
 #include "trace.h"
+
+PostcopyIncoming postcopy_in;
 
 /* At QEMU's start-up, on every host (system/runstate.c). */
 void postcopy_infrastructure_init(void)
@@ -106,12 +108,6 @@ int postcopy_ram_prepare_discard(MigrationIncomingState *mis)
 
 /* --- Destination: LISTEN -------------------------------------------------- */
 
-/*
- * Whether mis->userfault_fd and mis->userfault_event_fd are open.  Only the
- * main load thread opens and closes them, in setup and cleanup.
- */
-static bool incoming_fds_open;
-
 /* @wanted: set to the features asked for on mis->userfault_fd */
 static bool postcopy_open_fds(MigrationIncomingState *mis, uint64_t *wanted,
                               Error **errp)
@@ -135,7 +131,7 @@ static bool postcopy_open_fds(MigrationIncomingState *mis, uint64_t *wanted,
         close(mis->userfault_fd);
         return false;
     }
-    incoming_fds_open = true;
+    postcopy_in.fds_open = true;
     trace_postcopy_fds_open(mis->userfault_fd, mis->userfault_event_fd,
                             *wanted);
     return true;
@@ -305,7 +301,7 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
     close(mis->userfault_event_fd);
     mis->userfault_fd = -1;
     mis->userfault_event_fd = -1;
-    incoming_fds_open = false;
+    postcopy_in.fds_open = false;
 }
 
 /*
@@ -391,7 +387,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
     /* The fault thread, their last user, is gone. */
     postcopy_placer_free();
     postcopy_shared_waiters_free(mis);
-    if (incoming_fds_open) {
+    if (postcopy_in.fds_open) {
         ret |= postcopy_unregister_all_blocks(mis);
         postcopy_close_fds(mis);
         postcopy_rebuild_huge_pages(mis, ret);
@@ -433,29 +429,6 @@ int postcopy_ram_incoming_finish(MigrationIncomingState *mis)
     return ret ? ret : preempt_lost ? -EIO : 0;
 }
 
-void postcopy_fault_thread_notify(MigrationIncomingState *mis)
-{
-    /*
-     * savevm.c calls this from the load thread when it pauses for a
-     * recovery, after which the destination tells the source which pages
-     * it has.  The load thread hands no page over until it resumes, so
-     * this is where every page it handed over gets placed, or dropped
-     * unplaced, and then sent again.  Whatever the state: a migrate-recover
-     * may already have moved it on from "paused", and may give the
-     * destination a new return path while this thread drains.  So the
-     * pause is counted first: the fault thread must not use that return
-     * path before the resume, which this thread handles after.
-     */
-    postcopy_fault_thread_note_pause();
-    if (qemu_thread_is_self(&mis->listen_thread)) {
-        if (postcopy_inject_hit(POSTCOPY_INJECT_PAUSE_LATE)) {
-            g_usleep(G_USEC_PER_SEC);
-        }
-        postcopy_placer_drain(mis);
-    }
-    postcopy_fault_thread_wake(mis);
-}
-
 /* --- Destination: placing pages ------------------------------------------- */
 
 int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
@@ -463,7 +436,7 @@ int postcopy_place_page(MigrationIncomingState *mis, void *host, void *from,
 {
     /*
      * A page the placer failed to place is the load thread's to retry, and
-     * near the end of the stream every page is (postcopy-placer.c).
+     * near the end of the stream every page is (postcopy-placer-qemu.c).
      */
     int ret = postcopy_placer_settle(mis);
 

@@ -25,28 +25,20 @@
 #include "postcopy-inject.h"
 #include "trace.h"
 
-/*
- * Guards changes to mis->postcopy_remote_fds and the generation below.
- * Devices register and unregister from the main thread; the fault thread
- * copies the list when the generation moves.
- */
-static QemuMutex shared_fds_lock;
-static unsigned int shared_fds_generation;
-
-static void shared_waiters_drop(int fd);
+static void shared_waiters_drop(MigrationIncomingState *mis, int fd);
 
 void postcopy_shared_init(void)
 {
-    qemu_mutex_init(&shared_fds_lock);
+    qemu_mutex_init(&postcopy_in.shared_fds_lock);
 }
 
 void postcopy_register_shared_ufd(struct PostCopyFD *pcfd)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
 
-    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
+    WITH_QEMU_LOCK_GUARD(&postcopy_in.shared_fds_lock) {
         g_array_append_val(mis->postcopy_remote_fds, *pcfd);
-        qatomic_inc(&shared_fds_generation);
+        qatomic_inc(&postcopy_in.shared_fds_generation);
     }
     trace_postcopy_shared_fd_register(pcfd->idstr, pcfd->fd);
     /* The fault thread polls the new fd from its next wake-up. */
@@ -65,11 +57,11 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
     if (!fds) {
         return;
     }
-    WITH_QEMU_LOCK_GUARD(&shared_fds_lock) {
+    WITH_QEMU_LOCK_GUARD(&postcopy_in.shared_fds_lock) {
         for (i = 0; i < fds->len; i++) {
             if (g_array_index(fds, struct PostCopyFD, i).fd == pcfd->fd) {
                 g_array_remove_index(fds, i);
-                qatomic_inc(&shared_fds_generation);
+                qatomic_inc(&postcopy_in.shared_fds_generation);
                 trace_postcopy_shared_fd_unregister(pcfd->idstr, pcfd->fd);
                 break;
             }
@@ -77,13 +69,13 @@ void postcopy_unregister_shared_ufd(struct PostCopyFD *pcfd)
     }
     /* The number may come back as another file. */
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        shared_waiters_drop(pcfd->fd);
+        shared_waiters_drop(mis, pcfd->fd);
     }
 }
 
 unsigned int postcopy_shared_fds_generation(void)
 {
-    return qatomic_read(&shared_fds_generation);
+    return qatomic_read(&postcopy_in.shared_fds_generation);
 }
 
 GArray *postcopy_shared_fds_copy(void)
@@ -91,24 +83,18 @@ GArray *postcopy_shared_fds_copy(void)
     MigrationIncomingState *mis = migration_incoming_get_current();
     GArray *copy = g_array_new(false, false, sizeof(struct PostCopyFD));
 
-    QEMU_LOCK_GUARD(&shared_fds_lock);
+    QEMU_LOCK_GUARD(&postcopy_in.shared_fds_lock);
     g_array_append_vals(copy, mis->postcopy_remote_fds->data,
                         mis->postcopy_remote_fds->len);
     return copy;
 }
-
-/*
- * A failed wake is reported once (each one is traced): a back-end that
- * has gone fails every wake from then on.
- */
-static bool shared_wake_failure_reported;
 
 static void postcopy_shared_wake_failed(const struct PostCopyFD *pcfd,
                                         RAMBlock *rb, uint64_t offset, int err)
 {
     trace_postcopy_shared_wake_failed(pcfd->idstr, qemu_ram_get_idstr(rb),
                                       offset, err);
-    if (!qatomic_xchg(&shared_wake_failure_reported, true)) {
+    if (!qatomic_xchg(&postcopy_in.shared_wake_failure_reported, true)) {
         warn_report("postcopy: could not wake %s for the page at %s+0x%"
                     PRIx64 ": %s; the page is in place, and a process that "
                     "cannot be woken has nothing waiting on it (further "
@@ -132,7 +118,7 @@ static void postcopy_shared_wake_failed(const struct PostCopyFD *pcfd,
  * Guarded by mis->page_request_mutex, which also guards marking pages
  * received: a fault either finds its page received (and is woken at
  * once) or is recorded before the placement takes the records.  Lock
- * order: page_request_mutex, then shared_fds_lock.
+ * order: page_request_mutex, then postcopy_in.shared_fds_lock.
  */
 typedef struct SharedWaiter {
     struct PostCopyFD pcfd;     /* a copy: its fd and owner's name */
@@ -140,16 +126,11 @@ typedef struct SharedWaiter {
     struct SharedWaiter *next;  /* another waiter on the same page */
 } SharedWaiter;
 
-/* QEMU's host address of a page -> its SharedWaiters. */
-static GHashTable *shared_waiters;
-/* How many are recorded: placement looks no further while it is 0. */
-static unsigned int shared_waiter_count;
-
 static bool shared_fd_registered(MigrationIncomingState *mis, int fd)
 {
     guint i;
 
-    QEMU_LOCK_GUARD(&shared_fds_lock);
+    QEMU_LOCK_GUARD(&postcopy_in.shared_fds_lock);
     for (i = 0; mis->postcopy_remote_fds &&
                 i < mis->postcopy_remote_fds->len; i++) {
         if (g_array_index(mis->postcopy_remote_fds, struct PostCopyFD,
@@ -201,10 +182,10 @@ bool postcopy_shared_wait(MigrationIncomingState *mis,
     if (!shared_fd_registered(mis, pcfd->fd)) {
         return true;
     }
-    if (!shared_waiters) {
-        shared_waiters = g_hash_table_new(NULL, NULL);
+    if (!postcopy_in.shared_waiters) {
+        postcopy_in.shared_waiters = g_hash_table_new(NULL, NULL);
     }
-    first = g_hash_table_lookup(shared_waiters, host);
+    first = g_hash_table_lookup(postcopy_in.shared_waiters, host);
     for (w = first; w; w = w->next) {
         /* Asked again (a retry after a recovery): one wake will do. */
         if (w->pcfd.fd == pcfd->fd && w->client_page == client_page) {
@@ -218,29 +199,31 @@ bool postcopy_shared_wait(MigrationIncomingState *mis,
     w = g_new(SharedWaiter, 1);
     *w = (SharedWaiter) { .pcfd = *pcfd, .client_page = client_page,
                           .next = first };
-    g_hash_table_insert(shared_waiters, host, w);
-    qatomic_inc(&shared_waiter_count);
+    g_hash_table_insert(postcopy_in.shared_waiters, host, w);
+    qatomic_inc(&postcopy_in.shared_waiter_count);
     return true;
 }
 
-void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size)
+void postcopy_shared_wake_placed(MigrationIncomingState *mis, RAMBlock *rb,
+                                 void *host, size_t size)
 {
     size_t page_size, off;
     ram_addr_t offset;
 
     /* Every placement comes here; almost always nothing waits. */
-    if (!qatomic_read(&shared_waiter_count)) {
+    if (!qatomic_read(&postcopy_in.shared_waiter_count)) {
         return;
     }
+    postcopy_assert_held(&mis->page_request_mutex);
     page_size = qemu_ram_pagesize(rb);
     offset = qemu_ram_block_host_offset(rb, host);
     for (off = 0; off < size; off += page_size) {
         SharedWaiter *w, *next;
 
-        if (!qatomic_read(&shared_waiter_count)) {
+        if (!qatomic_read(&postcopy_in.shared_waiter_count)) {
             return;
         }
-        if (!g_hash_table_steal_extended(shared_waiters,
+        if (!g_hash_table_steal_extended(postcopy_in.shared_waiters,
                                          (uint8_t *)host + off, NULL,
                                          (gpointer *)&w)) {
             continue;
@@ -248,22 +231,23 @@ void postcopy_shared_wake_placed(RAMBlock *rb, void *host, size_t size)
         for (; w; w = next) {
             next = w->next;
             shared_waiter_wake(w, rb, offset + off);
-            qatomic_dec(&shared_waiter_count);
+            qatomic_dec(&postcopy_in.shared_waiter_count);
             g_free(w);
         }
     }
 }
 
 /* Drop @fd's waiters (or all, for -1); @mis->page_request_mutex held. */
-static void shared_waiters_drop(int fd)
+static void shared_waiters_drop(MigrationIncomingState *mis, int fd)
 {
     GHashTableIter iter;
     gpointer key, value;
 
-    if (!shared_waiters) {
+    postcopy_assert_held(&mis->page_request_mutex);
+    if (!postcopy_in.shared_waiters) {
         return;
     }
-    g_hash_table_iter_init(&iter, shared_waiters);
+    g_hash_table_iter_init(&iter, postcopy_in.shared_waiters);
     while (g_hash_table_iter_next(&iter, &key, &value)) {
         SharedWaiter *w = value, **link = &w;
 
@@ -272,7 +256,7 @@ static void shared_waiters_drop(int fd)
 
             if (fd < 0 || cur->pcfd.fd == fd) {
                 *link = cur->next;
-                qatomic_dec(&shared_waiter_count);
+                qatomic_dec(&postcopy_in.shared_waiter_count);
                 g_free(cur);
             } else {
                 link = &cur->next;
@@ -289,8 +273,8 @@ static void shared_waiters_drop(int fd)
 void postcopy_shared_waiters_free(MigrationIncomingState *mis)
 {
     WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-        shared_waiters_drop(-1);
-        g_clear_pointer(&shared_waiters, g_hash_table_destroy);
+        shared_waiters_drop(mis, -1);
+        g_clear_pointer(&postcopy_in.shared_waiters, g_hash_table_destroy);
     }
 }
 

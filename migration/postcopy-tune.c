@@ -12,7 +12,6 @@
 #include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "postcopy-tune.h"
-#include "postcopy-prepage.h"
 #include "postcopy-collapse.h"
 
 /* @text, a number of @unit from @min to @max, into *@value. */
@@ -154,13 +153,6 @@ static bool tune_item_rcvbuf(const char *value, PostcopyTune *tune,
     return tune_parse_bytes("rcvbuf", value, &tune->rcvbuf, errp);
 }
 
-static bool tune_item_prepage(const char *value, PostcopyTune *tune,
-                              Error **errp)
-{
-    return tune_parse_uint("prepage", value, "pages", 0,
-                           POSTCOPY_PREPAGE_MAX_DEPTH, &tune->prepage, errp);
-}
-
 /*
  * The words of the items that take one: tune_parse_item() checks @value
  * against them before it calls the item's parser.
@@ -235,7 +227,6 @@ static const struct {
     { "pace", "auto|off|PERCENT", NULL, tune_parse_pace },
     { "recheck", NULL, recheck_words, tune_item_recheck },
     { "recovery", NULL, recovery_words, tune_item_recovery },
-    { "prepage", "PAGES", NULL, tune_item_prepage },
     { "placer", NULL, placer_words, tune_item_placer },
     { "placerun", "PAGES", NULL, tune_item_placerun },
     { "collapse", "off|PERCENT", NULL, tune_item_collapse },

@@ -31,7 +31,7 @@
 /*
  * The most consecutive pages of its ring the placer thread places with
  * one UFFDIO_COPY (placerun=), by default and at most: a run is never
- * waited for, only taken when it is there (postcopy-placer.c).
+ * waited for, only taken when it is there (postcopy-placer-qemu.c).
  */
 #define POSTCOPY_PLACER_RUN_DEFAULT 16
 #define POSTCOPY_PLACER_RUN_MAX     64
@@ -42,7 +42,6 @@ typedef struct PostcopyTune {
     bool no_receive;            /* unless queue=receive or queue=on */
     uint32_t lowat;             /* 0: from the path */
     uint32_t rcvbuf;            /* 0: the TCP queue's default */
-    uint32_t prepage;           /* pages to ask for ahead of a walk; 0: off */
     bool no_placer;             /* placer=off */
     /* placerun=: pages the placer places per UFFDIO_COPY, at most */
     uint32_t placer_run;

@@ -2,9 +2,10 @@
 # Runs every test of this project (the README's second command), in two
 # halves.  The plain half, on QEMU 10.0.2 (the version the module is built
 # for): builds QEMU with this module as needed, the unit tests and the
-# stubs' compile, checkpatch, QEMU's own postcopy tests, this project's
-# qtests, the fault-injection subset with its evidence and channel-race
-# cases, a short soak, the vhost-user cases and libvirt's first case.  The
+# stubs' compile, checkpatch and the functions comments name, QEMU's own
+# postcopy tests, this project's qtests, the fault-injection subset with
+# its evidence and channel-race cases, a short soak, the vhost-user cases
+# and libvirt's first case.  The
 # sanitizer half, on QEMU 10.2.2 (the newest it supports) built under
 # ASan and UBSan, where any report aborts the QEMU that made it: QEMU's
 # postcopy tests but TLS and zstd, the failure and recovery qtests, four
@@ -90,16 +91,30 @@ run_unit_tests()
     done
 }
 
+# A check of scripts/ that takes one argument: its last lines, one record.
+run_script_check()
+{
+    local title=$1 what=$2 script=$3 arg=$4 out rc
+    section "$title"
+    out=$(/usr/bin/python3 "$here/$script" "$arg" 2>&1)
+    rc=$?
+    echo "$out" | tail -n 20
+    record "$what" "$rc"
+}
+
 # QEMU compiles postcopy-stubs.c only for hosts without userfaultfd:
 # compile it here with the flags of a file of the module every host builds.
 run_stubs_compile()
 {
-    local build=$1 out rc
-    section "postcopy-stubs.c (hosts without userfaultfd)"
-    out=$(/usr/bin/python3 "$here/compile-stubs.py" "$build" 2>&1)
-    rc=$?
-    echo "$out" | tail -n 20
-    record "stubs: postcopy-stubs.c compiles" "$rc"
+    run_script_check "postcopy-stubs.c (hosts without userfaultfd)" \
+        "stubs: postcopy-stubs.c compiles" compile-stubs.py "$1"
+}
+
+# Comments that name a function must name one that exists.
+run_comment_names()
+{
+    run_script_check "functions named in comments" \
+        "comments: the functions they name exist" check-comment-names.py "$1"
 }
 
 run_checkpatch()
@@ -390,6 +405,7 @@ run_plain()
     run_unit_tests
     run_stubs_compile "$build"
     run_checkpatch "$(dirname "$build")"
+    run_comment_names "$(dirname "$build")"
     if [ -z "$skip_qemu" ]; then
         run_qemu_postcopy_tests "$build"
         run_our_qtests "$build" "$guest"
@@ -431,11 +447,11 @@ run_sanitized()
     run_recovery_eof "$build"
 }
 
-# The placer's ring (tests/unit/test-postcopy-placer-ring.c) under TSan, built
+# The placer's ring (tests/unit/test-postcopy-placer.c) under TSan, built
 # against the TSan tree's libraries; its two-thread test is the point.
 run_tsan_placer_ring()
 {
-    local build=$1 tree bin=$OUT/tsan/test-postcopy-placer-ring rc
+    local build=$1 tree bin=$OUT/tsan/test-postcopy-placer rc
     tree=$(dirname "$build")
     # shellcheck disable=SC2046 # pkg-config's words
     gcc -fsanitize=thread -g -O1 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
@@ -444,8 +460,8 @@ run_tsan_placer_ring()
         -iquote "$tree/host/include/x86_64" \
         -iquote "$tree/host/include/generic" -isystem "$tree/linux-headers" \
         -I"$PCRAM_ROOT/migration" $(pkg-config --cflags glib-2.0) \
-        "$PCRAM_ROOT/tests/unit/test-postcopy-placer-ring.c" \
-        "$PCRAM_ROOT/migration/postcopy-placer-ring.c" -o "$bin" \
+        "$PCRAM_ROOT/tests/unit/test-postcopy-placer.c" \
+        "$PCRAM_ROOT/migration/postcopy-placer.c" -o "$bin" \
         -Wl,--start-group "$build/libqemuutil.a" "$build"/libqom.a.p/*.o \
         "$build"/libevent-loop-base.a.p/*.o -Wl,--end-group \
         $(pkg-config --libs glib-2.0 gio-2.0 gobject-2.0 gmodule-2.0 \
@@ -455,7 +471,7 @@ run_tsan_placer_ring()
         "$bin" > "$bin.log" 2>&1
         rc=$?
     fi
-    record "tsan: placer ring (test-postcopy-placer-ring)" "$rc"
+    record "tsan: placer ring (test-postcopy-placer)" "$rc"
 }
 
 run_tsan()

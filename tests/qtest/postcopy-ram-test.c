@@ -868,12 +868,6 @@ typedef struct QReadsCase {
     bool preempt;
     bool recover;               /* pause the destination half-way, recover */
     /*
-     * Pre-paging on the destination (QEMU_POSTCOPY_TUNE=prepage=, see
-     * migration/postcopy-prepage.h), and a walk through pages in order
-     * first, as a vCPU scanning memory makes.
-     */
-    bool prepage;
-    /*
      * The source leaves its send bound to its second look into postcopy
      * (QEMU_POSTCOPY_TUNE=recheck=only, migration/postcopy-tune.h), which
      * must take it once, and set nothing: precopy, throttled and brief,
@@ -921,9 +915,6 @@ typedef struct QReadsCase {
  */
 #define QREADS_PAUSE_MIN_LEFT   (16 * MiB)
 
-#define QREADS_WALK_FIRST   (QREADS_PAGES / 2)
-#define QREADS_WALK_PAGES   512
-
 /* Word @word of @page on the destination must hold the page's byte. */
 static void qreads_read(QTestState *dst, uint64_t page, unsigned int word)
 {
@@ -947,16 +938,6 @@ static void qreads_check(QTestState *dst, GRand *rand, int count)
         uint64_t page = g_rand_int_range(rand, 0, QREADS_PAGES);
 
         qreads_read(dst, page, g_rand_int_range(rand, 0, 512));
-    }
-}
-
-/* Read @count pages in order from @first. */
-static void qreads_walk(QTestState *dst, uint64_t first, int count)
-{
-    uint64_t page;
-
-    for (page = first; page < first + count; page++) {
-        qreads_read(dst, page, 0);
     }
 }
 
@@ -1061,9 +1042,8 @@ static void test_qtest_reads(const void *opaque)
      * a side that fails, and what the case checks.
      */
     trace = g_strdup_printf("%s/destination.trace", tmpdir);
-    incoming = g_strdup_printf("%s -incoming defer %s%s%s -D %s", args,
+    incoming = g_strdup_printf("%s -incoming defer %s%s -D %s", args,
                                QREADS_STATE_TRACE,
-                               qc->prepage ? " -trace postcopy_prepage" : "",
                                qc->resume_pauses ?
                                " -trace postcopy_placer_drained"
                                " -trace postcopy_fault_thread_pause"
@@ -1072,9 +1052,6 @@ static void test_qtest_reads(const void *opaque)
                                qc->receive_bound ?
                                " -trace postcopy_queue_bound" : "",
                                trace);
-    if (qc->prepage) {
-        g_setenv("QEMU_POSTCOPY_TUNE", "prepage=16", true);
-    }
     if (qc->resume_pauses) {
         g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
         g_setenv("QEMU_POSTCOPY_INJECT", qc->inject, true);
@@ -1116,9 +1093,6 @@ static void test_qtest_reads(const void *opaque)
                              "{ 'execute': 'migrate-start-postcopy' }");
     migration_event_wait(dst->qts, "postcopy-active");
 
-    if (qc->prepage) {
-        qreads_walk(dst->qts, QREADS_WALK_FIRST, QREADS_WALK_PAGES);
-    }
     /* Held pages (placer-hold) could keep a read waiting for long. */
     if (!qc->resume_pauses) {
         qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
@@ -1151,13 +1125,6 @@ static void test_qtest_reads(const void *opaque)
     g_rand_free(rand);
     qtest_quit(src->qts);
     qtest_quit(dst->qts);
-    if (qc->prepage) {
-        /* The walk's pages were asked for ahead of its reads. */
-        int ranges = count_lines_with(trace, "postcopy_prepage");
-
-        g_test_message("pre-paged ranges: %d", ranges);
-        g_assert_cmpint(ranges, >, 0);
-    }
     if (qc->recheck) {
         g_assert_cmpint(count_lines_with(source_trace,
                                          "postcopy_queue_recheck"), ==, 1);
@@ -1189,8 +1156,6 @@ static const QReadsCase qreads_preempt = { .preempt = true,
                                            .recheck = true };
 static const QReadsCase qreads_preempt_recovery = { .preempt = true,
                                                     .recover = true };
-static const QReadsCase qreads_preempt_prepage = { .preempt = true,
-                                                   .prepage = true };
 static const QReadsCase qreads_recovery_keeps_bound = { .recover = true,
                                                         .keep_bound = true,
                                                         .first_reads = 20 };
@@ -1452,8 +1417,6 @@ int main(int argc, char **argv)
                         test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/preempt", &qreads_preempt,
                         test_qtest_reads);
-    qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-prepage",
-                        &qreads_preempt_prepage, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/preempt-recovery",
                         &qreads_preempt_recovery, test_qtest_reads);
     qtest_add_data_func("/postcopy-ram/qtest-reads/recovery-keeps-bound",

@@ -22,7 +22,6 @@ static void assert_tune_equal(const PostcopyTune *a,
     g_assert_cmpint(a->no_receive, ==, b->no_receive);
     g_assert_cmpuint(a->lowat, ==, b->lowat);
     g_assert_cmpuint(a->rcvbuf, ==, b->rcvbuf);
-    g_assert_cmpuint(a->prepage, ==, b->prepage);
     g_assert_cmpint(a->no_placer, ==, b->no_placer);
     g_assert_cmpuint(a->placer_run, ==, b->placer_run);
     g_assert_cmpint(a->placer_always, ==, b->placer_always);
@@ -78,10 +77,6 @@ static void test_tune_items(void)
     g_assert_false(tune.no_send || tune.no_receive);
     g_assert_cmpuint(tune.lowat, ==, 131072);
     g_assert_cmpuint(tune.rcvbuf, ==, 1048576);
-    g_assert_cmpuint(tune.prepage, ==, 0);
-    g_assert_true(postcopy_tune_parse("prepage=32", &tune,
-                                      &error_abort));
-    g_assert_cmpuint(tune.prepage, ==, 32);
     g_assert_false(tune.no_send);
     g_assert_false(tune.no_placer);
     g_assert_true(postcopy_tune_parse("placer=off", &tune,
@@ -142,7 +137,7 @@ static void test_tune_errors(void)
 {
     static const char *const bad[] = {
         "queue", "queue=maybe", "queue=", "lowat", "lowat=1", "rcvbuf=lots",
-        "rcvbuf=999999999", "prepage=on", "prepage=257", "prepage=",
+        "rcvbuf=999999999", "prepage=32",
         "placer", "placer=", "placer=always", "placerun=0", "placerun=65",
         "placerun=", "placerun=all", "pace", "pace=", "pace=0",
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
@@ -177,7 +172,7 @@ static void test_tune_error_after_good_items(void)
     g_assert_true(postcopy_tune_parse(NULL, &defaults, &error_abort));
     /* The good items before the bad one are not applied either. */
     g_assert_false(postcopy_tune_parse("queue=on,placerun=4,pace=off,"
-                                       "prepage=bad", &tune, &err));
+                                       "collapse=bad", &tune, &err));
     error_free(err);
     assert_tune_equal(&tune, &defaults);
     g_assert_true(tune.no_receive);
@@ -210,7 +205,7 @@ static void test_tune_error_words(void)
                     "queue=auto|off|send|receive|on, lowat=BYTES, "
                     "rcvbuf=BYTES, pace=auto|off|PERCENT, "
                     "recheck=auto|off|only, recovery=keep|off, "
-                    "prepage=PAGES, placer=auto|on|off, placerun=PAGES, "
+                    "placer=auto|on|off, placerun=PAGES, "
                     "collapse=off|PERCENT)");
     error_free(err);
 }

@@ -1,6 +1,6 @@
 /*
  * Unit tests: the placer's single-producer, single-consumer queue
- * (migration/postcopy-placer-ring.c)
+ * (migration/postcopy-placer.c)
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -9,7 +9,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/thread.h"
-#include "postcopy-placer-ring.h"
+#include "postcopy-placer.h"
 
 #define QSIZE 8
 

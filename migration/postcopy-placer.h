@@ -17,8 +17,8 @@
  * head: release() after the consumer is done with a slot, acquire in
  * reserve() before the producer overwrites it.
  */
-#ifndef QEMU_POSTCOPY_PLACER_RING_H
-#define QEMU_POSTCOPY_PLACER_RING_H
+#ifndef QEMU_POSTCOPY_PLACER_H
+#define QEMU_POSTCOPY_PLACER_H
 
 typedef struct PostcopyPlacerRing {
     /* Slots published; written by the producer only. */
