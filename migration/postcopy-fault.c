@@ -250,15 +250,14 @@ static bool fault_thread_shared_fd_still_there(const struct PostCopyFD *pcfd)
 static void fault_thread_shared_unresolved(const struct PostCopyFD *pcfd,
                                            uint64_t addr)
 {
-    static bool reported;
     struct uffdio_range range = {
         .start = ROUND_DOWN(addr, qemu_real_host_page_size()),
         .len = qemu_real_host_page_size(),
     };
 
     trace_postcopy_shared_unresolved(pcfd->idstr, addr);
-    if (!reported) {
-        reported = true;
+    if (!postcopy_in.shared_unresolved_reported) {
+        postcopy_in.shared_unresolved_reported = true;
         error_report("postcopy: %s could not resolve a fault at 0x%" PRIx64
                      "; it is woken to fault again (further failures are "
                      "traced only)", pcfd->idstr, addr);

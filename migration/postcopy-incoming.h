@@ -22,10 +22,12 @@
  *                                                                 acquire
  * pauses_seen           -recovery.c     fault         fault      one thread
  * shared_request_failed -fault.c        fault         fault      one thread
- * pages_missing         -place.c        load (LISTEN, any        page_request_
- *                                       before any               mutex for a
- *                                       placement),              placement;
- *                                       placing                  atomic reads
+ * shared_unresolved_    -fault.c        fault         fault      one thread
+ * reported
+ * pages_missing         -place.c        load at       load,      page_request_
+ *                                       LISTEN, then  placing    mutex for a
+ *                                       placing                  placement;
+ *                                                                atomic reads
  * placer                -placer-qemu.c  load          fault,     set before
  *                                                     placing    the fault
  *                                                                thread starts,
@@ -34,7 +36,10 @@
  * preempt_idle,         -preempt.c,     preempt, load preempt,   page_request_
  * preempt_parked,       -recovery.c                   load       mutex, with
  * preempt_draining,                                              page_request_
- * preempt_started                                                cond
+ * preempt_started                                                cond (reset
+ *                                                                before the
+ *                                                                thread is
+ *                                                                created)
  * shared_fds_generation -shared.c       main          fault      shared_fds_
  *                                                                lock to
  *                                                                write; atomic
@@ -47,15 +52,29 @@
  * shared_wake_failure_  -shared.c       placing       placing    atomic xchg
  * reported
  *
+ * The cleanup writes what "load" writes after joining the module's
+ * threads, on the main thread where QEMU runs it there (10.2, and a
+ * migration that never reached LISTEN): the joins order those writes.
+ *
  * Lock order: mis->page_request_mutex, then shared_fds_lock.  Functions
  * that must be called with a lock held assert it (postcopy_assert_held()).
  *
- * Not here, on purpose: the postcopy state (PostcopyState, in
- * postcopy-notify.c beside the notifiers that follow it, read by QEMU's
- * own code and unit-tested alone); the huge-page rebuild
- * (postcopy-collapse-qemu.c), which outlives the migration and keeps its
- * own lock table; and what is the process's and not one migration's (the
- * tuning and fault points, read-only once set, and the source's state).
+ * The module's other mutable globals, each for a reason:
+ *  - its other state struct, the huge-page rebuild's (PostcopyCollapse in
+ *    postcopy-collapse-qemu.c, with its own table): it outlives the
+ *    migration and stops on QEMU's exit and on an outgoing migration;
+ *  - what QEMU's contract forces, its calls into the module taking no
+ *    context to keep it in: the postcopy state and the notifiers
+ *    (postcopy_state_get()/set(), postcopy_add_notifier(), in
+ *    postcopy-notify.c), the source's discard batch
+ *    (postcopy_discard_send_init()/range()/finish(), in
+ *    postcopy-discard-qemu.c), and the source's migration notifier with
+ *    its watch over the main channel (postcopy-tcp-queue-qemu.c: the main
+ *    loop's, under the BQL);
+ *  - the process's configuration, read once and then only read: the
+ *    tuning (postcopy-tune.c) and fault points (postcopy-inject.c, whose
+ *    pass counts are atomic) from the environment, and the kernel's
+ *    userfaultfd features (postcopy-probe.c).
  */
 #ifndef QEMU_POSTCOPY_INCOMING_H
 #define QEMU_POSTCOPY_INCOMING_H
@@ -81,6 +100,8 @@ typedef struct PostcopyIncoming {
      * recovery mends, rather than in the handler itself.
      */
     bool shared_request_failed;
+    /* A fault another process could not resolve has been reported. */
+    bool shared_unresolved_reported;
 
     /* The placer thread's state, or NULL. */
     struct PostcopyPlacer *placer;
