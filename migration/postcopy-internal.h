@@ -206,6 +206,12 @@ int postcopy_install_zero(MigrationIncomingState *mis, RAMBlock *rb,
  * Any thread; the answer can be stale by the time it returns.
  */
 bool postcopy_page_requested(MigrationIncomingState *mis, void *host);
+/*
+ * Whether the main stream has ended and the load thread waits for the
+ * requested pages still on the preempt channel (preempt_draining).  Any
+ * thread.
+ */
+bool postcopy_main_stream_ended(MigrationIncomingState *mis);
 
 /* postcopy-shared.c: the shared (vhost-user) userfaultfds */
 

@@ -127,6 +127,12 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
     }
 }
 
+bool postcopy_main_stream_ended(MigrationIncomingState *mis)
+{
+    QEMU_LOCK_GUARD(&mis->page_request_mutex);
+    return postcopy_in.preempt_draining;
+}
+
 /*
  * The fault point preempt-at-end, on the preempt thread: hold a placement
  * until the main stream has ended (a page requested at the end, still on
@@ -135,13 +141,9 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
 static void place_hold_to_main_stream_end(MigrationIncomingState *mis,
                                           int max_ms)
 {
-    for (; max_ms > 0; max_ms -= 10) {
-        WITH_QEMU_LOCK_GUARD(&mis->page_request_mutex) {
-            if (postcopy_in.preempt_draining) {
-                return;
-            }
-        }
+    while (!postcopy_main_stream_ended(mis) && max_ms > 0) {
         g_usleep(10 * 1000);
+        max_ms -= 10;
     }
 }
 

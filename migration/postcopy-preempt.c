@@ -20,12 +20,6 @@
 #include "postcopy-internal.h"
 #include "trace.h"
 
-static bool preempt_main_stream_ended(MigrationIncomingState *mis)
-{
-    QEMU_LOCK_GUARD(&mis->page_request_mutex);
-    return postcopy_in.preempt_draining;
-}
-
 /*
  * Loading from the channel failed with @ret.  If the channel itself broke,
  * the load thread pauses the migration on its own (it checks this
@@ -47,7 +41,7 @@ static void preempt_thread_load_failed(MigrationIncomingState *mis, int ret)
         return;
     }
     qemu_file_set_error(f, ret);
-    if (preempt_main_stream_ended(mis)) {
+    if (postcopy_main_stream_ended(mis)) {
         error_report("postcopy: a page from the preempt channel could not "
                      "be loaded after the main stream ended: %s",
                      strerror(-ret));
