@@ -82,11 +82,21 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
     return &g_array_index(ft->pollfds, struct pollfd, index);
 }
 
-/* A pause not waited for yet (postcopy-recovery.c), or no return path. */
+/*
+ * A pause not waited for yet (postcopy-recovery.c), or no return path.
+ * savevm.c's postcopy_pause_incoming() clears to_src_file under rp_mutex,
+ * so the check takes it too; migration.c's postcopy_try_recover() stores
+ * the new one without it, and the pause count covers that store.
+ */
 static bool fault_thread_must_pause(FaultThread *ft)
 {
-    return postcopy_recovery_pause_missed() ||
-           !qatomic_read(&ft->mis->to_src_file);
+    MigrationIncomingState *mis = ft->mis;
+
+    if (postcopy_recovery_pause_missed()) {
+        return true;
+    }
+    QEMU_LOCK_GUARD(&mis->rp_mutex);
+    return !mis->to_src_file;
 }
 
 /*

@@ -93,6 +93,25 @@ parse_module_options()
     take_qemu_option "${others[@]}"
 }
 
+# --sanitize among the options, for the scripts that offer it (after
+# parse_module_options): our module's ASan/UBSan build, with the test
+# command's sanitizer options.  REST: the other options.
+take_sanitize_option()
+{
+    local arg others=()
+    for arg in "$@"; do
+        if [ "$arg" = --sanitize ]; then
+            [ "$MODULE" = ours ] ||
+                die "--sanitize builds this module only, not upstream's"
+            FLAVOUR=(--sanitize)
+            export_sanitizer_options
+        else
+            others+=("$arg")
+        fi
+    done
+    REST=("${others[@]+"${others[@]}"}")
+}
+
 # What most harness scripts build first: QEMU with the module that
 # parse_module_options chose (FLAVOUR) and the test guest.  Sets QEMU_BIN
 # and GUEST_BIN.

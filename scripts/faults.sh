@@ -40,22 +40,4 @@ main()
         --guest "$GUEST_BIN" --module "$MODULE" "${REST[@]}"
 }
 
-# --sanitize among the options: our module's ASan/UBSan build, with the
-# test command's sanitizer options (common.sh).  REST: the other options.
-take_sanitize_option()
-{
-    local arg others=()
-    for arg in "$@"; do
-        if [ "$arg" = --sanitize ]; then
-            [ "$MODULE" = ours ] ||
-                die "--sanitize builds this module only, not upstream's"
-            FLAVOUR=(--sanitize)
-            export_sanitizer_options
-        else
-            others+=("$arg")
-        fi
-    done
-    REST=("${others[@]+"${others[@]}"}")
-}
-
 main "$@"

@@ -51,6 +51,7 @@ main()
     [ "$(id -u)" = 0 ] || die "run as root: QEMU needs /dev/userfaultfd"
     local backend cases c clean=0 total=0 opts
     parse_module_options "$@"
+    take_sanitize_option "${REST[@]+"${REST[@]}"}"
     # Upstream's module has no fault points.
     cases=$ALL_CASES
     [ "$MODULE" = ours ] || cases=${ALL_CASES%,retry,wake-fail}
@@ -58,7 +59,6 @@ main()
     while [ $# -gt 0 ]; do
         case "$1" in
         --cases) cases=${2:-}; shift 2 ;;
-        --sanitize) FLAVOUR+=(--sanitize); shift ;;
         *) die "usage: vhost-user-test.sh [--qemu VERSION] [--upstream]" \
                "[--sanitize] [--cases $ALL_CASES]" ;;
         esac

@@ -966,6 +966,25 @@ static void assert_far_from_done(QTestState *src)
 }
 
 /*
+ * Whether @rsp, a reply to migrate-pause on the destination, means the
+ * pause is under way.  Besides a success, QEMU's "Failed to pause
+ * destination migration" does: qmp_migrate_pause() marks the channel
+ * failed before its shutdown(), and that shutdown fails when the load
+ * thread, seeing the error, has shut the channel down itself.  Asking
+ * again then is unsafe: savevm.c's postcopy_pause_incoming() clears
+ * from_src_file before the state leaves postcopy-active, and another
+ * migrate-pause in that window dereferences NULL (docs/faults.md).
+ */
+static bool dst_pause_taken(QDict *rsp)
+{
+    QDict *err = qdict_get_qdict(rsp, "error");
+
+    return qdict_haskey(rsp, "return") ||
+           (err && !g_strcmp0(qdict_get_try_str(err, "desc"),
+                              "Failed to pause destination migration"));
+}
+
+/*
  * migrate-pause on @qts as soon as it takes it: a destination still
  * "paused" from the last round, which the source's connection has not
  * reached yet, refuses it.
@@ -976,7 +995,7 @@ static void pause_when_accepted(QTestState *qts)
 
     for (;;) {
         QDict *rsp = qtest_qmp(qts, "{ 'execute': 'migrate-pause' }");
-        bool taken = qdict_haskey(rsp, "return");
+        bool taken = dst_pause_taken(rsp);
 
         qobject_unref(rsp);
         if (taken) {
