@@ -85,8 +85,10 @@ static struct pollfd *fault_thread_pollfd(FaultThread *ft, guint index)
 /*
  * A pause not waited for yet (postcopy-recovery.c), or no return path.
  * savevm.c's postcopy_pause_incoming() clears to_src_file under rp_mutex,
- * so the check takes it too; migration.c's postcopy_try_recover() stores
- * the new one without it, and the pause count covers that store.
+ * so the check takes it too.  migration.c's postcopy_try_recover() stores
+ * the new one without it; a request finding that one is refused by
+ * postcopy_request_page(), the state being postcopy-recover until the
+ * resume.
  */
 static bool fault_thread_must_pause(FaultThread *ft)
 {

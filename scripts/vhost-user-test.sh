@@ -22,7 +22,7 @@
 #   scripts/vhost-user-test.sh --upstream ...   upstream's module
 #   scripts/vhost-user-test.sh --qemu VERSION ...
 #   scripts/vhost-user-test.sh --sanitize ...   our module under ASan/UBSan
-# --upstream and --qemu may come anywhere among the options.
+# --upstream, --sanitize and --qemu may come anywhere among the options.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -970,10 +970,11 @@ static void assert_far_from_done(QTestState *src)
  * pause is under way.  Besides a success, QEMU's "Failed to pause
  * destination migration" does: qmp_migrate_pause() marks the channel
  * failed before its shutdown(), and that shutdown fails when the load
- * thread, seeing the error, has shut the channel down itself.  Asking
- * again then is unsafe: savevm.c's postcopy_pause_incoming() clears
- * from_src_file before the state leaves postcopy-active, and another
- * migrate-pause in that window dereferences NULL (docs/faults.md).
+ * thread, seeing the error, has closed the channel.  Asking again then
+ * is unsafe: savevm.c's postcopy_pause_incoming() closes from_src_file
+ * and clears it before the state leaves postcopy-active, and another
+ * migrate-pause in that window uses a freed or NULL file
+ * (docs/faults.md).
  */
 static bool dst_pause_taken(QDict *rsp)
 {
