@@ -33,9 +33,9 @@ EXPLAINED = (
     (("qemu_file_set_error_obj", "postcopy_preempt_thread"),
      "qemu-file.c:94 in qemu_file_shutdown"),
     # At a recovery QEMU's postcopy_try_recover() stores the new return
-    # path with a plain write, without rp_mutex; the fault thread, parked
-    # until savevm.c wakes it after that store, reads the pointer under
-    # rp_mutex (the lock savevm.c's pause clears it under).
+    # path with a plain write, without rp_mutex; the fault thread reads
+    # the pointer under rp_mutex (the lock savevm.c's pause clears it
+    # under), and sends no request while the state is postcopy-recover.
     (("fault_thread_round",), "in postcopy_try_recover"),
     # The preempt channel's QEMUFile, handed over as the contract wants
     # (mis->postcopy_qemufile_dst); savevm.c's load loop reads it plainly.
