@@ -53,7 +53,11 @@
  *                                      (a guest with a disk, before END)
  *   PCG END                            (answer to the command 'q')
  *   PCG DISK-START                     (answer to 'd', with a disk)
- * The command 'd' starts the disk's reads and writes (disk.c).
+ *   PCG R addr=0xA value=0xV           (answer to 'r')
+ * The command 'd' starts the disk's reads and writes (disk.c).  The
+ * command 'r', then a guest-physical address in hex and a newline, reads
+ * the 8-byte word there on CPU 0 (any RAM the identity map covers, such
+ * as a virtio-mem device's, which the test pages never touch).
  * Latency bucket B covers [(4 + B % 4) << (B / 4), (5 + B % 4) << (B / 4))
  * nanoseconds.
  */
@@ -724,12 +728,75 @@ static void say_disk(void)
     line_send(&l);
 }
 
+/* The command 'r': its address so far, while its digits come in. */
+static struct {
+    bool open;
+    uint64_t addr;
+} read_cmd;
+
+static void read_word(uint64_t addr)
+{
+    Line l = { .len = 0 };
+    uint64_t value = *(volatile uint64_t *)addr;
+
+    put_str(&l, "PCG R addr=");
+    put_hex(&l, addr);
+    put_str(&l, " value=");
+    put_hex(&l, value);
+    line_send(&l);
+}
+
+/*
+ * True when @ch belonged to an 'r' command: a hex digit, or the newline
+ * that ends it.  Anything else ends it too, and is a command of its own.
+ */
+static bool read_cmd_take(int ch)
+{
+    int digit = ch >= '0' && ch <= '9' ? ch - '0' :
+                ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 :
+                ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+
+    if (!read_cmd.open) {
+        return false;
+    }
+    if (digit >= 0) {
+        read_cmd.addr = read_cmd.addr << 4 | (uint64_t)digit;
+        return true;
+    }
+    read_cmd.open = false;
+    read_word(read_cmd.addr & ~7ULL);
+    return ch == '\n' || ch == '\r';
+}
+
+/*
+ * The next character of a command already begun.  QEMU's UART without
+ * its FIFO hands over one character at a time, the next one once the
+ * main loop comes round: waiting a moment for it keeps a command's
+ * characters from being spread over as many report intervals.
+ */
+static int serial_getc_soon(void)
+{
+    uint64_t deadline = clock_ns(0) + 100 * 1000 * 1000ULL;
+    int ch;
+
+    while ((ch = serial_getc()) < 0 && clock_ns(0) < deadline) {
+        cpu_relax();
+    }
+    return ch;
+}
+
 static void poll_commands(void)
 {
     int ch;
 
-    while ((ch = serial_getc()) >= 0) {
-        if (ch == 'v') {
+    while ((ch = read_cmd.open ? serial_getc_soon() : serial_getc()) >= 0) {
+        if (read_cmd_take(ch)) {
+            continue;
+        }
+        if (ch == 'r') {
+            read_cmd.open = true;
+            read_cmd.addr = 0;
+        } else if (ch == 'v') {
             __atomic_add_fetch(&verify_requests, 1, __ATOMIC_RELEASE);
         } else if (ch == 'd' && disk_stats.present) {
             disk_start();

@@ -102,6 +102,8 @@ static bool listen_thread_load(MigrationIncomingState *mis)
         return true;
     }
     listen_fail(mis, err);
+    /* Its teardown runs on the main thread, which may wait for a page. */
+    postcopy_ram_load_failed(mis);
     return false;
 }
 

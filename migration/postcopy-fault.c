@@ -110,7 +110,7 @@ static bool fault_thread_must_pause(FaultThread *ft)
 static bool fault_thread_give_up(FaultThread *ft, const char *why, int err)
 {
     postcopy_pause_for_error(ft->mis, why, err);
-    return postcopy_recovery_fault_thread_wait(ft->mis);
+    return postcopy_recovery_fault_thread_wait(ft->mis, false);
 }
 
 int postcopy_request_page(MigrationIncomingState *mis, RAMBlock *rb,
@@ -194,7 +194,7 @@ static void fault_thread_serve_fault(FaultThread *ft,
                                                                 pagesize));
     while (postcopy_request_page(mis, rb, offset, haddr, tid)) {
         /* The return path broke: retry once recovery rebuilt it. */
-        if (!postcopy_recovery_fault_thread_wait(mis)) {
+        if (!postcopy_recovery_fault_thread_wait(mis, true)) {
             return;
         }
     }
@@ -298,7 +298,7 @@ static void fault_thread_resolve_shared(FaultThread *ft,
             return;
         }
         trace_postcopy_shared_retry(pcfd.idstr, addr);
-        if (!postcopy_recovery_fault_thread_wait(ft->mis)) {
+        if (!postcopy_recovery_fault_thread_wait(ft->mis, true)) {
             return;
         }
         if (!fault_thread_shared_fd_still_there(&pcfd)) {
@@ -371,7 +371,7 @@ static bool fault_thread_round(FaultThread *ft)
     }
     /* A pause wakes us (postcopy_fault_thread_notify()). */
     if (fault_thread_must_pause(ft) &&
-        !postcopy_recovery_fault_thread_wait(mis)) {
+        !postcopy_recovery_fault_thread_wait(mis, false)) {
         return false;
     }
     if (fault_thread_pollfd(ft, POLL_UFFD)->revents &&
@@ -388,6 +388,8 @@ static bool fault_thread_round(FaultThread *ft)
     if (postcopy_shared_fds_generation() != ft->shared_generation) {
         fault_thread_refresh_pollfds(ft);
     }
+    /* After a load that failed before RUN, no page comes any more. */
+    postcopy_ram_check_failed_before_run(mis, false);
     return true;
 }
 

@@ -51,6 +51,11 @@
  *                                                                atomically
  * shared_wake_failure_  -shared.c       placing       placing    atomic xchg
  * reported
+ * load_failed_before_   -ram.c          load (10.2)   fault      atomic; full
+ * run                                                            barriers,
+ *                                                                paired with
+ *                                                                the request
+ *                                                                count
  *
  * The cleanup writes what "load" writes after joining the module's
  * threads, on the main thread where QEMU runs it there (10.2, and a
@@ -140,6 +145,13 @@ typedef struct PostcopyIncoming {
     unsigned int shared_waiter_count;
     /* A failed wake is reported once; each one is traced. */
     bool shared_wake_failure_reported;
+
+    /*
+     * The load failed before RUN (postcopy_ram_load_failed()): no page can
+     * come any more, and a fault left waiting ends the destination
+     * (postcopy_ram_check_failed_before_run()).
+     */
+    bool load_failed_before_run;
 
     /*
      * Target pages of guest RAM not in place yet: counted at LISTEN, then

@@ -46,6 +46,21 @@ bool postcopy_ram_empty_blocks(Error **errp);
  * thread.
  */
 int postcopy_ram_incoming_finish(MigrationIncomingState *mis);
+/*
+ * QEMU 10.2's listen thread: its load failed.  Before RUN, with a page
+ * requested, which may never come now, this ends the destination (and
+ * does not return); from then on, the fault thread's check does, when a
+ * fault waits.
+ */
+void postcopy_ram_load_failed(MigrationIncomingState *mis);
+/*
+ * The fault thread, after a round of faults and while it waits for a
+ * recovery: once the load failed before RUN, end the destination (no
+ * return) if a fault waits: @fault_waits (one it read and could not
+ * serve), a page requested, or a fault queued on the userfaultfd.
+ */
+void postcopy_ram_check_failed_before_run(MigrationIncomingState *mis,
+                                          bool fault_waits);
 
 /* postcopy-fault.c */
 
@@ -92,9 +107,12 @@ bool postcopy_recovery_pause_missed(void);
 /*
  * Wait for the resume of every pause counted so far, then set the new
  * main channel up.  False when the thread must quit instead (the
- * migration ended while it waited).  Fault thread.
+ * migration ended while it waited).  @fault_waits: a fault read and not
+ * served waits too (for postcopy_ram_check_failed_before_run()).  Fault
+ * thread.
  */
-bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis);
+bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis,
+                                         bool fault_waits);
 /*
  * The preempt channel broke, or a page from it could not be placed: give
  * the channel's mutex up so that the load thread can close the channel,

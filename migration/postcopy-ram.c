@@ -23,6 +23,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
+#include <poll.h>
 #include <sys/eventfd.h>
 #include "qemu/error-report.h"
 #include "qemu/madvise.h"
@@ -315,7 +316,7 @@ static void postcopy_close_fds(MigrationIncomingState *mis)
  * postcopy_ram_incoming_finish() first, and would otherwise exit only
  * with exit-on-error.)
  */
-static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
+static G_NORETURN void postcopy_fail_unplaced(MigrationIncomingState *mis,
                                               int err)
 {
     error_report("postcopy: the last pages of the migration could not be "
@@ -325,6 +326,98 @@ static void G_NORETURN postcopy_fail_unplaced(MigrationIncomingState *mis,
                  "the main stream ended");
     migrate_set_state(&mis->state, mis->state, MIGRATION_STATUS_FAILED);
     exit(EXIT_FAILURE);
+}
+
+/*
+ * The load failed before RUN, where no pause follows (QEMU pauses only
+ * once the guest runs), so a page requested then may never come: the
+ * main stream is gone (the preempt channel may still bring what the
+ * source had sent on it).
+ * Before RUN no vCPU runs: what waits for it is mostly QEMU's main thread,
+ * loading the device state (a virtio device's load reads its rings from
+ * guest RAM), which holds the BQL and the main loop.  On 10.2 nothing
+ * would ever run the listen thread's teardown or answer QMP, whatever
+ * exit-on-error says; on 10.0, once the cleanup removed the userfaultfd,
+ * it would load zeroes as device state (and could start the guest on
+ * them) before the listen thread exits.  So end the destination, without
+ * exit(): qemu_run_exit_notifiers() takes the BQL, which the waiting thread
+ * holds (the notifiers' work, a tap's down script or the pidfile's
+ * removal, is skipped).  The guest never ran here; the source still has
+ * it.
+ */
+static G_NORETURN void postcopy_end_before_run(MigrationIncomingState *mis)
+{
+    int waiting = qatomic_read(&mis->page_requested_count);
+
+    if (waiting) {
+        error_report("postcopy: the migration failed before the guest ran, "
+                     "while QEMU waited for %d requested page%s of guest "
+                     "RAM, which may never come now; this destination exits "
+                     "(the source still has the guest)",
+                     waiting, waiting == 1 ? "" : "s");
+    } else {
+        error_report("postcopy: the migration failed before the guest ran, "
+                     "while QEMU may wait for pages of guest RAM, which may "
+                     "never come now; this destination exits (the source "
+                     "still has the guest)");
+    }
+    fflush(NULL);
+    _exit(EXIT_FAILURE);
+}
+
+void postcopy_ram_load_failed(MigrationIncomingState *mis)
+{
+    if (!migrate_postcopy_ram() ||
+        postcopy_state_get() != POSTCOPY_INCOMING_LISTENING) {
+        return;
+    }
+    qatomic_set(&postcopy_in.load_failed_before_run, true);
+    /*
+     * Pairs with the barrier in postcopy_ram_check_failed_before_run(),
+     * after a request was counted: one of the two sees the other's write.
+     */
+    smp_mb();
+    if (qatomic_read(&mis->page_requested_count)) {
+        postcopy_end_before_run(mis);
+    }
+}
+
+/*
+ * Whether a fault is queued on QEMU's userfaultfd, not read yet (a
+ * vhost-user back-end's fd is not looked at: back-ends start at RUN).
+ */
+static bool postcopy_fault_queued(MigrationIncomingState *mis)
+{
+    struct pollfd pfd = { .fd = mis->userfault_fd, .events = POLLIN };
+
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
+void postcopy_ram_check_failed_before_run(MigrationIncomingState *mis,
+                                          bool fault_waits)
+{
+    /* Pairs with postcopy_ram_load_failed(): a request counted before. */
+    smp_mb();
+    if (qatomic_read(&postcopy_in.load_failed_before_run) &&
+        (fault_waits || qatomic_read(&mis->page_requested_count) ||
+         postcopy_fault_queued(mis))) {
+        postcopy_end_before_run(mis);
+    }
+}
+
+/*
+ * QEMU 10.0's listen thread, when its load failed, marks the migration
+ * failed, calls the cleanup and exits.  Before RUN the main thread may
+ * still be loading the device state: end the destination first, before a
+ * drain waits for pages that cannot come or the userfaultfd goes.
+ */
+static bool postcopy_listen_load_failed_before_run(MigrationIncomingState *mis)
+{
+    return !POSTCOPY_CONTRACT_10_2 && migrate_postcopy_ram() &&
+           mis->have_listen_thread &&
+           qemu_thread_is_self(&mis->listen_thread) &&
+           postcopy_state_get() == POSTCOPY_INCOMING_LISTENING &&
+           qatomic_read(&mis->state) == MIGRATION_STATUS_FAILED;
 }
 
 /*
@@ -357,6 +450,9 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
 
     trace_postcopy_incoming_cleanup(mis->have_fault_thread,
                                     qatomic_read(&mis->preempt_thread_status));
+    if (postcopy_listen_load_failed_before_run(mis)) {
+        postcopy_end_before_run(mis);
+    }
     /*
      * First: pages still in its slots may be ones the preempt thread's
      * stop waits for.  What the placer could not place, this thread

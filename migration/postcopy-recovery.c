@@ -64,8 +64,12 @@
 void postcopy_pause_for_error(MigrationIncomingState *mis, const char *why,
                               int err)
 {
-    error_report("postcopy: %s: %s; the migration pauses for a recovery",
-                 why, strerror(err));
+    /* QEMU pauses only once the guest runs; before, the load fails. */
+    bool before_run = postcopy_state_get() == POSTCOPY_INCOMING_LISTENING;
+
+    error_report("postcopy: %s: %s; %s", why, strerror(err),
+                 before_run ? "the guest has not run here yet, so the "
+                 "migration fails" : "the migration pauses for a recovery");
     /* The return path shares the main channel's socket. */
     WITH_QEMU_LOCK_GUARD(&mis->rp_mutex) {
         if (mis->to_src_file) {
@@ -114,7 +118,8 @@ bool postcopy_recovery_pause_missed(void)
     return qatomic_read(&postcopy_in.pauses) != postcopy_in.pauses_seen;
 }
 
-bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis)
+bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis,
+                                         bool fault_waits)
 {
     /*
      * After the post of step 7, every pause counted so far is resolved,
@@ -127,6 +132,8 @@ bool postcopy_recovery_fault_thread_wait(MigrationIncomingState *mis)
             if (qatomic_read(&mis->fault_thread_quit)) {
                 return false;
             }
+            /* No recovery follows a load that failed before RUN. */
+            postcopy_ram_check_failed_before_run(mis, fault_waits);
         }
         /* Pairs with the full barrier of the count's increment. */
         postcopy_in.pauses_seen = qatomic_load_acquire(&postcopy_in.pauses);

@@ -62,6 +62,14 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
 }
 
 /*
+ * QEMU 10.2's listen thread, which also runs for dirty bitmaps alone,
+ * calls this when its load fails: no guest RAM waits for pages here.
+ */
+void postcopy_ram_load_failed(MigrationIncomingState *mis)
+{
+}
+
+/*
  * QEMU 10.0's migration.c calls this when a migration that advised
  * postcopy for dirty bitmaps only ends: there is nothing to clean up.
  */

@@ -19,6 +19,13 @@ Faults:
                         fails them there, and so does the load thread
   place-preempt         the first placement on the preempt thread fails
                         (with postcopy-preempt only)
+  preempt-before-run    the same, where that page is one the destination's
+                        device-state load waits for, before the guest runs
+                        (the guest gets a virtio-blk disk, whose load reads
+                        its rings from guest RAM)
+  place-zero            the guest reads RAM a virtio-mem device holds
+                        unplugged (discarded: never sent), and the first
+                        zero page placed for it fails
 The place-* faults are fault points of this module's destination
 (QEMU_POSTCOPY_INJECT), armed from its start: they run in the phase
 "armed" alone, and upstream's module, which has no fault points, completes
@@ -69,15 +76,16 @@ SRC_ADDR, DST_ADDR = '192.0.2.5', '192.0.2.6'
 FAULTS = ('pause-src', 'pause-dst', 'link-down', 'tcp-reset', 'stop-src',
           'kill-src', 'kill-dst')
 PHASES = ('precopy', 'switch', 'early', 'late', 'recovery')
+GUEST_MB = 256
 # Placements that fail on purpose: the destination's fault points
 # (QEMU_POSTCOPY_INJECT, migration/postcopy-inject.h), armed from its
 # start, fire where their placement happens; each case runs once per
 # channel setup, in the phase "armed".  The placer takes every page
 # (placer=on), so that pages are in its ring when they are wanted.
 # Each: (the fault points, the channel setup it needs (None: either),
-# what must follow: 'recovers', a pause that recovers and completes, or
+# what must follow: 'recovers', a pause that recovers and completes;
 # 'ends', the destination ending with the reason, where no pause can
-# follow).
+# follow; or 'ends-before-run', the same before the guest ran there).
 PLACEMENT_FAULTS = {
     # The placer holds its pages until the stream's tail, fails there,
     # and so does the load thread's placement of them.
@@ -89,13 +97,52 @@ PLACEMENT_FAULTS = {
     # stream has ended, then fails: the source sends nothing more, so the
     # page is lost and no recovery can bring it.
     'preempt-at-end': ('preempt-at-end=1', True, 'ends'),
+    # The first page placed on the preempt thread is one that the
+    # destination's main thread waits for while it loads the device state,
+    # before RUN: a virtio disk's load reads its rings from guest RAM, and
+    # right after the switch the destination lacks them (precopy, throttled,
+    # has not reached them).  The load fails before the guest ran: the
+    # destination must end, saying why, and the source keep the guest.
+    'preempt-before-run': ('place-preempt=1', True, 'ends-before-run'),
+    # Once postcopy runs, the guest reads a word of RAM that a virtio-mem
+    # device holds unplugged: the source never sends it, the destination
+    # places a zero page, and the first such placement fails.  The guest
+    # must read zero after the recovery.
+    'place-zero': ('place-zero=1', None, 'recovers'),
 }
+# The faults whose guest needs a disk: a virtio-blk on QEMU's null block
+# driver (reads give zeroes; the test guest sends none until told to).
+DISK_FAULTS = ('preempt-before-run',)
+DISK_ARGS = ['-blockdev',
+             'driver=null-co,node-name=disk0,size=%d' % (64 << 20),
+             '-device', 'virtio-blk-pci,drive=disk0']
+# The faults whose guest has a virtio-mem device, all of it unplugged (a
+# later -m merges with the Scenario's).  The guest's RAM comes first, as a
+# memory backend of its own: QEMU 10.0.2's dirty-bitmap sync under TCG
+# (cpu_physical_memory_sync_dirty_bitmap()) resets the TLB's dirty
+# tracking at the block's offset inside its RAMBlock taken as a global
+# one, which is right only for the block at offset 0, and asserts when
+# that range crosses a block: with the device's backend created first,
+# the guest's RAM is not that block, and the source aborts in precopy.
+VIRTIO_MEM_FAULTS = ('place-zero',)
+# Postcopy for them: the guest, faulting at every access, takes its
+# commands only every few seconds, and the read must come before the end.
+SLOW_POSTCOPY_BANDWIDTH = 8 * 1000 * 1000
+VIRTIO_MEM_ARGS = ['-m', '%dM,maxmem=%dM' % (GUEST_MB, GUEST_MB + 128),
+                   '-object', 'memory-backend-ram,id=ram0,size=%dM' %
+                   GUEST_MB, '-machine', 'memory-backend=ram0',
+                   '-object', 'memory-backend-ram,id=vmem0,size=128M',
+                   '-device', 'virtio-mem-pci,id=vmem,memdev=vmem0,'
+                   'requested-size=0']
 # What the destination says when requested pages are lost that way (the
 # end of postcopy, not the preempt thread's own report of its failure).
 PREEMPT_LOST_MESSAGE = 'the preempt channel failed after the main stream ended'
 # QEMU 10.2's channel.c, when a new connection closes before its first 4
 # bytes: it marks the migration failed and, with exit-on-error, exits.
 QEMU_PEEK_MESSAGE = 'Failed to peek at channel'
+# What the destination says when its device-state load waited for a page
+# that can no longer come (the module's message; QEMU's own says less).
+BEFORE_RUN_MESSAGE = 'before the guest ran'
 # How long a destination that loses pages may take to end.
 END_TIMEOUT_S = 120
 PLACEMENT_PHASE = 'armed'
@@ -111,9 +158,10 @@ QUICK = [
     ('place-leftovers', PLACEMENT_PHASE, False, False),
     ('place-preempt', PLACEMENT_PHASE, True, False),
     ('preempt-at-end', PLACEMENT_PHASE, True, False),
+    ('preempt-before-run', PLACEMENT_PHASE, True, False),
+    ('place-zero', PLACEMENT_PHASE, True, False),
 ]
 
-GUEST_MB = 256
 BANDWIDTH = 32 * 1000 * 1000
 LINK_DOWN_S = 3
 STOP_S = 10
@@ -190,6 +238,10 @@ class Case:
         side's end of the connection.  The destination traces this
         module's events into the work directory, for a failed case."""
         extra = list(evidence.QEMU_ARGS)
+        if self.fault in DISK_FAULTS:
+            extra += DISK_ARGS
+        if self.fault in VIRTIO_MEM_FAULTS:
+            extra += VIRTIO_MEM_ARGS
         if self.tls:
             extra += ['-object', 'tls-creds-psk,id=tls0,endpoint=%s,dir=%s'
                       % ('server' if incoming else 'client',
@@ -279,7 +331,9 @@ class Case:
                                          120):
             raise CaseFailed('the guest did not boot')
         self.src.qmp.cmd('migrate-set-parameters', **{
-            'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH})
+            'max-bandwidth': BANDWIDTH,
+            'max-postcopy-bandwidth': SLOW_POSTCOPY_BANDWIDTH
+            if self.fault in VIRTIO_MEM_FAULTS else BANDWIDTH})
         uri = self.listen(self.dst)
         self.evidence.step('migrate %s' % uri, 'source')
         self.src.qmp.cmd('migrate', uri=uri)
@@ -386,20 +440,69 @@ class Case:
         self.start_postcopy()
         if PLACEMENT_FAULTS[self.fault][2] == 'ends':
             return self.destination_ends()
+        if PLACEMENT_FAULTS[self.fault][2] == 'ends-before-run':
+            return self.destination_ends_before_run()
+        read = None
+        if self.fault in VIRTIO_MEM_FAULTS:
+            read = self.read_unplugged_memory()
         self.drive_to_end()
         if not self.recoveries:
             raise CaseFailed('completed without a pause: the fault point '
                              'never fired')
+        if read is not None:
+            self.check_unplugged_read(read)
         return self.finish('completed')
+
+    def read_unplugged_memory(self):
+        """Once postcopy runs, have the guest read the first word of the
+        virtio-mem device's region, all of it unplugged (the UART holds the
+        command until the guest runs there); the console index from which
+        its answer comes."""
+        self.wait_until(lambda s, d: d == 'postcopy-active', 60, 'postcopy')
+        devices = self.dst.qmp.cmd('query-memory-devices')
+        addr = [d['data']['memaddr'] for d in devices
+                if d['type'] == 'virtio-mem'][0]
+        start = len(self.dst.console.snapshot())
+        self.evidence.step('the guest reads unplugged RAM at 0x%x' % addr,
+                           'destination')
+        self.dst.console.send('r%x\n' % addr)
+        return start
+
+    def check_unplugged_read(self, start):
+        found = self.dst.console.wait_for(lambda t: t.startswith('R '), 30,
+                                          start)
+        if not found:
+            raise CaseFailed('the guest never read its unplugged RAM')
+        fields = dict(kv.split('=') for kv in found[2].split()[1:])
+        if int(fields['value'], 16):
+            raise CaseFailed('unplugged RAM read %s, not zero' %
+                             fields['value'])
+        self.notes.append('the guest read zero from unplugged RAM')
 
     def destination_ends(self):
         """Requested pages are lost after the main stream ended: the
         destination must end, saying why, and not hang (or complete)."""
+        ended = self.wait_for_destination_exit()
+        if PREEMPT_LOST_MESSAGE not in self.dst.log_text():
+            raise CaseFailed('the destination %s without saying why (no '
+                             '"%s" in its log)' % (ended,
+                                                   PREEMPT_LOST_MESSAGE))
+        return ('requested pages lost after the main stream ended: the '
+                'destination %s, saying so; source %s' % (
+                    ended, self.status(self.src)), 0, True)
+
+    def wait_for_destination_exit(self, before_run=False):
+        """The destination's exit, within END_TIMEOUT_S; how it ended."""
         deadline = time.monotonic() + END_TIMEOUT_S
         while self.alive(self.dst) and time.monotonic() < deadline:
-            if self.status(self.dst) == 'completed':
+            d = self.status(self.dst)
+            if d == 'completed':
                 raise CaseFailed('the destination completed: the fault '
                                  'point never fired')
+            if before_run and d == 'postcopy-paused':
+                raise CaseFailed('the destination paused: the fault point '
+                                 'fired after the guest ran (its page was '
+                                 'not one the device-state load waited for)')
             time.sleep(0.2)
         if self.alive(self.dst):
             raise CaseFailed('the destination neither ended nor completed '
@@ -409,13 +512,35 @@ class Case:
         if self.dst.proc.poll() != 1:
             raise CaseFailed('the destination ended with %s, not exit '
                              'status 1' % ended)
-        if PREEMPT_LOST_MESSAGE not in self.dst.log_text():
+        return ended
+
+    def destination_ends_before_run(self):
+        """A page the device-state load waits for is lost with the
+        preempt channel, before the guest ran: the destination must end,
+        saying why, the guest never having run there; the source keeps
+        the guest: QEMU 10.2's runs it again, whole; 10.0's holds it
+        stopped in postcopy-paused (it has switched)."""
+        ended = self.wait_for_destination_exit(before_run=True)
+        if BEFORE_RUN_MESSAGE not in self.dst.log_text():
             raise CaseFailed('the destination %s without saying why (no '
-                             '"%s" in its log)' % (ended,
-                                                   PREEMPT_LOST_MESSAGE))
-        return ('requested pages lost after the main stream ended: the '
-                'destination %s, saying so; source %s' % (
-                    ended, self.status(self.src)), 0, True)
+                             '"%s" in its log)' % (ended, BEFORE_RUN_MESSAGE))
+        ran = [t for _, t in self.dst.console.snapshot()]
+        if ran:
+            raise CaseFailed('the guest ran on the destination, which '
+                             'lacked pages (its console: %r)' % ran[:3])
+        # 10.2's source leaves postcopy-device once it hears of the failure.
+        s = self.wait_until(lambda s, d: s != 'postcopy-device', 30,
+                            'the source leaving postcopy-device')[0]
+        if s == 'dead':
+            raise CaseFailed('the source, which holds the guest, is gone')
+        what = ('a page the device-state load waited for was lost before '
+                'the guest ran: the destination %s, saying so; the guest '
+                'never ran there; ' % ended)
+        # QEMU 10.2's source, still in postcopy-device, gives the switch up.
+        if self.source_still_runs_guest():
+            bad = self.verify_guest(self.src)
+            return what + 'the source runs the guest again', bad, bad == 0
+        return what + 'source %s, its guest stopped' % s, 0, True
 
     def run(self):
         self.start_migration()
