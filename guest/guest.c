@@ -737,6 +737,7 @@ static struct {
 static void read_word(uint64_t addr)
 {
     Line l = { .len = 0 };
+    /* volatile: a read of memory the program never wrote, which must happen */
     uint64_t value = *(volatile uint64_t *)addr;
 
     put_str(&l, "PCG R addr=");
