@@ -66,6 +66,7 @@ import time
 from . import evidence
 from .migrate import (MigrationFailed, Scenario, Vm, migrate_pause,
                       poll_until)
+from .guest import parse_fields
 from .netlink import create_veth_namespaces, run
 from .qmp import QMPError
 
@@ -473,7 +474,7 @@ class Case:
                                           start)
         if not found:
             raise CaseFailed('the guest never read its unplugged RAM')
-        fields = dict(kv.split('=') for kv in found[2].split()[1:])
+        fields = parse_fields(found[2])
         if int(fields['value'], 16):
             raise CaseFailed('unplugged RAM read %s, not zero' %
                              fields['value'])
@@ -482,17 +483,14 @@ class Case:
     def destination_ends(self):
         """Requested pages are lost after the main stream ended: the
         destination must end, saying why, and not hang (or complete)."""
-        ended = self.wait_for_destination_exit()
-        if PREEMPT_LOST_MESSAGE not in self.dst.log_text():
-            raise CaseFailed('the destination %s without saying why (no '
-                             '"%s" in its log)' % (ended,
-                                                   PREEMPT_LOST_MESSAGE))
+        ended = self.wait_for_destination_exit(PREEMPT_LOST_MESSAGE)
         return ('requested pages lost after the main stream ended: the '
                 'destination %s, saying so; source %s' % (
                     ended, self.status(self.src)), 0, True)
 
-    def wait_for_destination_exit(self, before_run=False):
-        """The destination's exit, within END_TIMEOUT_S; how it ended."""
+    def wait_for_destination_exit(self, message, before_run=False):
+        """The destination's exit (status 1, @message in its log), within
+        END_TIMEOUT_S; how it ended."""
         deadline = time.monotonic() + END_TIMEOUT_S
         while self.alive(self.dst) and time.monotonic() < deadline:
             d = self.status(self.dst)
@@ -512,6 +510,9 @@ class Case:
         if self.dst.proc.poll() != 1:
             raise CaseFailed('the destination ended with %s, not exit '
                              'status 1' % ended)
+        if message not in self.dst.log_text():
+            raise CaseFailed('the destination %s without saying why (no '
+                             '"%s" in its log)' % (ended, message))
         return ended
 
     def destination_ends_before_run(self):
@@ -520,10 +521,8 @@ class Case:
         saying why, the guest never having run there; the source keeps
         the guest: QEMU 10.2's runs it again, whole; 10.0's holds it
         stopped in postcopy-paused (it has switched)."""
-        ended = self.wait_for_destination_exit(before_run=True)
-        if BEFORE_RUN_MESSAGE not in self.dst.log_text():
-            raise CaseFailed('the destination %s without saying why (no '
-                             '"%s" in its log)' % (ended, BEFORE_RUN_MESSAGE))
+        ended = self.wait_for_destination_exit(BEFORE_RUN_MESSAGE,
+                                               before_run=True)
         ran = [t for _, t in self.dst.console.snapshot()]
         if ran:
             raise CaseFailed('the guest ran on the destination, which '
