@@ -135,6 +135,8 @@ static struct {
     bool started, busy, busy_read;
     uint64_t busy_block, next_op;
     uint8_t *busy_buf;
+    uint64_t aim;                       /* the next read's buffer, or 0 */
+    bool busy_aimed;
 } d;
 
 static void pci_select(unsigned int off)
@@ -394,7 +396,8 @@ static void submit(bool read, uint64_t block, uint8_t *buf)
     d.busy_buf = buf;
 }
 
-static void check_read(void)
+/* Whether the read just done brought the right block; counted if not. */
+static bool check_read(void)
 {
     const uint64_t *w = (const uint64_t *)d.busy_buf;
     uint64_t offset = d.busy_block * BLOCK, i;
@@ -405,19 +408,27 @@ static void check_read(void)
                 disk_stats.first_bad_offset = offset + i * 8;
                 disk_stats.first_bad_value = w[i];
             }
-            return;
+            return false;
         }
     }
+    return true;
 }
 
 static void complete(void)
 {
+    bool good = false;
+
     d.used_seen++;
     d.busy = false;
     if (*d.status != BLK_S_OK) {
         disk_stats.errors++;
     } else if (d.busy_read) {
-        check_read();
+        good = check_read();
+    }
+    if (d.busy_aimed) {
+        d.busy_aimed = false;
+        disk_stats.aimed_good = good;
+        disk_stats.aimed_done = true;
     }
     if (d.busy_read) {
         disk_stats.reads++;
@@ -442,8 +453,20 @@ bool disk_poll(void)
         complete();
     }
     op = d.next_op++;
+    if (!(op & 1) && d.aim) {
+        d.busy_aimed = true;
+        disk_stats.aimed_addr = d.aim;
+        submit(true, op / 2 % d.blocks, (uint8_t *)d.aim);
+        d.aim = 0;
+        return true;
+    }
     submit(!(op & 1), op / 2 % d.blocks, buffer(op));
     return true;
+}
+
+void disk_aim_read(uint64_t addr)
+{
+    d.aim = addr & ~(BLOCK - 1);
 }
 
 void disk_stop(void)

@@ -54,10 +54,15 @@
  *   PCG END                            (answer to the command 'q')
  *   PCG DISK-START                     (answer to 'd', with a disk)
  *   PCG R addr=0xA value=0xV           (answer to 'r')
+ *   PCG B addr=0xA good=0|1            (answer to 'b', with a disk)
  * The command 'd' starts the disk's reads and writes (disk.c).  The
  * command 'r', then a guest-physical address in hex and a newline, reads
  * the 8-byte word there on CPU 0 (any RAM the identity map covers, such
- * as a virtio-mem device's, which the test pages never touch).
+ * as a virtio-mem device's, which the test pages never touch).  The
+ * command 'b' and an address the same way has the disk's next read put its
+ * block at that address's page (once 'd' started the disk): the device,
+ * not the guest, is then the first to touch the page; the answer comes
+ * when the read is done, good=1 if it brought the right block.
  * Latency bucket B covers [(4 + B % 4) << (B / 4), (5 + B % 4) << (B / 4))
  * nanoseconds.
  */
@@ -728,11 +733,11 @@ static void say_disk(void)
     line_send(&l);
 }
 
-/* The command 'r': its address so far, while its digits come in. */
+/* The command 'r' or 'b': its address so far, while its digits come in. */
 static struct {
-    bool open;
+    char open;                          /* the command's letter, or 0 */
     uint64_t addr;
-} read_cmd;
+} addr_cmd;
 
 static void read_word(uint64_t addr)
 {
@@ -747,25 +752,45 @@ static void read_word(uint64_t addr)
     line_send(&l);
 }
 
+/* The answer to 'b', once the disk's aimed read is done. */
+static void say_aimed_read(void)
+{
+    Line l = { .len = 0 };
+
+    if (!disk_stats.aimed_done) {
+        return;
+    }
+    disk_stats.aimed_done = false;
+    put_str(&l, "PCG B addr=");
+    put_hex(&l, disk_stats.aimed_addr);
+    put_field(&l, " good=", disk_stats.aimed_good);
+    line_send(&l);
+}
+
 /*
- * True when @ch belonged to an 'r' command: a hex digit, or the newline
- * that ends it.  Anything else ends it too, and is a command of its own.
+ * True when @ch belonged to an 'r' or 'b' command: a hex digit, or the
+ * newline that ends it.  Anything else ends it too, and is a command of
+ * its own.
  */
-static bool read_cmd_take(int ch)
+static bool addr_cmd_take(int ch)
 {
     int digit = ch >= '0' && ch <= '9' ? ch - '0' :
                 ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 :
                 ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
 
-    if (!read_cmd.open) {
+    if (!addr_cmd.open) {
         return false;
     }
     if (digit >= 0) {
-        read_cmd.addr = read_cmd.addr << 4 | (uint64_t)digit;
+        addr_cmd.addr = addr_cmd.addr << 4 | (uint64_t)digit;
         return true;
     }
-    read_cmd.open = false;
-    read_word(read_cmd.addr & ~7ULL);
+    if (addr_cmd.open == 'r') {
+        read_word(addr_cmd.addr & ~7ULL);
+    } else if (disk_stats.present) {
+        disk_aim_read(addr_cmd.addr);
+    }
+    addr_cmd.open = 0;
     return ch == '\n' || ch == '\r';
 }
 
@@ -790,13 +815,13 @@ static void poll_commands(void)
 {
     int ch;
 
-    while ((ch = read_cmd.open ? serial_getc_soon() : serial_getc()) >= 0) {
-        if (read_cmd_take(ch)) {
+    while ((ch = addr_cmd.open ? serial_getc_soon() : serial_getc()) >= 0) {
+        if (addr_cmd_take(ch)) {
             continue;
         }
-        if (ch == 'r') {
-            read_cmd.open = true;
-            read_cmd.addr = 0;
+        if (ch == 'r' || ch == 'b') {
+            addr_cmd.open = ch;
+            addr_cmd.addr = 0;
         } else if (ch == 'v') {
             __atomic_add_fetch(&verify_requests, 1, __ATOMIC_RELEASE);
         } else if (ch == 'd' && disk_stats.present) {
@@ -842,8 +867,8 @@ static void run(Cpu *c)
             }
         }
         __atomic_store_n(&c->ops, c->ops + ACCESS_ROUND, __ATOMIC_RELAXED);
-        if (c->index == 0) {
-            disk_poll();
+        if (c->index == 0 && disk_poll()) {
+            say_aimed_read();
         }
 
         if (c->verify_seen != __atomic_load_n(&verify_requests,

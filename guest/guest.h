@@ -35,6 +35,9 @@ typedef struct DiskStats {
     bool present;
     uint64_t reads, writes, bad_reads, errors;
     uint64_t first_bad_offset, first_bad_value;
+    /* A read disk_aim_read() placed, done: where, and whether it was right */
+    bool aimed_done, aimed_good;
+    uint64_t aimed_addr;
 } DiskStats;
 
 extern DiskStats disk_stats;
@@ -47,6 +50,11 @@ void disk_keep_dirty(void);
 /* Start reading and writing (the command 'd'); disk_stop() ends it. */
 void disk_start(void);
 void disk_stop(void);
+/*
+ * The next read's data goes to guest-physical @addr (4 KiB, the command
+ * 'b'), instead of a buffer of the disk's area.
+ */
+void disk_aim_read(uint64_t addr);
 /* Between rounds: completes a request and issues the next; false if off. */
 bool disk_poll(void);
 /* Whether a request is still in flight (completes it if it is done). */

@@ -16,7 +16,9 @@
 #                                               destination in postcopy,
 #                                               the back-end's request
 #                                               failing, every wake of it
-#                                               failing (these two: ours
+#                                               failing, its zero page for
+#                                               unplugged virtio-mem RAM
+#                                               failing (these three: ours
 #                                               only)
 #   scripts/vhost-user-test.sh --cases main,preempt
 #   scripts/vhost-user-test.sh --upstream ...   upstream's module
@@ -30,7 +32,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/common.sh"
 help_if_asked "$@"
 
-ALL_CASES=main,pause,preempt,kill-backend,hotplug,retry,wake-fail
+ALL_CASES=main,pause,preempt,kill-backend,hotplug,retry,wake-fail,place-zero
 
 case_options()
 {
@@ -42,6 +44,7 @@ case_options()
     hotplug) echo --hotplug ;;
     retry) echo --retry ;;
     wake-fail) echo --wake-fail ;;
+    place-zero) echo --place-zero ;;
     *) die "unknown case $1 (cases: $ALL_CASES)" ;;
     esac
 }
@@ -54,7 +57,7 @@ main()
     take_sanitize_option "${REST[@]+"${REST[@]}"}"
     # Upstream's module has no fault points.
     cases=$ALL_CASES
-    [ "$MODULE" = ours ] || cases=${ALL_CASES%,retry,wake-fail}
+    [ "$MODULE" = ours ] || cases=${ALL_CASES%,retry,wake-fail,place-zero}
     set -- "${REST[@]+"${REST[@]}"}"
     while [ $# -gt 0 ]; do
         case "$1" in

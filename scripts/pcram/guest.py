@@ -142,6 +142,9 @@ class GuestReport:
         self.verify = []
         # The disk's figures (a guest with a disk: PCG DISK, before END)
         self.disk = None
+        # The disk's read aimed at an address (PCG B, the command 'b'), and
+        # the host's time of its answer ('t', time.monotonic())
+        self.aimed_read = None
         self.ended = False
         for t, text in sorted(lines):
             kind, _, rest = text.partition(' ')
@@ -155,6 +158,8 @@ class GuestReport:
                 self.verify.append(parse_fields(rest))
             elif kind == 'DISK':
                 self.disk = parse_fields(rest)
+            elif kind == 'B':
+                self.aimed_read = dict(parse_fields(rest), t=t)
             elif kind == 'END':
                 self.ended = True
         # Each report by its sequence number: the one before it gives the

@@ -101,6 +101,10 @@ class Scenario:
         # migration (migrate-pause, as a broken connection would) and the
         # harness recovers it at once over the same link; None: never.
         self.recover_at_s = kw.pop('recover_at_s', None)
+        # Whether a pause the destination's module starts by itself (a
+        # placement failing at a fault point) is recovered like the
+        # harness's own, once; else it fails the run.
+        self.recover_own_pause = kw.pop('recover_own_pause', False)
         self.timeout_s = kw.pop('timeout_s', 900)
         # Seconds the guest goes on running on the destination after the
         # migration completed, its rate and huge pages followed, before the
@@ -330,8 +334,12 @@ def _migrate(scn, src, dst, progress):
         if status in ('completed', 'failed', 'cancelled'):
             break
         if status.startswith('postcopy-paused'):
-            raise MigrationFailed('postcopy paused on the source: %s' %
-                                  info.get('error-desc', 'no reason given'))
+            if not scn.recover_own_pause or paused_s is not None:
+                raise MigrationFailed('postcopy paused on the source: %s' %
+                                      info.get('error-desc',
+                                               'no reason given'))
+            paused_s = recover_paused(scn, src, dst, time.monotonic())
+            continue
         if t_postcopy is None and now - t_start >= scn.precopy_s:
             if status == 'active':
                 if scn.before_postcopy:
@@ -503,6 +511,12 @@ def pause_and_recover(scn, src, dst, pause=None):
     both sides running postcopy again."""
     t_pause = time.monotonic()
     migrate_pause(pause or dst)
+    return recover_paused(scn, src, dst, t_pause)
+
+
+def recover_paused(scn, src, dst, t_pause):
+    """Once both sides are paused, recover over a new connection on the
+    same link; the seconds from @t_pause to both running postcopy again."""
     wait_both(src, dst, 'postcopy-paused', 30)
     dst.qmp.cmd('migrate-recover', uri='tcp:%s:%d' % (scn.dst_addr,
                                                      scn.dst_port or 0))
@@ -705,6 +719,7 @@ def _result(scn, info, dst_info, report, verified, t_start, t_postcopy,
             'bad_pages': bad_pages + len(report.bad),
             'bad_reports': report.bad[:20],
             'disk': report.disk,
+            'aimed_read': report.aimed_read,
             'verdict': ('CORRUPT' if bad_pages or report.bad else
                         'unchecked' if verified is None else 'clean'),
         },

@@ -25,7 +25,13 @@ changes).  --pause pauses the destination right after such a request and
 recovers (the daemon's fault is then, most likely, outstanding across the
 pause); --preempt turns on postcopy-preempt; --hotplug plugs a pc-dimm
 into the destination after the daemon's first fault (vhost then sends the
-daemon a new region table while pages are placed and woken).  Prints one line
+daemon a new region table while pages are placed and woken); --place-zero
+has the guest aim a disk read at RAM a virtio-mem device holds unplugged
+(discarded: the source never sends it), so that the daemon's write is the
+first touch of a page the destination must fill with zeroes, and the first
+such zero page fails to be placed (fault point place-zero): the migration
+pauses, the harness recovers it, and the daemon's fault must be served
+after the recovery, its read landing whole.  Prints one line
 "vhost-user: ..." and exits non-zero on any failure.  A failed run keeps
 its work directory under results/failed/ (--workdir: there), with both
 QEMUs' and daemons' logs, the QEMUs' exit statuses, the timeline of their
@@ -70,12 +76,26 @@ WAKE_FAILED_WARNING = 'postcopy: could not wake'
 RETRY_INJECT = 'shared-request-fail=1'
 RETRY_EVENT = 'postcopy_shared_retry'
 RESUME_EVENT = 'loadvm_postcopy_handle_resume'
+# --place-zero: the first zero page placed for discarded RAM fails, and
+# the destination pauses by itself, saying so.
+PLACE_ZERO_INJECT = 'place-zero=1'
+PLACE_ZERO_MESSAGE = 'placing a zero page for discarded RAM failed'
+# Its virtio-mem device, all of it unplugged, on a shared memfd as
+# vhost-user needs; the guest's RAM (Scenario's memfd backend) comes
+# before it on the command line, for QEMU 10.0.2's TCG dirty sync
+# (pcram.faults.VIRTIO_MEM_ARGS says why).
+VIRTIO_MEM_MB = 128
+# Its read must be done this long before the migration completes: served
+# after the recovery, not woken by postcopy's end (the fault comes about
+# 1 s into a postcopy of about 10 s).
+AIMED_READ_MARGIN_S = 1.0
 
 
 def inject_env(args):
     """The destination's fault points for the case (ours only)."""
     points = [point for point, on in ((RETRY_INJECT, args.retry),
-                                      (WAKE_FAIL_INJECT, args.wake_fail))
+                                      (WAKE_FAIL_INJECT, args.wake_fail),
+                                      (PLACE_ZERO_INJECT, args.place_zero))
               if on]
     return {'QEMU_POSTCOPY_INJECT': ','.join(points)} if points else {}
 # vhost-user's waker being called (QEMU's event), and the module waking a
@@ -187,6 +207,48 @@ def asked_again_after_resume(path):
     return False
 
 
+def aim_read_at_unplugged(dst):
+    """Have the guest on @dst aim the disk's next read at the first page
+    of its virtio-mem device's region (all of it unplugged); the address."""
+    devices = dst.qmp.cmd('query-memory-devices')
+    addr = [d['data']['memaddr'] for d in devices
+            if d['type'] == 'virtio-mem'][0]
+    dst.console.send('b%x\n' % addr)
+    return addr
+
+
+def place_zero_problems(result, trace, workdir, aimed):
+    """--place-zero: what is wrong with the run (a list)."""
+    if not aimed:
+        return ['the guest was never told to aim a read at unplugged RAM']
+    problems = []
+    read = result['guest'].get('aimed_read')
+    if not read:
+        problems.append('the read aimed at unplugged RAM (0x%x) never '
+                        'completed' % aimed[0])
+    elif read.get('good') != '1':
+        problems.append('the read aimed at unplugged RAM brought a wrong '
+                        'block (%s)' % read)
+    elif read['t'] > result['t_done'] - AIMED_READ_MARGIN_S:
+        # A fault that nobody asked for again is woken only when postcopy's
+        # end unregisters the back-end's userfaultfd: until then the
+        # daemon, one thread for the queue, serves no request at all.
+        problems.append('the read aimed at unplugged RAM completed at the '
+                        'migration\'s end (%+.2f s from it): the back-end '
+                        'waited for the end of postcopy' %
+                        (read['t'] - result['t_done']))
+    if not has_line(os.path.join(workdir, 'destination.log'),
+                    PLACE_ZERO_MESSAGE):
+        problems.append('the destination did not say "%s": the fault '
+                        'point never fired' % PLACE_ZERO_MESSAGE)
+    if not asked_again_after_resume(trace):
+        problems.append('the back-end\'s fault on unplugged RAM was not '
+                        'asked again after the recovery (no %s, then a '
+                        'resume, then a request of the back-end)' %
+                        RETRY_EVENT)
+    return problems
+
+
 def count_events(path, event):
     try:
         with open(path, errors='replace') as f:
@@ -285,6 +347,7 @@ def run(args, workdir, ev):
     event = SHARED_REQUEST_EVENT[args.module]
     witness = Witness(ev)
     hotplugged = []
+    aimed = []              # --place-zero: the address
     make_image(image)
     daemons = {}
     try:
@@ -304,6 +367,15 @@ def run(args, workdir, ev):
             for side in side_args:
                 side_args[side] += ['-m', '%dM,slots=1,maxmem=%dM' % (
                     args.ram_mb, args.ram_mb + HOTPLUG_MB)]
+        if args.place_zero:
+            for side in side_args:
+                side_args[side] += [
+                    '-m', '%dM,maxmem=%dM' % (args.ram_mb,
+                                              args.ram_mb + VIRTIO_MEM_MB),
+                    '-object', 'memory-backend-memfd,id=vmem0,size=%dM,'
+                    'share=on' % VIRTIO_MEM_MB,
+                    '-device', 'virtio-mem-pci,id=vmem,memdev=vmem0,'
+                    'requested-size=0']
 
         def before_postcopy(src, dst):
             witness.hook(src, dst)
@@ -329,6 +401,13 @@ def run(args, workdir, ev):
                             memdev='hp0')
                 hotplugged.append(time.monotonic())
 
+        def aim_at_unplugged(src, dst):
+            witness.hook(src, dst)
+            if not aimed:
+                ev.step('the guest aims a disk read at unplugged RAM',
+                        'destination')
+                aimed.append(aim_read_at_unplugged(dst))
+
         def kill_backend(src, dst):
             witness.hook(src, dst)
             if daemons['destination'].proc.poll() is None and \
@@ -349,7 +428,9 @@ def run(args, workdir, ev):
                                    else None),
                        during_postcopy=(kill_backend if args.kill_backend
                                         else hotplug if args.hotplug
-                                        else None),
+                                        else aim_at_unplugged
+                                        if args.place_zero else None),
+                       recover_own_pause=args.place_zero,
                        trace=evidence.TRACE + [WAKER_EVENT, COMMIT_EVENT],
                        dst_env=inject_env(args),
                        trace_file=trace,
@@ -439,7 +520,10 @@ def run(args, workdir, ev):
             problems.append('vhost never committed a changed layout after '
                             'the back-end\'s first fault (%s)' %
                             COMMIT_EVENT)
-    if (args.pause or args.retry) and not result.get('paused_s'):
+    if args.place_zero:
+        problems += place_zero_problems(result, trace, workdir, aimed)
+    if (args.pause or args.retry or args.place_zero) and \
+            not result.get('paused_s'):
         problems.append('the migration was not paused')
     summary = ('vhost-user: %s module, %s%s: %s; %d requests from the '
                'back-end\'s userfaultfd, %d wakes of it, %d calls of '
@@ -452,7 +536,9 @@ def run(args, workdir, ev):
                    ', the back-end killed in postcopy' if args.kill_backend
                    else ', a pc-dimm plugged in postcopy' if args.hotplug
                    else ', every wake of the back-end reported failed'
-                   if args.wake_fail else '',
+                   if args.wake_fail else
+                   ', its zero page for unplugged RAM failed, paused, '
+                   'recovered and asked again' if args.place_zero else '',
                    'FAILED: ' + '; '.join(problems) if problems else 'clean',
                    shared, wakes, waker_calls, disk.get('reads', '?'),
                    disk.get('writes', '?'),
@@ -485,6 +571,11 @@ def parse_args(argv):
                    help='plug a pc-dimm into the destination after the '
                    'back-end\'s first fault in postcopy: vhost sends the '
                    'back-end a new region table while pages are placed')
+    p.add_argument('--place-zero', action='store_true',
+                   help='the guest aims a disk read at unplugged virtio-mem '
+                   'RAM; the zero page placed for the back-end\'s fault '
+                   'fails (fault point place-zero, ours only): pause, '
+                   'recovery, and the fault served after it')
     p.add_argument('--ram-mb', type=int, default=256)
     p.add_argument('--precopy-s', type=float, default=1.0)
     p.add_argument('--precopy-bps', type=int, default=16 * 1000 * 1000)
@@ -503,7 +594,8 @@ def case_label(args):
                                            args.kill_backend),
                                           ('retry', args.retry),
                                           ('wake-fail', args.wake_fail),
-                                          ('hotplug', args.hotplug))
+                                          ('hotplug', args.hotplug),
+                                          ('place-zero', args.place_zero))
                     if on) or 'main'
 
 
