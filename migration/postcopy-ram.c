@@ -345,10 +345,12 @@ static G_NORETURN void postcopy_fail_unplaced(MigrationIncomingState *mis,
  * removal, is skipped).  The guest never ran here; the source still has
  * it.
  */
-static G_NORETURN void postcopy_end_before_run(MigrationIncomingState *mis)
+static G_NORETURN void postcopy_end_before_run(MigrationIncomingState *mis,
+                                               const char *who)
 {
     int waiting = qatomic_read(&mis->page_requested_count);
 
+    trace_postcopy_end_before_run(who, waiting);
     if (waiting) {
         error_report("postcopy: the migration failed before the guest ran, "
                      "while QEMU waited for %d requested page%s of guest "
@@ -378,7 +380,7 @@ void postcopy_ram_load_failed(MigrationIncomingState *mis)
      */
     smp_mb();
     if (qatomic_read(&mis->page_requested_count)) {
-        postcopy_end_before_run(mis);
+        postcopy_end_before_run(mis, "the failed load");
     }
 }
 
@@ -401,7 +403,7 @@ void postcopy_ram_check_failed_before_run(MigrationIncomingState *mis,
     if (qatomic_read(&postcopy_in.load_failed_before_run) &&
         (fault_waits || qatomic_read(&mis->page_requested_count) ||
          postcopy_fault_queued(mis))) {
-        postcopy_end_before_run(mis);
+        postcopy_end_before_run(mis, "the fault thread");
     }
 }
 
@@ -451,7 +453,7 @@ int postcopy_ram_incoming_cleanup(MigrationIncomingState *mis)
     trace_postcopy_incoming_cleanup(mis->have_fault_thread,
                                     qatomic_read(&mis->preempt_thread_status));
     if (postcopy_listen_load_failed_before_run(mis)) {
-        postcopy_end_before_run(mis);
+        postcopy_end_before_run(mis, "the listen thread's cleanup");
     }
     /*
      * First: pages still in its slots may be ones the preempt thread's

@@ -7,7 +7,7 @@
 # the guest first.  Needs root (namespaces, userfaultfd).
 #
 #   scripts/faults.sh                 every case (about 10 minutes under TCG)
-#   scripts/faults.sh --quick         the test command's subset (12 cases)
+#   scripts/faults.sh --quick         the test command's subset (13 cases)
 #   scripts/faults.sh --faults pause-src,kill-src --phases early,late \
 #                     --preempt on --out DIR
 #   scripts/faults.sh --upstream ...  the same with upstream's module

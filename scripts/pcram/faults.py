@@ -23,13 +23,17 @@ Faults:
                         device-state load waits for, before the guest runs
                         (the guest gets a virtio-blk disk, whose load reads
                         its rings from guest RAM)
+  install-before-run    every placement fails (main channel only), the
+                        guest with a virtio-blk disk: the load fails on
+                        the stream's first page, mostly before the
+                        device-state load asks for one
   place-zero            the guest reads RAM a virtio-mem device holds
                         unplugged (discarded: never sent), and the first
                         zero page placed for it fails
-The place-* faults are fault points of this module's destination
-(QEMU_POSTCOPY_INJECT), armed from its start: they run in the phase
-"armed" alone, and upstream's module, which has no fault points, completes
-them untouched.
+The faults from place-leftovers on are fault points of this module's
+destination (QEMU_POSTCOPY_INJECT), armed from its start: they run in the
+phase "armed" alone, and upstream's module, which has no fault points,
+completes them untouched.
 
 Phases: precopy (before the switch), switch (right after
 migrate-start-postcopy, while the destination still loads device state),
@@ -57,6 +61,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +110,12 @@ PLACEMENT_FAULTS = {
     # has not reached them).  The load fails before the guest ran: the
     # destination must end, saying why, and the source keep the guest.
     'preempt-before-run': ('place-preempt=1', True, 'ends-before-run'),
+    # Every page placement fails, on the main channel: the first, a page
+    # of the stream, fails the load, most often before the device-state
+    # load has asked for a page; its request comes after the failure, and
+    # no page can answer it.  The destination must end, saying why.
+    'install-before-run': ('install-fail=1:1000000000', False,
+                           'ends-before-run'),
     # Once postcopy runs, the guest reads a word of RAM that a virtio-mem
     # device holds unplugged: the source never sends it, the destination
     # places a zero page, and the first such placement fails.  The guest
@@ -113,7 +124,7 @@ PLACEMENT_FAULTS = {
 }
 # The faults whose guest needs a disk: a virtio-blk on QEMU's null block
 # driver (reads give zeroes; the test guest sends none until told to).
-DISK_FAULTS = ('preempt-before-run',)
+DISK_FAULTS = ('preempt-before-run', 'install-before-run')
 DISK_ARGS = ['-blockdev',
              'driver=null-co,node-name=disk0,size=%d' % (64 << 20),
              '-device', 'virtio-blk-pci,drive=disk0']
@@ -142,8 +153,10 @@ PREEMPT_LOST_MESSAGE = 'the preempt channel failed after the main stream ended'
 # bytes: it marks the migration failed and, with exit-on-error, exits.
 QEMU_PEEK_MESSAGE = 'Failed to peek at channel'
 # What the destination says when its device-state load waited for a page
-# that can no longer come (the module's message; QEMU's own says less).
+# that can no longer come (the module's message; QEMU's own says less),
+# and which thread ended it (its trace: postcopy_end_before_run).
 BEFORE_RUN_MESSAGE = 'before the guest ran'
+ENDED_BY = re.compile(r'postcopy_end_before_run .*; ended by (.*?), ')
 # How long a destination that loses pages may take to end.
 END_TIMEOUT_S = 120
 PLACEMENT_PHASE = 'armed'
@@ -160,6 +173,7 @@ QUICK = [
     ('place-preempt', PLACEMENT_PHASE, True, False),
     ('preempt-at-end', PLACEMENT_PHASE, True, False),
     ('preempt-before-run', PLACEMENT_PHASE, True, False),
+    ('install-before-run', PLACEMENT_PHASE, False, False),
     ('place-zero', PLACEMENT_PHASE, True, False),
 ]
 
@@ -533,13 +547,23 @@ class Case:
         if s == 'dead':
             raise CaseFailed('the source, which holds the guest, is gone')
         what = ('a page the device-state load waited for was lost before '
-                'the guest ran: the destination %s, saying so; the guest '
-                'never ran there; ' % ended)
+                'the guest ran: the destination %s, saying so%s; the guest '
+                'never ran there; ' % (ended, self.ended_by()))
         # QEMU 10.2's source, still in postcopy-device, gives the switch up.
         if self.source_still_runs_guest():
             bad = self.verify_guest(self.src)
             return what + 'the source runs the guest again', bad, bad == 0
         return what + 'source %s, its guest stopped' % s, 0, True
+
+    def ended_by(self):
+        """', ended by THREAD' as the destination's trace says, or ''."""
+        try:
+            with open(os.path.join(self.workdir, 'destination.trace'),
+                      errors='replace') as f:
+                found = ENDED_BY.search(f.read())
+        except OSError:
+            return ''
+        return ', ended by %s' % found.group(1) if found else ''
 
     def run(self):
         self.start_migration()

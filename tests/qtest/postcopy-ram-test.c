@@ -915,6 +915,27 @@ typedef struct QReadsCase {
  */
 #define QREADS_PAUSE_MIN_LEFT   (16 * MiB)
 
+/* The bandwidth both phases are throttled to, in a qtest-reads case */
+#define QREADS_BANDWIDTH        (8 * 1000 * 1000)
+
+/*
+ * PCRAM_RESUME_PAUSES=N, for a long loop under a sanitizer (a ThreadSanitizer
+ * QEMU takes about a minute to start, so many windows per try): a case
+ * with resume pauses makes N of them instead, every one after the first
+ * reaching the module late (pause-late), the bandwidth cut in proportion
+ * so that the migration still lasts them all.  0: not set.
+ */
+static int resume_pauses_override(void)
+{
+    const char *text = getenv("PCRAM_RESUME_PAUSES");
+    int n;
+
+    if (text && !qemu_strtoi(text, NULL, 10, &n) && n > 1) {
+        return n;
+    }
+    return 0;
+}
+
 /* Word @word of @page on the destination must hold the page's byte. */
 static void qreads_read(QTestState *dst, uint64_t page, unsigned int word)
 {
@@ -1051,11 +1072,23 @@ static void test_qtest_reads(const void *opaque)
     g_autofree char *incoming = NULL, *outgoing = NULL;
     g_autofree char *before = NULL, *after = NULL;
     GRand *rand = g_rand_new_with_seed(42);
+    int pauses = qc->resume_pauses;
+    int64_t bandwidth = QREADS_BANDWIDTH;
+    g_autofree char *inject = g_strdup(qc->inject);
     const TestCase tc = { .name = "qtest-reads" };
     Pair pair = { .tc = &tc };
     Vm *src = &pair.src, *dst = &pair.dst;
     QDict *rsp, *ram;
 
+    if (pauses && resume_pauses_override()) {
+        pauses = resume_pauses_override();
+        g_free(inject);
+        inject = g_strdup_printf("placer-hold,pause-late=2:%d", pauses - 1);
+        bandwidth = MAX(QREADS_BANDWIDTH * qc->resume_pauses / pauses,
+                        1000 * 1000);
+        g_test_message("%d resume pauses (PCRAM_RESUME_PAUSES), %s, "
+                       "%" PRId64 " B/s", pauses, inject, bandwidth);
+    }
     tmpdir_create();
     /*
      * Both sides trace their states (and the pauses), for the message of
@@ -1064,7 +1097,7 @@ static void test_qtest_reads(const void *opaque)
     trace = g_strdup_printf("%s/destination.trace", tmpdir);
     incoming = g_strdup_printf("%s -incoming defer %s%s -D %s", args,
                                QREADS_STATE_TRACE,
-                               qc->resume_pauses ?
+                               pauses ?
                                " -trace postcopy_placer_drained"
                                " -trace postcopy_fault_thread_pause"
                                " -trace postcopy_request_send"
@@ -1072,9 +1105,9 @@ static void test_qtest_reads(const void *opaque)
                                qc->receive_bound ?
                                " -trace postcopy_queue_bound" : "",
                                trace);
-    if (qc->resume_pauses) {
+    if (pauses) {
         g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
-        g_setenv("QEMU_POSTCOPY_INJECT", qc->inject, true);
+        g_setenv("QEMU_POSTCOPY_INJECT", inject, true);
     }
     if (qc->receive_bound) {
         g_setenv("QEMU_POSTCOPY_TUNE", "queue=receive,rcvbuf=1048576", true);
@@ -1105,16 +1138,15 @@ static void test_qtest_reads(const void *opaque)
         set_preempt_caps(src->qts, dst->qts);
     }
     /* Slow enough that most pages are still missing when the reads come. */
-    migrate_set_parameter_int(src->qts, "max-bandwidth", 8 * 1000 * 1000);
-    migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth",
-                              8 * 1000 * 1000);
+    migrate_set_parameter_int(src->qts, "max-bandwidth", bandwidth);
+    migrate_set_parameter_int(src->qts, "max-postcopy-bandwidth", bandwidth);
     migrate_until_active(src, dst);
     qtest_qmp_assert_success(src->qts,
                              "{ 'execute': 'migrate-start-postcopy' }");
     migration_event_wait(dst->qts, "postcopy-active");
 
     /* Held pages (placer-hold) could keep a read waiting for long. */
-    if (!qc->resume_pauses) {
+    if (!pauses) {
         qreads_check(dst->qts, rand, qc->first_reads ?: 1000);
     }
     if (qc->recover) {
@@ -1123,8 +1155,8 @@ static void test_qtest_reads(const void *opaque)
         recover_over(&pair, 1, qc->keep_bound || qc->receive_bound);
         wait_both(&pair, "postcopy-active", 60 * timeout_scale());
     }
-    if (qc->resume_pauses) {
-        pause_after_resume(&pair, qc->resume_pauses);
+    if (pauses) {
+        pause_after_resume(&pair, pauses);
     }
     qreads_check(dst->qts, rand, 1000);
 
@@ -1151,8 +1183,8 @@ static void test_qtest_reads(const void *opaque)
         g_assert_cmpint(count_lines_with(source_trace,
                                          "bound 0, pace at 0 B/s"), ==, 1);
     }
-    if (qc->resume_pauses) {
-        assert_every_pause_drained(trace, qc->resume_pauses);
+    if (pauses) {
+        assert_every_pause_drained(trace, pauses);
     }
     if (qc->receive_bound) {
         /* Set at the switch, then again on the recovery's connection. */
