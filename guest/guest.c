@@ -706,6 +706,21 @@ static void report_interval(uint64_t n, uint64_t t_ms)
     line_send(&l);
 }
 
+/* The answer to 'b', once the disk's aimed read is done. */
+static void say_aimed_read(void)
+{
+    Line l = { .len = 0 };
+
+    if (!disk_stats.aimed_done) {
+        return;
+    }
+    disk_stats.aimed_done = false;
+    put_str(&l, "PCG B addr=");
+    put_hex(&l, disk_stats.aimed_addr);
+    put_field(&l, " good=", disk_stats.aimed_good);
+    line_send(&l);
+}
+
 /*
  * The disk's figures, once its last request is done or has taken 10 s
  * (then inflight=1: a back-end that never answered).
@@ -719,6 +734,8 @@ static void say_disk(void)
     while (disk_busy() && clock_ns(0) < deadline) {
         cpu_relax();
     }
+    /* An aimed read that the drain completed is answered too. */
+    say_aimed_read();
     put_field(&l, "PCG DISK reads=", disk_stats.reads);
     put_field(&l, " writes=", disk_stats.writes);
     put_field(&l, " bad=", disk_stats.bad_reads);
@@ -749,21 +766,6 @@ static void read_word(uint64_t addr)
     put_hex(&l, addr);
     put_str(&l, " value=");
     put_hex(&l, value);
-    line_send(&l);
-}
-
-/* The answer to 'b', once the disk's aimed read is done. */
-static void say_aimed_read(void)
-{
-    Line l = { .len = 0 };
-
-    if (!disk_stats.aimed_done) {
-        return;
-    }
-    disk_stats.aimed_done = false;
-    put_str(&l, "PCG B addr=");
-    put_hex(&l, disk_stats.aimed_addr);
-    put_field(&l, " good=", disk_stats.aimed_good);
     line_send(&l);
 }
 

@@ -283,7 +283,8 @@ static void fault_thread_shared_unresolved(const struct PostCopyFD *pcfd,
  * Have @pcfd's owner resolve the fault @msg.  A request that failed as
  * QEMU's own can is asked again after the recovery, as QEMU's own faults
  * are: the message has been read, and for discarded RAM, which the source
- * never sends, nothing else would ever wake the other process.
+ * never sends, nothing else would wake the other process before postcopy's
+ * end unregisters its userfaultfd.
  */
 static void fault_thread_resolve_shared(FaultThread *ft,
                                         struct PostCopyFD pcfd,

@@ -103,7 +103,9 @@ class Scenario:
         self.recover_at_s = kw.pop('recover_at_s', None)
         # Whether a pause the destination's module starts by itself (a
         # placement failing at a fault point) is recovered like the
-        # harness's own, once; else it fails the run.
+        # harness's own, once; else it fails the run.  It is seen on the
+        # source, which the destination's shut main channel pauses too;
+        # paused_s then counts from the moment the harness saw it.
         self.recover_own_pause = kw.pop('recover_own_pause', False)
         self.timeout_s = kw.pop('timeout_s', 900)
         # Seconds the guest goes on running on the destination after the

@@ -85,9 +85,12 @@ PLACE_ZERO_MESSAGE = 'placing a zero page for discarded RAM failed'
 # before it on the command line, for QEMU 10.0.2's TCG dirty sync
 # (pcram.faults.VIRTIO_MEM_ARGS says why).
 VIRTIO_MEM_MB = 128
+# Its RAMBlock, as the module's trace names it (the device's path, then
+# its memory backend's id): a pattern.
+VIRTIO_MEM_BLOCK = r'\S*/vmem0'
 # Its read must be done this long before the migration completes: served
 # after the recovery, not woken by postcopy's end (the fault comes about
-# 1 s into a postcopy of about 10 s).
+# 1 s into a postcopy of about 12 s).
 AIMED_READ_MARGIN_S = 1.0
 
 
@@ -193,14 +196,17 @@ def has_line(path, text):
         return False
 
 
-def asked_again_after_resume(path):
+def asked_again_after_resume(path, block=None):
     """Whether the destination's trace at @path shows a failed request of
     the back-end (postcopy_shared_retry), then a resume, then a request of
-    the back-end: the retry itself, not only its intent."""
+    the back-end (in a RAMBlock matching the pattern @block, if given): the
+    retry itself, not only its intent."""
     wanted = [RETRY_EVENT, RESUME_EVENT, SHARED_REQUEST_EVENT['ours']]
     with open(path, errors='replace') as f:
         for line in f:
-            if wanted[0] in line:
+            if wanted[0] in line and (
+                    len(wanted) > 1 or block is None or
+                    re.search(r'\s%s\s' % block, line)):
                 wanted.pop(0)
                 if not wanted:
                     return True
@@ -226,9 +232,12 @@ def place_zero_problems(result, trace, workdir, aimed):
     if not read:
         problems.append('the read aimed at unplugged RAM (0x%x) never '
                         'completed' % aimed[0])
+    elif int(read.get('addr', '0'), 16) != aimed[0]:
+        problems.append('the guest aimed its read at %s, not 0x%x' %
+                        (read.get('addr'), aimed[0]))
     elif read.get('good') != '1':
-        problems.append('the read aimed at unplugged RAM brought a wrong '
-                        'block (%s)' % read)
+        problems.append('the read aimed at unplugged RAM failed or brought '
+                        'a wrong block (%s)' % read)
     elif read['t'] > result['t_done'] - AIMED_READ_MARGIN_S:
         # A fault that nobody asked for again is woken only when postcopy's
         # end unregisters the back-end's userfaultfd: until then the
@@ -241,11 +250,11 @@ def place_zero_problems(result, trace, workdir, aimed):
                     PLACE_ZERO_MESSAGE):
         problems.append('the destination did not say "%s": the fault '
                         'point never fired' % PLACE_ZERO_MESSAGE)
-    if not asked_again_after_resume(trace):
+    if not asked_again_after_resume(trace, VIRTIO_MEM_BLOCK):
         problems.append('the back-end\'s fault on unplugged RAM was not '
                         'asked again after the recovery (no %s, then a '
-                        'resume, then a request of the back-end)' %
-                        RETRY_EVENT)
+                        'resume, then a request of the back-end in the '
+                        'virtio-mem device\'s RAMBlock)' % RETRY_EVENT)
     return problems
 
 

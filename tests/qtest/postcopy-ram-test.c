@@ -919,11 +919,12 @@ typedef struct QReadsCase {
 #define QREADS_BANDWIDTH        (8 * 1000 * 1000)
 
 /*
- * PCRAM_RESUME_PAUSES=N, for a long loop under a sanitizer (a ThreadSanitizer
- * QEMU takes about a minute to start, so many windows per try): a case
- * with resume pauses makes N of them instead, every one after the first
- * reaching the module late (pause-late), the bandwidth cut in proportion
- * so that the migration still lasts them all.  0: not set.
+ * PCRAM_RESUME_PAUSES=N (2 or more), for a long loop under a sanitizer (a
+ * ThreadSanitizer QEMU takes about a minute to start, so many windows per
+ * try): a case with resume pauses makes N of them instead, every one
+ * after the first reaching the module late (pause-late), the bandwidth cut
+ * in proportion, down to 1 MB/s, so that the migration lasts them all.
+ * 0: not set.
  */
 static int resume_pauses_override(void)
 {
@@ -1073,6 +1074,7 @@ static void test_qtest_reads(const void *opaque)
     g_autofree char *before = NULL, *after = NULL;
     GRand *rand = g_rand_new_with_seed(42);
     int pauses = qc->resume_pauses;
+    int pauses_override = resume_pauses_override();
     int64_t bandwidth = QREADS_BANDWIDTH;
     g_autofree char *inject = g_strdup(qc->inject);
     const TestCase tc = { .name = "qtest-reads" };
@@ -1080,8 +1082,8 @@ static void test_qtest_reads(const void *opaque)
     Vm *src = &pair.src, *dst = &pair.dst;
     QDict *rsp, *ram;
 
-    if (pauses && resume_pauses_override()) {
-        pauses = resume_pauses_override();
+    if (pauses && pauses_override) {
+        pauses = pauses_override;
         g_free(inject);
         inject = g_strdup_printf("placer-hold,pause-late=2:%d", pauses - 1);
         bandwidth = MAX(QREADS_BANDWIDTH * qc->resume_pauses / pauses,
