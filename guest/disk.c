@@ -440,6 +440,8 @@ static void complete(void)
 bool disk_poll(void)
 {
     uint64_t op;
+    uint8_t *buf;
+    bool read;
 
     if (!d.started) {
         return false;
@@ -453,14 +455,15 @@ bool disk_poll(void)
         complete();
     }
     op = d.next_op++;
-    if (!(op & 1) && d.aim) {
-        d.busy_aimed = true;
+    read = !(op & 1);
+    buf = buffer(op);
+    d.busy_aimed = read && d.aim;
+    if (d.busy_aimed) {
+        buf = (uint8_t *)d.aim;
         disk_stats.aimed_addr = d.aim;
-        submit(true, op / 2 % d.blocks, (uint8_t *)d.aim);
         d.aim = 0;
-        return true;
     }
-    submit(!(op & 1), op / 2 % d.blocks, buffer(op));
+    submit(read, op / 2 % d.blocks, buf);
     return true;
 }
 

@@ -70,7 +70,7 @@ import time
 
 from . import evidence
 from .migrate import (MigrationFailed, Scenario, Vm, migrate_pause,
-                      poll_until)
+                      poll_until, virtio_mem_address, virtio_mem_args)
 from .guest import parse_fields
 from .netlink import create_veth_namespaces, run
 from .qmp import QMPError
@@ -129,23 +129,16 @@ DISK_ARGS = ['-blockdev',
              'driver=null-co,node-name=disk0,size=%d' % (64 << 20),
              '-device', 'virtio-blk-pci,drive=disk0']
 # The faults whose guest has a virtio-mem device, all of it unplugged (a
-# later -m merges with the Scenario's).  The guest's RAM comes first, as a
-# memory backend of its own: QEMU 10.0.2's dirty-bitmap sync under TCG
-# (cpu_physical_memory_sync_dirty_bitmap()) resets the TLB's dirty
-# tracking at the block's offset inside its RAMBlock taken as a global
-# one, which is right only for the block at offset 0, and asserts when
-# that range crosses a block: with the device's backend created first,
-# the guest's RAM is not that block, and the source aborts in precopy.
+# later -m merges with the Scenario's), the guest's RAM before it as a
+# memory backend of its own (migrate.virtio_mem_args() says why).
 VIRTIO_MEM_FAULTS = ('place-zero',)
 # Postcopy for them: the guest, faulting at every access, takes its
 # commands only every few seconds, and the read must come before the end.
 SLOW_POSTCOPY_BANDWIDTH = 8 * 1000 * 1000
-VIRTIO_MEM_ARGS = ['-m', '%dM,maxmem=%dM' % (GUEST_MB, GUEST_MB + 128),
-                   '-object', 'memory-backend-ram,id=ram0,size=%dM' %
-                   GUEST_MB, '-machine', 'memory-backend=ram0',
-                   '-object', 'memory-backend-ram,id=vmem0,size=128M',
-                   '-device', 'virtio-mem-pci,id=vmem,memdev=vmem0,'
-                   'requested-size=0']
+VIRTIO_MEM_ARGS = (['-m', '%dM,maxmem=%dM' % (GUEST_MB, GUEST_MB + 128),
+                    '-object', 'memory-backend-ram,id=ram0,size=%dM' %
+                    GUEST_MB, '-machine', 'memory-backend=ram0'] +
+                   virtio_mem_args('ram', 128))
 # What the destination says when requested pages are lost that way (the
 # end of postcopy, not the preempt thread's own report of its failure).
 PREEMPT_LOST_MESSAGE = 'the preempt channel failed after the main stream ended'
@@ -474,9 +467,7 @@ class Case:
         command until the guest runs there); the console index from which
         its answer comes."""
         self.wait_until(lambda s, d: d == 'postcopy-active', 60, 'postcopy')
-        devices = self.dst.qmp.cmd('query-memory-devices')
-        addr = [d['data']['memaddr'] for d in devices
-                if d['type'] == 'virtio-mem'][0]
+        addr = virtio_mem_address(self.dst)
         start = len(self.dst.console.snapshot())
         self.evidence.step('the guest reads unplugged RAM at 0x%x' % addr,
                            'destination')

@@ -51,7 +51,8 @@ import threading
 import time
 
 from . import evidence
-from .migrate import MigrationFailed, Scenario, run_scenario
+from .migrate import (MigrationFailed, Scenario, run_scenario,
+                      virtio_mem_address, virtio_mem_args)
 from .qmp import QMPError
 
 MiB = 1024 * 1024
@@ -82,8 +83,7 @@ PLACE_ZERO_INJECT = 'place-zero=1'
 PLACE_ZERO_MESSAGE = 'placing a zero page for discarded RAM failed'
 # Its virtio-mem device, all of it unplugged, on a shared memfd as
 # vhost-user needs; the guest's RAM (Scenario's memfd backend) comes
-# before it on the command line, for QEMU 10.0.2's TCG dirty sync
-# (pcram.faults.VIRTIO_MEM_ARGS says why).
+# before it on the command line (migrate.virtio_mem_args() says why).
 VIRTIO_MEM_MB = 128
 # Its RAMBlock, as the module's trace names it (the device's path, then
 # its memory backend's id): a pattern.
@@ -216,9 +216,7 @@ def asked_again_after_resume(path, block=None):
 def aim_read_at_unplugged(dst):
     """Have the guest on @dst aim the disk's next read at the first page
     of its virtio-mem device's region (all of it unplugged); the address."""
-    devices = dst.qmp.cmd('query-memory-devices')
-    addr = [d['data']['memaddr'] for d in devices
-            if d['type'] == 'virtio-mem'][0]
+    addr = virtio_mem_address(dst)
     dst.console.send('b%x\n' % addr)
     return addr
 
@@ -378,13 +376,10 @@ def run(args, workdir, ev):
                     args.ram_mb, args.ram_mb + HOTPLUG_MB)]
         if args.place_zero:
             for side in side_args:
-                side_args[side] += [
-                    '-m', '%dM,maxmem=%dM' % (args.ram_mb,
-                                              args.ram_mb + VIRTIO_MEM_MB),
-                    '-object', 'memory-backend-memfd,id=vmem0,size=%dM,'
-                    'share=on' % VIRTIO_MEM_MB,
-                    '-device', 'virtio-mem-pci,id=vmem,memdev=vmem0,'
-                    'requested-size=0']
+                side_args[side] += (
+                    ['-m', '%dM,maxmem=%dM' % (args.ram_mb,
+                                               args.ram_mb + VIRTIO_MEM_MB)] +
+                    virtio_mem_args('memfd', VIRTIO_MEM_MB))
 
         def before_postcopy(src, dst):
             witness.hook(src, dst)

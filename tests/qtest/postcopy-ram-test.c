@@ -545,15 +545,21 @@ static void guest_verify_all(Vm *vm, int vcpus)
     }
 }
 
+/* The lines of the file at @path, which must be readable. */
+static GStrv file_lines(const char *path)
+{
+    g_autofree char *text = NULL;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    return g_strsplit(text, "\n", -1);
+}
+
 /* How many lines of the file at @path contain @what. */
 static int count_lines_with(const char *path, const char *what)
 {
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
+    g_auto(GStrv) lines = file_lines(path);
     int i, n = 0;
 
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    lines = g_strsplit(text, "\n", -1);
     for (i = 0; lines[i]; i++) {
         n += strstr(lines[i], what) != NULL;
     }
@@ -568,13 +574,10 @@ static int count_lines_with(const char *path, const char *what)
  */
 static int fault_thread_sends_in_recovery(const char *path)
 {
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
+    g_auto(GStrv) lines = file_lines(path);
     bool recovering = false;
     int i, n = 0;
 
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    lines = g_strsplit(text, "\n", -1);
     for (i = 0; lines[i]; i++) {
         if (strstr(lines[i], "migrate_set_state")) {
             recovering = strstr(lines[i],
@@ -620,13 +623,10 @@ static void assert_fault_thread_held(const char *trace)
  */
 static void assert_requests_named_after_resume(const char *path)
 {
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
+    g_auto(GStrv) lines = file_lines(path);
     bool name_due = true, recovering = false;
     int i, requests = 0, nameless = 0, unnamed = 0;
 
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    lines = g_strsplit(text, "\n", -1);
     for (i = 0; lines[i]; i++) {
         if (strstr(lines[i], "migrate_set_state new state postcopy-recover")) {
             name_due = recovering = true;
@@ -664,14 +664,11 @@ static void assert_requests_named_after_resume(const char *path)
 static uint64_t ram_huge_bytes(pid_t pid, uint64_t size)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/smaps", (int)pid);
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
+    g_auto(GStrv) lines = file_lines(path);
     uint64_t total = 0;
     bool take = false;
     int i;
 
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    lines = g_strsplit(text, "\n", -1);
     for (i = 0; lines[i]; i++) {
         unsigned long long lo, hi, kb;
         char perms[8];
