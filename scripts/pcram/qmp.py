@@ -64,6 +64,24 @@ def connect_unix(path, wait=30.0, timeout=None, alive=None):
             time.sleep(0.05)
 
 
+# A QEMU monitor sends events to a client from the moment its socket is
+# connected until that client's first greeting (monitor/qmp.c: a new
+# monitor's command list is unset until CHR_EVENT_OPENED, so
+# monitor_qapi_event_emit() does not hold its events back).  A QEMU that
+# starts its guest (RESUME) while the harness connects can thus send an
+# event first, which qemu.qmp takes for a bad greeting.  After the first
+# connection the monitor holds events back until the greeting, so one
+# reconnection is enough; the others are margin.
+GREETING_TRIES = 3
+
+
+def _event_before_greeting(err):
+    """Whether @err (from qemu.qmp's connect) is a first message that was
+    not a greeting, i.e. an event that came before it."""
+    cause = getattr(err, 'exc', None)
+    return type(cause).__name__ == 'GreetingError'
+
+
 class QMP:
     """One QEMU's monitor.  Events that arrive are kept in @events."""
 
@@ -76,14 +94,18 @@ class QMP:
 
     def connect(self, wait=30.0, alive=None):
         qmp = self._qmp = _qemu_qmp()
-        sock = connect_unix(self.path, wait, None, alive)
-        self._monitor = qmp.legacy.QEMUMonitorProtocol(sock)
-        self.settimeout(self.timeout)
-        try:
-            self._monitor.connect()         # greeting, qmp_capabilities
-        except qmp.QMPError as e:
-            self._monitor = None
-            raise ConnectionError('QMP: %s' % e) from e
+        for attempt in range(1, GREETING_TRIES + 1):
+            sock = connect_unix(self.path, wait, None, alive)
+            self._monitor = qmp.legacy.QEMUMonitorProtocol(sock)
+            self.settimeout(self.timeout)
+            try:
+                self._monitor.connect()     # greeting, qmp_capabilities
+                return
+            except qmp.QMPError as e:
+                self.close()
+                if attempt < GREETING_TRIES and _event_before_greeting(e):
+                    continue
+                raise ConnectionError('QMP: %s' % e) from e
 
     def settimeout(self, timeout):
         """How long a command may wait for its answer (None: for ever)."""
