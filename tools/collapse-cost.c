@@ -15,8 +15,9 @@
  * default) at random places of the region, as a guest's accesses land
  * all over its RAM.  After 3 s of their rate alone, one thread collapses
  * the region HUGE_PER_CALL huge pages per madvise() (1, as the module
- * does), resting after each call so that it takes about PERCENT (50) of
- * one CPU, as the module's pace does.
+ * does), resting after each call for its wall time times
+ * (100 - PERCENT) / PERCENT (PERCENT 50), as the module's pace does: on a
+ * CPU it shares with the workers, the thread takes less than PERCENT.
  *
  * "recycled" first fills and frees a region of huge pages of the same
  * size, so that the collapse's new huge pages are memory this process
@@ -44,6 +45,10 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
@@ -93,9 +98,12 @@ static void *worker(void *opaque)
 {
     int id = (intptr_t)opaque;
     uint64_t x = 88172645463325252ULL + id, n = 0;
-    char *small = malloc(SMALL_SIZE);
+    char *small = calloc(1, SMALL_SIZE);
 
-    memset(small, 1, SMALL_SIZE);
+    if (!small) {
+        perror("calloc");
+        exit(1);
+    }
     while (!atomic_load_explicit(&quit, memory_order_relaxed)) {
         for (int i = 0; i < STEPS_PER_COUNT; i++) {
             x ^= x << 13;
@@ -169,7 +177,7 @@ int main(int argc, char **argv)
     pthread_t threads[WORKERS];
     double before, after, began, took, cpu, lost;
     unsigned long steps_then;
-    int refused = 0;
+    int calls = 0, refused = 0;
 
     workers_touch_region = !strcmp(workers_mode, "mem");
     if (gib <= 0 || per_call_huge <= 0 || percent <= 0 || percent > 100 ||
@@ -189,7 +197,10 @@ int main(int argc, char **argv)
     madvise(region, region_size, MADV_HUGEPAGE);
 
     for (int i = 0; i < WORKERS; i++) {
-        pthread_create(&threads[i], NULL, worker, (void *)(intptr_t)i);
+        if (pthread_create(&threads[i], NULL, worker, (void *)(intptr_t)i)) {
+            fprintf(stderr, "collapse-cost: no worker thread\n");
+            return 1;
+        }
     }
     sleep_for(1);
     before = workers_rate(3);
@@ -201,9 +212,11 @@ int main(int argc, char **argv)
     began = now();
     cpu = thread_cpu();
     for (size_t off = 0; off < region_size; off += per_call) {
+        size_t len = MIN(per_call, region_size - off);
         double call = now();
 
-        if (madvise(region + off, per_call, MADV_COLLAPSE)) {
+        calls++;
+        if (madvise(region + off, len, MADV_COLLAPSE)) {
             refused++;
         }
         if (percent < 100) {
@@ -213,6 +226,11 @@ int main(int argc, char **argv)
     took = now() - began;
     cpu = thread_cpu() - cpu;
     lost = took - (all_steps() - steps_then) / before;
+    if (refused == calls) {
+        fprintf(stderr, "collapse-cost: the kernel refused every collapse "
+                "(MADV_COLLAPSE needs Linux 6.1 and THP not \"never\")\n");
+        return 1;
+    }
     after = workers_rate(3);
 
     printf("%d GiB, %d huge pages per call, pace %d%%, workers %s, %s "

@@ -65,21 +65,28 @@ def connect_unix(path, wait=30.0, timeout=None, alive=None):
 
 
 # A QEMU monitor sends events to a client from the moment its socket is
-# connected until that client's first greeting (monitor/qmp.c: a new
-# monitor's command list is unset until CHR_EVENT_OPENED, so
-# monitor_qapi_event_emit() does not hold its events back).  A QEMU that
+# connected until that connection's CHR_EVENT_OPENED has run (monitor/qmp.c:
+# a new monitor's command list is unset until then, and
+# monitor_qapi_event_emit() drops events only while it is the negotiation
+# list; OPENED runs in the monitor's I/O thread, the events come from the
+# main thread, so one can also land just after the greeting).  A QEMU that
 # starts its guest (RESUME) while the harness connects can thus send an
-# event first, which qemu.qmp takes for a bad greeting.  After the first
-# connection the monitor holds events back until the greeting, so one
-# reconnection is enough; the others are margin.
+# event first, which qemu.qmp takes for a bad greeting or a bad answer to
+# qmp_capabilities.  A connection that failed on its greeting never
+# negotiated: the monitor keeps its negotiation list and drops events, and
+# the next client sees its greeting first.  One that failed after it may
+# have negotiated, and the next can meet the same race: hence a few tries.
+# The event is lost to @events.
 GREETING_TRIES = 3
 
 
-def _event_before_greeting(err):
-    """Whether @err (from qemu.qmp's connect) is a first message that was
-    not a greeting, i.e. an event that came before it."""
+def _event_before_greeting(qmp, err):
+    """Whether @err (from qemu.qmp's connect) failed on a first message
+    that was not the greeting, or an answer to qmp_capabilities that was
+    not one: an event that came first."""
     cause = getattr(err, 'exc', None)
-    return type(cause).__name__ == 'GreetingError'
+    return isinstance(err, qmp.ConnectError) and isinstance(
+        cause, (qmp.qmp_client.GreetingError, qmp.qmp_client.NegotiationError))
 
 
 class QMP:
@@ -103,7 +110,8 @@ class QMP:
                 return
             except qmp.QMPError as e:
                 self.close()
-                if attempt < GREETING_TRIES and _event_before_greeting(e):
+                if (attempt < GREETING_TRIES and
+                        _event_before_greeting(qmp, e)):
                     continue
                 raise ConnectionError('QMP: %s' % e) from e
 
