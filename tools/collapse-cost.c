@@ -16,8 +16,11 @@
  * all over its RAM.  After 3 s of their rate alone, one thread collapses
  * the region HUGE_PER_CALL huge pages per madvise() (1, as the module
  * does), resting after each call for its wall time times
- * (100 - PERCENT) / PERCENT (PERCENT 50), as the module's pace does: on a
- * CPU it shares with the workers, the thread takes less than PERCENT.
+ * (100 - PERCENT) / PERCENT (PERCENT 50): the module's share of rest,
+ * though the module owes rests under POSTCOPY_COLLAPSE_REST_MIN_MS and
+ * takes them together (postcopy_collapse_pace_after(), which needs
+ * QEMU's headers).  On a CPU it shares with the workers, the thread
+ * takes less than PERCENT.
  *
  * "recycled" first fills and frees a region of huge pages of the same
  * size, so that the collapse's new huge pages are memory this process
