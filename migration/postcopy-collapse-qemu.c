@@ -8,16 +8,21 @@
  *
  * Its life:
  *  1. LISTEN (postcopy_collapse_track()): a plan of every RAMBlock of base
- *     pages that the kernel can back with transparent huge pages;
- *  2. each fault the fault thread reads marks its huge page hot
- *     (postcopy_collapse_note_fault());
+ *     pages that the kernel can back with transparent huge pages, and the
+ *     thread "mig/dst/thp" starts (unless collapse-early=off);
+ *  2. while pages come in, the thread collapses each huge page of private
+ *     memory all of whose base pages are in place, once (see
+ *     collapse_while_incoming()); each fault the fault thread reads marks
+ *     its huge page hot (postcopy_collapse_note_fault());
  *  3. when every page is in, the userfaultfd is gone and MADV_HUGEPAGE is
  *     back (postcopy_ram_incoming_cleanup()), postcopy_collapse_start()
- *     hands the plan to the thread "mig/dst/thp"; after a failed
- *     migration postcopy_collapse_forget() drops it instead;
+ *     hands the rest of the plan to the thread (starting it with
+ *     collapse-early=off); after a failed migration
+ *     postcopy_collapse_forget() stops it and drops the plan instead;
  *  4. the thread collapses the hot huge pages, then the others, each with
- *     MADV_COLLAPSE, resting between them so that it takes about
- *     collapse=PERCENT of one CPU (QEMU_POSTCOPY_TUNE), and exits;
+ *     MADV_COLLAPSE, but none it collapsed in 2., resting between them so
+ *     that it takes about collapse=PERCENT of one CPU (QEMU_POSTCOPY_TUNE),
+ *     and exits;
  *  5. an outgoing migration of this guest (its setup notifier) or QEMU's
  *     exit stops it and joins it first.
  *
@@ -44,6 +49,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/lockable.h"
+#include "qemu/madvise.h"
 #include "qemu/main-loop.h"
 #include "qemu/notify.h"
 #include "qemu/rcu.h"
@@ -72,20 +78,28 @@
  * incoming migration.
  *
  * field        written by                          read by
- * plan         the load thread (track, at LISTEN), the collapse thread,
- *              the fault thread (note), then the   once the fault thread,
- *              collapse thread, which frees it at  which reads it till
- *              its end (or forget() does)          then, was joined
+ * plan         the load thread (track, at LISTEN); the collapse thread
+ *              hot bits: the fault thread (note);
+ *              tried and done bits: the collapse
+ *              thread, which frees the plan at its
+ *              end (or forget() does)
  * by_block     the load thread (track)             the fault thread
- * lock         -                                   start, stop
- * running      start, stop, under lock             start, stop
- * closed       stop at QEMU's exit, under lock     start
+ * lock         -                                   track, start, stop
+ * running      track, start, stop, under lock      start, stop
+ * closed       stop at QEMU's exit, under lock     track, start
  * quit         stop (atomic)                       the collapse thread
- * rest         stop posts it to end a rest early   the collapse thread
+ * incoming_over start (atomic, release)            the collapse thread
+ * left_incoming the collapse thread sets it once   start waits for it
+ *              it reads no receivedmap any more
+ * rest         stop and start post it to end a     the collapse thread
+ *              rest or a wait early
  *
- * The fault thread is joined before postcopy_collapse_start() runs, and
  * qemu_thread_create() orders the plan's writes before the new thread's
- * reads: the plan needs no lock.
+ * reads.  While pages come in the thread reads only the plan's tried and
+ * done bits and its ranges, which nobody else writes then; the hot bits
+ * it reads once incoming_over is set, after the fault thread, their
+ * writer, was joined (the store-release in start, the load-acquire in
+ * the thread).  The plan needs no lock.
  */
 typedef struct PostcopyCollapse {
     PostcopyCollapsePlan plan;
@@ -95,6 +109,8 @@ typedef struct PostcopyCollapse {
     bool running;
     bool closed;
     bool quit;
+    bool incoming_over;
+    QemuEvent left_incoming;
     QemuSemaphore rest;
     unsigned int percent;
     /* khugepaged's limits (postcopy_collapse_worth()), read at track */
@@ -105,10 +121,25 @@ typedef struct PostcopyCollapse {
 
 static PostcopyCollapse collapse;
 
+static void collapse_thread_create(bool incoming);
+static void postcopy_collapse_stop(bool close, const char *why);
+
 /* What the thread did, for its trace line. */
 typedef struct CollapseCounts {
     uint64_t collapsed, skipped, refused, blocks_refused;
 } CollapseCounts;
+
+/* collapse_chunk()'s answer for a huge page not all in place yet */
+#define COLLAPSE_NOT_WHOLE 2
+
+/*
+ * While pages come in, the thread sweeps the plan for huge pages all in
+ * place at most every POSTCOPY_COLLAPSE_SWEEP_MS, and rests at least
+ * COLLAPSE_SWEEP_REST_FACTOR times as long as a sweep took: the sweeps
+ * take a tenth of a CPU at most, however large guest RAM is.
+ */
+#define COLLAPSE_SWEEP_MS 100
+#define COLLAPSE_SWEEP_REST_FACTOR 10
 
 /* The number in THP_DIR/@name, or @otherwise. */
 static uint64_t thp_setting(const char *name, uint64_t otherwise)
@@ -158,6 +189,7 @@ static bool collapse_block_wanted(RAMBlock *rb)
 void postcopy_collapse_track(void)
 {
     uint64_t huge_size = thp_setting("hpage_pmd_size", 0);
+    bool early = !postcopy_tune()->no_collapse_early;
     const char *refused;
     RAMBlock *rb;
 
@@ -188,9 +220,28 @@ void postcopy_collapse_track(void)
         range = postcopy_collapse_plan_add(&collapse.plan,
                                            qemu_ram_get_idstr(rb), host,
                                            rb->postcopy_length);
-        if (range >= 0) {
-            g_hash_table_insert(collapse.by_block, rb,
-                                GINT_TO_POINTER(range + 1));
+        if (range < 0) {
+            continue;
+        }
+        g_hash_table_insert(collapse.by_block, rb,
+                            GINT_TO_POINTER(range + 1));
+        if (early && !qemu_ram_is_shared(rb)) {
+            /*
+             * THP went off for the discards (postcopy_ram_prepare_discard())
+             * and MADV_COLLAPSE keeps to that.  Back on now it changes
+             * nothing for pages still missing: with the userfaultfd
+             * registered a fault where no page is goes to it whatever THP
+             * says, and the kernel collapses no range with a page missing
+             * or zero where a userfaultfd is armed, khugepaged included.
+             */
+            qemu_madvise((void *)host, rb->postcopy_length,
+                         QEMU_MADV_HUGEPAGE);
+        }
+    }
+    if (early) {
+        QEMU_LOCK_GUARD(&collapse.lock);
+        if (!collapse.closed) {
+            collapse_thread_create(true);
         }
     }
 }
@@ -210,16 +261,19 @@ void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset)
 
 void postcopy_collapse_forget(void)
 {
+    postcopy_collapse_stop(false, "the incoming migration failed");
     g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
     postcopy_collapse_plan_free(&collapse.plan);
 }
 
 /*
- * Whether to collapse the huge page at @host (postcopy_collapse_worth());
- * false when @pagemap cannot tell.
+ * Whether to collapse the huge page at @host (postcopy_collapse_worth(),
+ * with at most @max_none base pages without data and @max_swap swapped
+ * out); false when @pagemap cannot tell.
  */
 static bool collapse_chunk_worth(int pagemap, void *host, uint64_t size,
-                                 bool shared)
+                                 bool shared, unsigned int max_none,
+                                 unsigned int max_swap)
 {
     size_t pages = size / qemu_real_host_page_size();
     g_autofree uint64_t *entries = g_new(uint64_t, pages);
@@ -230,8 +284,37 @@ static bool collapse_chunk_worth(int pagemap, void *host, uint64_t size,
     if (pread(pagemap, entries, len, at) != len) {
         return false;
     }
-    return postcopy_collapse_worth(entries, pages, shared, collapse.max_none,
-                                   collapse.max_swap);
+    return postcopy_collapse_worth(entries, pages, shared, max_none,
+                                   max_swap);
+}
+
+/*
+ * Whether every page of @rb's @size bytes from @offset is in place (its
+ * receivedmap bits; the placing threads set them as they go).
+ */
+static bool collapse_chunk_in_place(RAMBlock *rb, uint64_t offset,
+                                    uint64_t size)
+{
+    unsigned int bits = qemu_target_page_bits();
+    uint64_t page = offset >> bits, end = (offset + size) >> bits;
+
+    if (!rb->receivedmap) {
+        return false;
+    }
+    while (page < end) {
+        uint64_t next = QEMU_ALIGN_DOWN(page, BITS_PER_LONG) + BITS_PER_LONG;
+        unsigned long want = BITMAP_FIRST_WORD_MASK(page);
+
+        if (next >= end) {
+            want &= BITMAP_LAST_WORD_MASK(end);
+            next = end;
+        }
+        if ((qatomic_read(&rb->receivedmap[BIT_WORD(page)]) & want) != want) {
+            return false;
+        }
+        page = next;
+    }
+    return true;
 }
 
 /* 0, or the negative errno of the kernel's refusal. */
@@ -246,9 +329,13 @@ static int collapse_one(void *host, uint64_t size)
 /*
  * Collapse @chunk if its RAMBlock is still where the plan saw it and the
  * huge page is worth it; 0, 1 when skipped, or the negative errno of the
- * kernel's refusal.
+ * kernel's refusal.  While pages come in (@incoming), only a huge page of
+ * private memory whose base pages are all in place and hold data (the
+ * kernel would refuse a zero page there), and COLLAPSE_NOT_WHOLE for one
+ * with pages still to come.
  */
-static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap)
+static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
+                          bool incoming)
 {
     uint64_t size = collapse.plan.huge_size;
     RAMBlock *rb;
@@ -263,17 +350,109 @@ static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap)
     }
     host = qemu_ram_get_host_addr(rb) + chunk->offset;
     if (!QEMU_IS_ALIGNED((uintptr_t)host, size) ||
-        !collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb))) {
+        (incoming && qemu_ram_is_shared(rb))) {
+        return 1;
+    }
+    if (incoming && !collapse_chunk_in_place(rb, chunk->offset, size)) {
+        return COLLAPSE_NOT_WHOLE;
+    }
+    if (!collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb),
+                              incoming ? 0 : collapse.max_none,
+                              incoming ? 0 : collapse.max_swap)) {
         return 1;
     }
     err = collapse_one(host, size);
-    trace_postcopy_collapse_chunk(chunk->block, chunk->offset, chunk->hot,
-                                  err);
+    if (incoming) {
+        trace_postcopy_collapse_chunk_incoming(chunk->block, chunk->offset,
+                                               err);
+    } else {
+        trace_postcopy_collapse_chunk(chunk->block, chunk->offset,
+                                      chunk->hot, err);
+    }
     if (err) {
         trace_postcopy_collapse_refused(chunk->block, chunk->offset,
                                         strerror(-err));
     }
     return err;
+}
+
+/* Count what became of a collapse of @chunk: collapse_chunk()'s @ret. */
+static void collapse_count(const PostcopyCollapseChunk *chunk, int ret,
+                           CollapseCounts *counts)
+{
+    if (ret) {
+        counts->refused++;
+    } else {
+        counts->collapsed++;
+    }
+    /* Only EINVAL may mean that none of the block will do. */
+    if ((!ret || ret == -EINVAL) &&
+        postcopy_collapse_plan_result(&collapse.plan, chunk, ret != 0)) {
+        counts->blocks_refused++;
+    }
+}
+
+/* After a collapse that began at @began: rest as the pace says. */
+static void collapse_rest(PostcopyCollapsePace *pace, int64_t began)
+{
+    uint64_t rest_ms = postcopy_collapse_pace_after(pace,
+                                                    get_clock() - began);
+
+    if (rest_ms) {
+        qemu_sem_timedwait(&collapse.rest, rest_ms);
+    }
+}
+
+static bool collapse_incoming_over(void)
+{
+    return qatomic_read(&collapse.quit) ||
+           qatomic_load_acquire(&collapse.incoming_over);
+}
+
+/*
+ * While pages come in: sweep the plan again and again for huge pages of
+ * private memory whose base pages are all in place, and collapse each
+ * once, at the same pace as later.  No fault can come in such a range
+ * any more, and the vCPUs, waiting for pages, leave CPU idle: what is
+ * collapsed now is not left to collapse once the guest runs at full
+ * speed.  Until postcopy_collapse_start() says that every page is in.
+ */
+static void collapse_while_incoming(CollapseCounts *counts,
+                                    PostcopyCollapsePace *pace, int pagemap)
+{
+    PostcopyCollapseSweep sweep = { 0 };
+    PostcopyCollapseChunk chunk;
+    int64_t sweep_began = get_clock();
+    uint64_t sweeps = 0;
+
+    while (!collapse_incoming_over()) {
+        int64_t began = get_clock();
+        int ret;
+
+        if (!postcopy_collapse_plan_next_untried(&collapse.plan, &sweep,
+                                                 &chunk)) {
+            int64_t took_ms = (began - sweep_began) / SCALE_MS;
+
+            sweeps++;
+            qemu_sem_timedwait(&collapse.rest,
+                               MAX(COLLAPSE_SWEEP_MS,
+                                   took_ms * COLLAPSE_SWEEP_REST_FACTOR));
+            sweep_began = get_clock();
+            continue;
+        }
+        ret = collapse_chunk(&chunk, pagemap, true);
+        if (ret == COLLAPSE_NOT_WHOLE) {
+            continue;
+        }
+        postcopy_collapse_plan_tried(&collapse.plan, &chunk, ret == 0);
+        if (ret > 0) {
+            continue;
+        }
+        collapse_count(&chunk, ret, counts);
+        collapse_rest(pace, began);
+    }
+    trace_postcopy_collapse_incoming_done(counts->collapsed, counts->refused,
+                                          sweeps);
 }
 
 static void *postcopy_collapse_thread(void *opaque)
@@ -287,31 +466,22 @@ static void *postcopy_collapse_thread(void *opaque)
     rcu_register_thread();
     pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     postcopy_collapse_pace_init(&pace, collapse.percent);
+    if (pagemap >= 0) {
+        collapse_while_incoming(&counts, &pace, pagemap);
+    }
+    /* No receivedmap is read past this point: they may go now. */
+    qemu_event_set(&collapse.left_incoming);
     while (pagemap >= 0 && !qatomic_read(&collapse.quit) &&
            postcopy_collapse_plan_next(&collapse.plan, &chunk)) {
         int64_t took = get_clock();
-        uint64_t rest_ms;
-        int ret = collapse_chunk(&chunk, pagemap);
+        int ret = collapse_chunk(&chunk, pagemap, false);
 
         if (ret > 0) {
             counts.skipped++;
             continue;
         }
-        if (ret) {
-            counts.refused++;
-        } else {
-            counts.collapsed++;
-        }
-        /* Only EINVAL may mean that none of the block will do. */
-        if ((!ret || ret == -EINVAL) &&
-            postcopy_collapse_plan_result(&collapse.plan, &chunk, ret != 0)) {
-            counts.blocks_refused++;
-        }
-        took = get_clock() - took;
-        rest_ms = postcopy_collapse_pace_after(&pace, took);
-        if (rest_ms) {
-            qemu_sem_timedwait(&collapse.rest, rest_ms);
-        }
+        collapse_count(&chunk, ret, &counts);
+        collapse_rest(&pace, took);
     }
     if (pagemap >= 0) {
         close(pagemap);
@@ -325,23 +495,44 @@ static void *postcopy_collapse_thread(void *opaque)
     return NULL;
 }
 
+/*
+ * Start the thread, with @incoming while pages still come in.  Under
+ * collapse.lock.
+ */
+static void collapse_thread_create(bool incoming)
+{
+    trace_postcopy_collapse_start(collapse.plan.ranges->len,
+                                  collapse.plan.huge_size, collapse.percent,
+                                  incoming);
+    qatomic_set(&collapse.quit, false);
+    qatomic_set(&collapse.incoming_over, !incoming);
+    qemu_event_reset(&collapse.left_incoming);
+    collapse.running = true;
+    qemu_thread_create(&collapse.thread, POSTCOPY_THREAD_DST_COLLAPSE,
+                       postcopy_collapse_thread, NULL, QEMU_THREAD_JOINABLE);
+}
+
 void postcopy_collapse_start(void)
 {
     QEMU_LOCK_GUARD(&collapse.lock);
-    /* One incoming migration per process: one plan, one thread. */
-    assert(!collapse.running);
     /* The fault thread, the last to read it, is gone. */
     g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
+    if (collapse.running) {
+        /*
+         * It has run since LISTEN: on to the rest of the plan, once it
+         * reads no receivedmap any more (ram_load_cleanup() frees them
+         * after this).  It answers within one collapse.
+         */
+        qatomic_store_release(&collapse.incoming_over, true);
+        qemu_sem_post(&collapse.rest);
+        qemu_event_wait(&collapse.left_incoming);
+        return;
+    }
     if (!collapse.plan.ranges || collapse.closed) {
         postcopy_collapse_plan_free(&collapse.plan);
         return;
     }
-    trace_postcopy_collapse_start(collapse.plan.ranges->len,
-                                  collapse.plan.huge_size, collapse.percent);
-    qatomic_set(&collapse.quit, false);
-    collapse.running = true;
-    qemu_thread_create(&collapse.thread, POSTCOPY_THREAD_DST_COLLAPSE,
-                       postcopy_collapse_thread, NULL, QEMU_THREAD_JOINABLE);
+    collapse_thread_create(false);
 }
 
 /* Stop the thread if it runs, and join it; with @close, for good. */
@@ -385,6 +576,7 @@ void postcopy_collapse_init(void)
 {
     qemu_mutex_init(&collapse.lock);
     qemu_sem_init(&collapse.rest, 0);
+    qemu_event_init(&collapse.left_incoming, false);
     collapse.exit_notifier.notify = postcopy_collapse_exit;
     qemu_add_exit_notifier(&collapse.exit_notifier);
     migration_add_notifier(&collapse.migration_notifier,

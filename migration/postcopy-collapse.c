@@ -40,6 +40,8 @@ void postcopy_collapse_plan_free(PostcopyCollapsePlan *plan)
 
         g_free(r->block);
         g_free(r->hot);
+        g_free(r->tried);
+        g_free(r->done);
     }
     g_array_free(plan->ranges, true);
     plan->ranges = NULL;
@@ -60,6 +62,8 @@ int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
         .count = (length - start) / plan->huge_size,
     };
     r.hot = bitmap_new(r.count);
+    r.tried = bitmap_new(r.count);
+    r.done = bitmap_new(r.count);
     g_array_append_val(plan->ranges, r);
     return plan->ranges->len - 1;
 }
@@ -111,6 +115,9 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
             continue;
         }
         plan->next = index + 1;
+        if (test_bit(index, r->done)) {
+            continue;
+        }
         *chunk = (PostcopyCollapseChunk) {
             .block = r->block,
             .offset = r->start + index * plan->huge_size,
@@ -118,6 +125,49 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
             .range = plan->range,
         };
         return true;
+    }
+}
+
+bool postcopy_collapse_plan_next_untried(PostcopyCollapsePlan *plan,
+                                         PostcopyCollapseSweep *sweep,
+                                         PostcopyCollapseChunk *chunk)
+{
+    while (sweep->range < plan->ranges->len) {
+        PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                                  PostcopyCollapseRange,
+                                                  sweep->range);
+        uint64_t index = r->given_up ? r->count :
+                         find_next_zero_bit(r->tried, r->count, sweep->next);
+
+        if (index >= r->count) {
+            sweep->range++;
+            sweep->next = 0;
+            continue;
+        }
+        sweep->next = index + 1;
+        *chunk = (PostcopyCollapseChunk) {
+            .block = r->block,
+            .offset = r->start + index * plan->huge_size,
+            .range = sweep->range,
+        };
+        return true;
+    }
+    *sweep = (PostcopyCollapseSweep) { 0 };
+    return false;
+}
+
+void postcopy_collapse_plan_tried(PostcopyCollapsePlan *plan,
+                                  const PostcopyCollapseChunk *chunk,
+                                  bool collapsed)
+{
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange,
+                                              chunk->range);
+    uint64_t index = (chunk->offset - r->start) / plan->huge_size;
+
+    set_bit(index, r->tried);
+    if (collapsed) {
+        set_bit(index, r->done);
     }
 }
 

@@ -14,6 +14,8 @@
  * (postcopy-collapse-qemu.c) asks the kernel to collapse guest RAM into
  * huge pages itself (MADV_COLLAPSE), one huge page at a time: first those
  * the guest faulted on during postcopy, its working set, then the rest.
+ * While pages still come in, it collapses each huge page all of whose
+ * base pages are in, once, so that little is left for the end.
  *
  * This header's first half is pure logic (postcopy-collapse.c, which
  * tests/unit drives): the plan of which huge pages to collapse in which
@@ -34,6 +36,12 @@ typedef struct PostcopyCollapseRange {
     uint64_t start;         /* offset of its first whole huge page */
     uint64_t count;         /* whole huge pages from @start on */
     unsigned long *hot;     /* @count bits: the guest faulted there */
+    /*
+     * @count bits each, the collapse thread's alone: looked at while
+     * pages still came in (whole by then), and collapsed then.
+     */
+    unsigned long *tried;
+    unsigned long *done;
     /* Refusals (EINVAL) since its last collapse; past a few, given up */
     unsigned int refused_in_a_row;
     bool given_up;
@@ -78,12 +86,36 @@ int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
 void postcopy_collapse_plan_note(PostcopyCollapsePlan *plan, int range,
                                  uint64_t offset);
 /*
- * The next huge page to collapse: every hot one, range by range, then
- * every other one, but none of a range given up.  False when the plan is
- * done.
+ * The next huge page to collapse once every page is in: every hot one,
+ * range by range, then every other one, but none collapsed while pages
+ * came in and none of a range given up.  False when the plan is done.
  */
 bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
                                  PostcopyCollapseChunk *chunk);
+/* Where a sweep over the plan while pages come in stands. */
+typedef struct PostcopyCollapseSweep {
+    guint range;
+    uint64_t next;
+} PostcopyCollapseSweep;
+
+/*
+ * While pages come in: the next huge page from @sweep on that was not
+ * tried yet (postcopy_collapse_plan_tried()), in a range not given up
+ * (postcopy_collapse_plan_result() counts refusals then too).  False at
+ * the end of the plan, where @sweep starts again from its beginning.
+ */
+bool postcopy_collapse_plan_next_untried(PostcopyCollapsePlan *plan,
+                                         PostcopyCollapseSweep *sweep,
+                                         PostcopyCollapseChunk *chunk);
+/*
+ * @chunk, whole, was tried while pages came in, and is a huge page now
+ * if @collapsed; either way no sweep offers it again, and only a huge
+ * page not collapsed is left for the end.
+ */
+void postcopy_collapse_plan_tried(PostcopyCollapsePlan *plan,
+                                  const PostcopyCollapseChunk *chunk,
+                                  bool collapsed);
+
 /*
  * What became of @chunk: collapsed (@refused false), or refused with
  * EINVAL.  True when its range is given up now.

@@ -159,6 +159,7 @@ static bool tune_item_rcvbuf(const char *value, PostcopyTune *tune,
  */
 static const char *const placer_words[] = { "auto", "on", "off", NULL };
 static const char *const recheck_words[] = { "auto", "off", "only", NULL };
+static const char *const on_off_words[] = { "on", "off", NULL };
 static const char *const recovery_words[] = { "keep", "off", NULL };
 
 static bool tune_item_placer(const char *value, PostcopyTune *tune,
@@ -209,6 +210,13 @@ static bool tune_item_collapse(const char *value, PostcopyTune *tune,
     return true;
 }
 
+static bool tune_item_collapse_early(const char *value, PostcopyTune *tune,
+                                     Error **errp)
+{
+    tune->no_collapse_early = !strcmp(value, "off");
+    return true;
+}
+
 /*
  * Every item of QEMU_POSTCOPY_TUNE, once: its name, what it takes (for
  * the message that lists them) and its parser.  What each does is the
@@ -230,6 +238,7 @@ static const struct {
     { "placer", NULL, placer_words, tune_item_placer },
     { "placerun", "PAGES", NULL, tune_item_placerun },
     { "collapse", "off|PERCENT", NULL, tune_item_collapse },
+    { "collapse-early", NULL, on_off_words, tune_item_collapse_early },
 };
 
 const char *postcopy_tune_item_name(unsigned int i)

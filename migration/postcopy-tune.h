@@ -56,6 +56,8 @@ typedef struct PostcopyTune {
     bool no_recovery_keep;
     /* collapse=: percent of a CPU to rebuild huge pages with; 0 never */
     uint32_t collapse_percent;
+    /* collapse-early=off: not while pages still come in */
+    bool no_collapse_early;
 } PostcopyTune;
 
 /*

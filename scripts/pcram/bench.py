@@ -73,6 +73,8 @@ FIGURES = [
      True),
     ('cpu_dst_fault_s', 'CPU: destination fault thread', 's', True),
     ('cpu_dst_preempt_s', 'CPU: destination preempt thread', 's', True),
+    ('cpu_dst_collapse_s', 'CPU: destination huge-page rebuild '
+     '(mig/dst/thp)', 's', True),
     ('cpu_dst_other_s', 'CPU: destination, other threads', 's', True),
     ('cpu_src_migration_s', 'CPU: source migration thread', 's', True),
     ('cpu_src_return_s', 'CPU: source return path', 's', True),
@@ -113,7 +115,8 @@ FIGURES = [
 
 # Rows shown only where some run has the figure.
 OPTIONAL_FIGURES = ('paused_s', 'link_cpu_s', 'cpu_dst_placer_s',
-                    'cpu_dst_preempt_s', 'work_lost_back_s',
+                    'cpu_dst_preempt_s', 'cpu_dst_collapse_s',
+                    'work_lost_back_s',
                     'work_lost_postcopy_s', 'back_s', 'back_after_done_s',
                     'rate_end_ratio', 'huge_src_pct', 'huge_dst_0s_pct',
                     'huge_dst_10s_pct', 'huge_dst_60s_pct',
@@ -126,6 +129,7 @@ THREAD_GROUPS = (
     ('dst', 'mig/dst/place', 'placer'),
     ('dst', 'mig/dst/fault', 'fault'),
     ('dst', 'mig/dst/preempt', 'preempt'),
+    ('dst', 'mig/dst/thp', 'collapse'),
     ('dst', 'CPU ', 'vcpus'),
     ('src', 'mig/src/main', 'migration'),
     ('src', 'mig/src/return', 'return'),
@@ -158,7 +162,7 @@ def thread_cpu_figures(thread_cpu, postcopy_bytes):
             groups[key] = groups.get(key, 0.0) + seconds
     for role, _, group in THREAD_GROUPS + (('dst', '', 'other'),
                                            ('src', '', 'other')):
-        if group not in ('placer', 'preempt'):
+        if group not in ('placer', 'preempt', 'collapse'):
             groups.setdefault('cpu_%s_%s_s' % (role, group), 0.0)
     if postcopy_bytes:
         module = sum(groups.get('cpu_dst_%s_s' % g, 0.0)

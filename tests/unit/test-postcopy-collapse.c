@@ -70,6 +70,61 @@ static void test_plan_hot_first(void)
     postcopy_collapse_plan_free(&plan);
 }
 
+/* Every chunk one sweep offers, as "block:offset/MiB". */
+static char *sweep_order(PostcopyCollapsePlan *plan,
+                         PostcopyCollapseSweep *sweep)
+{
+    g_autoptr(GString) order = g_string_new("");
+    PostcopyCollapseChunk chunk;
+
+    while (postcopy_collapse_plan_next_untried(plan, sweep, &chunk)) {
+        g_string_append_printf(order, "%s%s:%" PRIu64, order->len ? " " : "",
+                               chunk.block, chunk.offset / MiB);
+    }
+    return g_strdup(order->str);
+}
+
+/*
+ * While pages come in, each sweep offers every huge page not tried yet;
+ * at the end only those not collapsed then are left, hot ones first.
+ */
+static void test_plan_sweeps(void)
+{
+    PostcopyCollapseSweep sweep = { 0 };
+    PostcopyCollapsePlan plan;
+    PostcopyCollapseChunk chunk;
+    g_autofree char *first = NULL, *second = NULL, *third = NULL;
+    g_autofree char *order = NULL;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    postcopy_collapse_plan_add(&plan, "a", 0, 8 * MiB);
+    postcopy_collapse_plan_add(&plan, "b", 0x80100000, 6 * MiB);
+    postcopy_collapse_plan_note(&plan, 0, 2 * MiB);
+    postcopy_collapse_plan_note(&plan, 1, 3 * MiB);
+    first = sweep_order(&plan, &sweep);
+    g_assert_cmpstr(first, ==, "a:0 a:2 a:4 a:6 b:1 b:3");
+
+    /* a:2 and b:3 collapse, a:4 is whole but refused; the rest not whole. */
+    g_assert_true(postcopy_collapse_plan_next_untried(&plan, &sweep, &chunk));
+    g_assert_true(postcopy_collapse_plan_next_untried(&plan, &sweep, &chunk));
+    postcopy_collapse_plan_tried(&plan, &chunk, true);
+    g_assert_true(postcopy_collapse_plan_next_untried(&plan, &sweep, &chunk));
+    postcopy_collapse_plan_tried(&plan, &chunk, false);
+    chunk = (PostcopyCollapseChunk) { .block = "b", .offset = 3 * MiB,
+                                      .range = 1 };
+    postcopy_collapse_plan_tried(&plan, &chunk, true);
+    sweep = (PostcopyCollapseSweep) { 0 };
+    second = sweep_order(&plan, &sweep);
+    g_assert_cmpstr(second, ==, "a:0 a:6 b:1");
+    /* The sweep starts again by itself once it has ended. */
+    third = sweep_order(&plan, &sweep);
+    g_assert_cmpstr(third, ==, second);
+
+    order = plan_order(&plan);
+    g_assert_cmpstr(order, ==, "a:0 a:4 a:6 b:1");
+    postcopy_collapse_plan_free(&plan);
+}
+
 static void test_plan_empty(void)
 {
     PostcopyCollapsePlan plan;
@@ -89,9 +144,10 @@ static void test_plan_empty(void)
  */
 static void test_plan_given_up(void)
 {
+    PostcopyCollapseSweep sweep = { 0 };
     PostcopyCollapsePlan plan;
     PostcopyCollapseChunk chunk;
-    g_autofree char *rest = NULL;
+    g_autofree char *rest = NULL, *sweep_rest = NULL;
     int i;
 
     postcopy_collapse_plan_init(&plan, 2 * MiB);
@@ -112,7 +168,9 @@ static void test_plan_given_up(void)
     }
     g_assert_true(postcopy_collapse_plan_next(&plan, &chunk));
     g_assert_true(postcopy_collapse_plan_result(&plan, &chunk, true));
-    /* Nothing more of a; all of b. */
+    /* Nothing more of a, in a sweep either; all of b. */
+    sweep_rest = sweep_order(&plan, &sweep);
+    g_assert_cmpstr(sweep_rest, ==, "b:0 b:2");
     rest = plan_order(&plan);
     g_assert_cmpstr(rest, ==, "b:0 b:2");
     postcopy_collapse_plan_free(&plan);
@@ -201,6 +259,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/postcopy/collapse/plan/alignment", test_plan_alignment);
     g_test_add_func("/postcopy/collapse/plan/hot-first", test_plan_hot_first);
+    g_test_add_func("/postcopy/collapse/plan/sweeps", test_plan_sweeps);
     g_test_add_func("/postcopy/collapse/plan/empty", test_plan_empty);
     g_test_add_func("/postcopy/collapse/plan/given-up", test_plan_given_up);
     g_test_add_func("/postcopy/collapse/worth/data", test_worth_data);

@@ -31,6 +31,7 @@ static void assert_tune_equal(const PostcopyTune *a,
     g_assert_cmpint(a->recheck_only, ==, b->recheck_only);
     g_assert_cmpint(a->no_recovery_keep, ==, b->no_recovery_keep);
     g_assert_cmpuint(a->collapse_percent, ==, b->collapse_percent);
+    g_assert_cmpint(a->no_collapse_early, ==, b->no_collapse_early);
 }
 
 static void test_tune_defaults(void)
@@ -131,6 +132,13 @@ static void test_tune_items(void)
     g_assert_true(postcopy_tune_parse("collapse=100", &tune,
                                       &error_abort));
     g_assert_cmpuint(tune.collapse_percent, ==, 100);
+    g_assert_false(tune.no_collapse_early);
+    g_assert_true(postcopy_tune_parse("collapse-early=off", &tune,
+                                      &error_abort));
+    g_assert_true(tune.no_collapse_early);
+    g_assert_true(postcopy_tune_parse("collapse-early=on", &tune,
+                                      &error_abort));
+    g_assert_false(tune.no_collapse_early);
 }
 
 static void test_tune_errors(void)
@@ -143,6 +151,7 @@ static void test_tune_errors(void)
         "pace=101", "pace=on", "pace=-5", "recheck", "recheck=",
         "recheck=on", "recovery", "recovery=on", "collapse", "collapse=",
         "collapse=0", "collapse=101", "collapse=on", "collapse=-1",
+        "collapse-early", "collapse-early=", "collapse-early=auto",
         "queue=off,rcvbuf=1048576", "rcvbuf=1048576,queue=off",
     };
     PostcopyTune defaults;
@@ -206,7 +215,7 @@ static void test_tune_error_words(void)
                     "rcvbuf=BYTES, pace=auto|off|PERCENT, "
                     "recheck=auto|off|only, recovery=keep|off, "
                     "placer=auto|on|off, placerun=PAGES, "
-                    "collapse=off|PERCENT)");
+                    "collapse=off|PERCENT, collapse-early=on|off)");
     error_free(err);
 }
 
