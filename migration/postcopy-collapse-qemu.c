@@ -1,27 +1,30 @@
 /*
  * Postcopy: the thread that rebuilds transparent huge pages over guest RAM
- * once postcopy is done (see postcopy-collapse.h for why).  Linux only.
+ * where every page is in (see postcopy-collapse.h for why).  Linux only.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Its life:
- *  1. LISTEN (postcopy_collapse_track()): a plan of every RAMBlock of base
- *     pages that the kernel can back with transparent huge pages, and the
- *     thread "mig/dst/thp" starts (unless collapse-early=off);
- *  2. while pages come in, the thread collapses each huge page of private
- *     memory all of whose base pages are in place, once (see
- *     collapse_while_incoming()); each fault the fault thread reads marks
- *     its huge page hot (postcopy_collapse_note_fault());
+ *  1. LISTEN (postcopy_collapse_track(), once guest RAM is registered
+ *     with the userfaultfd): a plan of every RAMBlock of base pages that
+ *     the kernel can back with transparent huge pages, with the bytes of
+ *     each huge page in place already, and the thread "mig/dst/thp"
+ *     starts (unless collapse-early=off);
+ *  2. while pages come in, the threads that place pages count them in the
+ *     plan (postcopy_collapse_note_placed()), the fault thread marks the
+ *     huge page of each fault hot (postcopy_collapse_note_fault()), and
+ *     the thread collapses each huge page of private memory all of whose
+ *     base pages are in place, once (collapse_while_incoming());
  *  3. when every page is in, the userfaultfd is gone and MADV_HUGEPAGE is
  *     back (postcopy_ram_incoming_cleanup()), postcopy_collapse_start()
- *     hands the rest of the plan to the thread (starting it with
+ *     moves the thread on to the rest of the plan (starting it with
  *     collapse-early=off); after a failed migration
  *     postcopy_collapse_forget() stops it and drops the plan instead;
- *  4. the thread collapses the hot huge pages, then the others, each with
- *     MADV_COLLAPSE, but none it collapsed in 2., resting between them so
- *     that it takes about collapse=PERCENT of one CPU (QEMU_POSTCOPY_TUNE),
+ *  4. the thread collapses the hot huge pages, then the others, but none
+ *     it collapsed in 2., resting between them so that it takes about
+ *     collapse=PERCENT of one CPU (QEMU_POSTCOPY_TUNE), frees the plan
  *     and exits;
  *  5. an outgoing migration of this guest (its setup notifier) or QEMU's
  *     exit stops it and joins it first.
@@ -37,9 +40,10 @@
  * page it could not take this time (under migration, a memory error); a
  * RAMBlock that refuses POSTCOPY_COLLAPSE_REFUSALS_MAX times in a row is
  * given up.  EAGAIN, EBUSY or ENOMEM (memory short, a cgroup's charge)
- * skip that huge page.  Each refusal is traced and nothing else happens:
- * the guest has every page by then, and runs the same on base pages, only
- * slower.
+ * skip that huge page (while pages come in, until the end).  Each refusal
+ * is traced and nothing else happens: a huge page is collapsed only once
+ * all of its pages are in, and the guest runs the same on base pages,
+ * only slower.
  *
  * vhost-user back-ends map guest RAM themselves: their page tables are
  * theirs to rebuild.  hugetlbfs blocks are huge pages already and are not
@@ -77,29 +81,30 @@
  * The module's collapse state; one per process, since a QEMU receives one
  * incoming migration.
  *
- * field        written by                          read by
- * plan         the load thread (track, at LISTEN); the collapse thread
- *              hot bits: the fault thread (note);
- *              tried and done bits: the collapse
- *              thread, which frees the plan at its
- *              end (or forget() does)
- * by_block     the load thread (track)             the fault thread
- * lock         -                                   track, start, stop
- * running      track, start, stop, under lock      start, stop
- * closed       stop at QEMU's exit, under lock     track, start
- * quit         stop (atomic)                       the collapse thread
- * incoming_over start (atomic, release)            the collapse thread
- * left_incoming the collapse thread sets it once   start waits for it
- *              it reads no receivedmap any more
- * rest         stop and start post it to end a     the collapse thread
- *              rest or a wait early
+ * field         written by                        read by
+ * plan          the load thread (track); then     the collapse thread
+ *               hot bits: the fault thread;
+ *               placed counters: the threads
+ *               that place pages (atomic);
+ *               tried and done bits, cursors:
+ *               the collapse thread
+ * by_block      track, start and forget clear it  note_fault, note_placed
+ * lock          -                                 track, start, stop
+ * running       track, start, stop, under lock    start, stop
+ * closed        stop at QEMU's exit, under lock   track, start
+ * quit          stop, thread_create (atomic)      the collapse thread
+ * incoming_over start, thread_create (atomic)     the collapse thread
+ * rest          stop and start post it to end a   the collapse thread
+ *               rest or a wait early
  *
  * qemu_thread_create() orders the plan's writes before the new thread's
- * reads.  While pages come in the thread reads only the plan's tried and
- * done bits and its ranges, which nobody else writes then; the hot bits
- * it reads once incoming_over is set, after the fault thread, their
- * writer, was joined (the store-release in start, the load-acquire in
- * the thread).  The plan needs no lock.
+ * reads.  The plan is freed only where no thread can write it any more:
+ * by forget(), once the threads that place pages and the fault thread are
+ * gone, or by the collapse thread after its last pass, which start()
+ * allowed only then (the store-release of incoming_over, read with a
+ * load-acquire, also orders the fault thread's hot bits before the
+ * collapse thread reads them).  A thread stopped at QEMU's exit while
+ * pages came in leaves the plan to the process's end.
  */
 typedef struct PostcopyCollapse {
     PostcopyCollapsePlan plan;
@@ -110,7 +115,6 @@ typedef struct PostcopyCollapse {
     bool closed;
     bool quit;
     bool incoming_over;
-    QemuEvent left_incoming;
     QemuSemaphore rest;
     unsigned int percent;
     /* khugepaged's limits (postcopy_collapse_worth()), read at track */
@@ -121,10 +125,7 @@ typedef struct PostcopyCollapse {
 
 static PostcopyCollapse collapse;
 
-static void collapse_thread_create(bool incoming);
-static void postcopy_collapse_stop(bool close, const char *why);
-
-/* What the thread did, for its trace line. */
+/* What the thread did, for its trace lines. */
 typedef struct CollapseCounts {
     uint64_t collapsed, skipped, refused, blocks_refused;
 } CollapseCounts;
@@ -134,12 +135,10 @@ typedef struct CollapseCounts {
 
 /*
  * While pages come in, the thread sweeps the plan for huge pages all in
- * place at most every POSTCOPY_COLLAPSE_SWEEP_MS, and rests at least
- * COLLAPSE_SWEEP_REST_FACTOR times as long as a sweep took: the sweeps
- * take a tenth of a CPU at most, however large guest RAM is.
+ * place, then waits this long before the next sweep (a sweep reads one
+ * counter per huge page not tried yet).
  */
-#define COLLAPSE_SWEEP_MS 100
-#define COLLAPSE_SWEEP_REST_FACTOR 10
+#define COLLAPSE_SWEEP_WAIT_MS 100
 
 /* The number in THP_DIR/@name, or @otherwise. */
 static uint64_t thp_setting(const char *name, uint64_t otherwise)
@@ -186,86 +185,6 @@ static bool collapse_block_wanted(RAMBlock *rb)
            (qemu_ram_get_fd(rb) < 0 || qemu_ram_is_shared(rb));
 }
 
-void postcopy_collapse_track(void)
-{
-    uint64_t huge_size = thp_setting("hpage_pmd_size", 0);
-    bool early = !postcopy_tune()->no_collapse_early;
-    const char *refused;
-    RAMBlock *rb;
-
-    postcopy_collapse_forget();
-    collapse.percent = postcopy_tune()->collapse_percent;
-    if (!collapse.percent) {
-        trace_postcopy_collapse_off("collapse=off");
-        return;
-    }
-    refused = collapse_refused_by_host(huge_size);
-    if (refused) {
-        trace_postcopy_collapse_off(refused);
-        return;
-    }
-    collapse.max_none = thp_setting("khugepaged/max_ptes_none",
-                                    huge_size / qemu_real_host_page_size() - 1);
-    collapse.max_swap = thp_setting("khugepaged/max_ptes_swap", 0);
-    postcopy_collapse_plan_init(&collapse.plan, huge_size);
-    collapse.by_block = g_hash_table_new(NULL, NULL);
-    RCU_READ_LOCK_GUARD();
-    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
-        uintptr_t host = (uintptr_t)qemu_ram_get_host_addr(rb);
-        int range;
-
-        if (!collapse_block_wanted(rb)) {
-            continue;
-        }
-        range = postcopy_collapse_plan_add(&collapse.plan,
-                                           qemu_ram_get_idstr(rb), host,
-                                           rb->postcopy_length);
-        if (range < 0) {
-            continue;
-        }
-        g_hash_table_insert(collapse.by_block, rb,
-                            GINT_TO_POINTER(range + 1));
-        if (early && !qemu_ram_is_shared(rb)) {
-            /*
-             * THP went off for the discards (postcopy_ram_prepare_discard())
-             * and MADV_COLLAPSE keeps to that.  Back on now it changes
-             * nothing for pages still missing: with the userfaultfd
-             * registered a fault where no page is goes to it whatever THP
-             * says, and the kernel collapses no range with a page missing
-             * or zero where a userfaultfd is armed, khugepaged included.
-             */
-            qemu_madvise((void *)host, rb->postcopy_length,
-                         QEMU_MADV_HUGEPAGE);
-        }
-    }
-    if (early) {
-        QEMU_LOCK_GUARD(&collapse.lock);
-        if (!collapse.closed) {
-            collapse_thread_create(true);
-        }
-    }
-}
-
-void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset)
-{
-    int range;
-
-    if (!collapse.by_block) {
-        return;
-    }
-    range = GPOINTER_TO_INT(g_hash_table_lookup(collapse.by_block, rb)) - 1;
-    if (range >= 0) {
-        postcopy_collapse_plan_note(&collapse.plan, range, offset);
-    }
-}
-
-void postcopy_collapse_forget(void)
-{
-    postcopy_collapse_stop(false, "the incoming migration failed");
-    g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
-    postcopy_collapse_plan_free(&collapse.plan);
-}
-
 /*
  * Whether to collapse the huge page at @host (postcopy_collapse_worth(),
  * with at most @max_none base pages without data and @max_swap swapped
@@ -288,35 +207,6 @@ static bool collapse_chunk_worth(int pagemap, void *host, uint64_t size,
                                    max_swap);
 }
 
-/*
- * Whether every page of @rb's @size bytes from @offset is in place (its
- * receivedmap bits; the placing threads set them as they go).
- */
-static bool collapse_chunk_in_place(RAMBlock *rb, uint64_t offset,
-                                    uint64_t size)
-{
-    unsigned int bits = qemu_target_page_bits();
-    uint64_t page = offset >> bits, end = (offset + size) >> bits;
-
-    if (!rb->receivedmap) {
-        return false;
-    }
-    while (page < end) {
-        uint64_t next = QEMU_ALIGN_DOWN(page, BITS_PER_LONG) + BITS_PER_LONG;
-        unsigned long want = BITMAP_FIRST_WORD_MASK(page);
-
-        if (next >= end) {
-            want &= BITMAP_LAST_WORD_MASK(end);
-            next = end;
-        }
-        if ((qatomic_read(&rb->receivedmap[BIT_WORD(page)]) & want) != want) {
-            return false;
-        }
-        page = next;
-    }
-    return true;
-}
-
 /* 0, or the negative errno of the kernel's refusal. */
 static int collapse_one(void *host, uint64_t size)
 {
@@ -327,12 +217,26 @@ static int collapse_one(void *host, uint64_t size)
 }
 
 /*
+ * While pages come in, THP stays off over guest RAM but for the huge
+ * pages about to be collapsed, which MADV_COLLAPSE needs (it refuses
+ * where MADV_NOHUGEPAGE holds).  THP on over a range with pages missing
+ * would have a vCPU's first write fault there allocate and clear a huge
+ * page before the kernel hands the fault to the userfaultfd.  Each call
+ * may split guest RAM's mapping; the splits merge again as neighbours
+ * follow, and at the end (postcopy_ram_incoming_cleanup()).
+ */
+static bool collapse_allow_huge(void *host, uint64_t size)
+{
+    return !qemu_madvise(host, size, QEMU_MADV_HUGEPAGE);
+}
+
+/*
  * Collapse @chunk if its RAMBlock is still where the plan saw it and the
  * huge page is worth it; 0, 1 when skipped, or the negative errno of the
  * kernel's refusal.  While pages come in (@incoming), only a huge page of
  * private memory whose base pages are all in place and hold data (the
- * kernel would refuse a zero page there), and COLLAPSE_NOT_WHOLE for one
- * with pages still to come.
+ * kernel would refuse a zero page there, a userfaultfd being armed), and
+ * COLLAPSE_NOT_WHOLE for one with pages still to come.
  */
 static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
                           bool incoming)
@@ -342,6 +246,9 @@ static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
     void *host;
     int err;
 
+    if (incoming && !postcopy_collapse_plan_whole(&collapse.plan, chunk)) {
+        return COLLAPSE_NOT_WHOLE;
+    }
     RCU_READ_LOCK_GUARD();
     /* Guest RAM may have been unplugged (or replaced) since the plan. */
     rb = qemu_ram_block_by_name(chunk->block);
@@ -350,15 +257,11 @@ static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
     }
     host = qemu_ram_get_host_addr(rb) + chunk->offset;
     if (!QEMU_IS_ALIGNED((uintptr_t)host, size) ||
-        (incoming && qemu_ram_is_shared(rb))) {
-        return 1;
-    }
-    if (incoming && !collapse_chunk_in_place(rb, chunk->offset, size)) {
-        return COLLAPSE_NOT_WHOLE;
-    }
-    if (!collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb),
+        (incoming && qemu_ram_is_shared(rb)) ||
+        !collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb),
                               incoming ? 0 : collapse.max_none,
-                              incoming ? 0 : collapse.max_swap)) {
+                              incoming ? 0 : collapse.max_swap) ||
+        (incoming && !collapse_allow_huge(host, size))) {
         return 1;
     }
     err = collapse_one(host, size);
@@ -422,7 +325,6 @@ static void collapse_while_incoming(CollapseCounts *counts,
 {
     PostcopyCollapseSweep sweep = { 0 };
     PostcopyCollapseChunk chunk;
-    int64_t sweep_began = get_clock();
     uint64_t sweeps = 0;
 
     while (!collapse_incoming_over()) {
@@ -431,13 +333,8 @@ static void collapse_while_incoming(CollapseCounts *counts,
 
         if (!postcopy_collapse_plan_next_untried(&collapse.plan, &sweep,
                                                  &chunk)) {
-            int64_t took_ms = (began - sweep_began) / SCALE_MS;
-
             sweeps++;
-            qemu_sem_timedwait(&collapse.rest,
-                               MAX(COLLAPSE_SWEEP_MS,
-                                   took_ms * COLLAPSE_SWEEP_REST_FACTOR));
-            sweep_began = get_clock();
+            qemu_sem_timedwait(&collapse.rest, COLLAPSE_SWEEP_WAIT_MS);
             continue;
         }
         ret = collapse_chunk(&chunk, pagemap, true);
@@ -453,6 +350,10 @@ static void collapse_while_incoming(CollapseCounts *counts,
     }
     trace_postcopy_collapse_incoming_done(counts->collapsed, counts->refused,
                                           sweeps);
+    /* start()'s post, if no wait took it, would cut a rest short. */
+    while (!qemu_sem_timedwait(&collapse.rest, 0)) {
+        /* drained */
+    }
 }
 
 static void *postcopy_collapse_thread(void *opaque)
@@ -469,8 +370,6 @@ static void *postcopy_collapse_thread(void *opaque)
     if (pagemap >= 0) {
         collapse_while_incoming(&counts, &pace, pagemap);
     }
-    /* No receivedmap is read past this point: they may go now. */
-    qemu_event_set(&collapse.left_incoming);
     while (pagemap >= 0 && !qatomic_read(&collapse.quit) &&
            postcopy_collapse_plan_next(&collapse.plan, &chunk)) {
         int64_t took = get_clock();
@@ -486,7 +385,10 @@ static void *postcopy_collapse_thread(void *opaque)
     if (pagemap >= 0) {
         close(pagemap);
     }
-    postcopy_collapse_plan_free(&collapse.plan);
+    /* Only once no thread can note anything in it (start() said so). */
+    if (qatomic_load_acquire(&collapse.incoming_over)) {
+        postcopy_collapse_plan_free(&collapse.plan);
+    }
     trace_postcopy_collapse_done(counts.collapsed, counts.skipped,
                                  counts.refused, counts.blocks_refused,
                                  qatomic_read(&collapse.quit),
@@ -506,33 +408,9 @@ static void collapse_thread_create(bool incoming)
                                   incoming);
     qatomic_set(&collapse.quit, false);
     qatomic_set(&collapse.incoming_over, !incoming);
-    qemu_event_reset(&collapse.left_incoming);
     collapse.running = true;
     qemu_thread_create(&collapse.thread, POSTCOPY_THREAD_DST_COLLAPSE,
                        postcopy_collapse_thread, NULL, QEMU_THREAD_JOINABLE);
-}
-
-void postcopy_collapse_start(void)
-{
-    QEMU_LOCK_GUARD(&collapse.lock);
-    /* The fault thread, the last to read it, is gone. */
-    g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
-    if (collapse.running) {
-        /*
-         * It has run since LISTEN: on to the rest of the plan, once it
-         * reads no receivedmap any more (ram_load_cleanup() frees them
-         * after this).  It answers within one collapse.
-         */
-        qatomic_store_release(&collapse.incoming_over, true);
-        qemu_sem_post(&collapse.rest);
-        qemu_event_wait(&collapse.left_incoming);
-        return;
-    }
-    if (!collapse.plan.ranges || collapse.closed) {
-        postcopy_collapse_plan_free(&collapse.plan);
-        return;
-    }
-    collapse_thread_create(false);
 }
 
 /* Stop the thread if it runs, and join it; with @close, for good. */
@@ -552,6 +430,137 @@ static void postcopy_collapse_stop(bool close, const char *why)
     while (!qemu_sem_timedwait(&collapse.rest, 0)) {
         /* drained */
     }
+}
+
+void postcopy_collapse_forget(void)
+{
+    postcopy_collapse_stop(false, "the incoming migration failed");
+    g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
+    postcopy_collapse_plan_free(&collapse.plan);
+}
+
+/* The bytes of @rb in place before LISTEN, huge page by huge page. */
+static void collapse_count_placed(int range, RAMBlock *rb)
+{
+    PostcopyCollapseRange *r = &g_array_index(collapse.plan.ranges,
+                                              PostcopyCollapseRange, range);
+    unsigned int bits = qemu_target_page_bits();
+    uint64_t pages = collapse.plan.huge_size >> bits;
+    uint64_t i;
+
+    if (!rb->receivedmap) {
+        return;
+    }
+    for (i = 0; i < r->count; i++) {
+        uint64_t offset = r->start + i * collapse.plan.huge_size;
+        uint64_t in_place = bitmap_count_one_with_offset(rb->receivedmap,
+                                                         offset >> bits,
+                                                         pages);
+
+        postcopy_collapse_plan_placed(&collapse.plan, range, offset,
+                                      in_place << bits);
+    }
+}
+
+void postcopy_collapse_track(void)
+{
+    uint64_t huge_size = thp_setting("hpage_pmd_size", 0);
+    bool early = !postcopy_tune()->no_collapse_early;
+    const char *refused;
+    RAMBlock *rb;
+
+    postcopy_collapse_forget();
+    collapse.percent = postcopy_tune()->collapse_percent;
+    if (!collapse.percent) {
+        trace_postcopy_collapse_off("collapse=off");
+        return;
+    }
+    refused = collapse_refused_by_host(huge_size);
+    if (refused) {
+        trace_postcopy_collapse_off(refused);
+        return;
+    }
+    collapse.max_none = thp_setting("khugepaged/max_ptes_none",
+                                    huge_size / qemu_real_host_page_size() - 1);
+    collapse.max_swap = thp_setting("khugepaged/max_ptes_swap", 0);
+    postcopy_collapse_plan_init(&collapse.plan, huge_size);
+    collapse.by_block = g_hash_table_new(NULL, NULL);
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+            int range;
+
+            if (!collapse_block_wanted(rb)) {
+                continue;
+            }
+            range = postcopy_collapse_plan_add(
+                &collapse.plan, qemu_ram_get_idstr(rb),
+                (uintptr_t)qemu_ram_get_host_addr(rb), rb->postcopy_length);
+            if (range < 0) {
+                continue;
+            }
+            g_hash_table_insert(collapse.by_block, rb,
+                                GINT_TO_POINTER(range + 1));
+            collapse_count_placed(range, rb);
+        }
+    }
+    if (early && collapse.plan.ranges->len) {
+        QEMU_LOCK_GUARD(&collapse.lock);
+        if (!collapse.closed) {
+            collapse_thread_create(true);
+        }
+    }
+}
+
+/* @rb's range in the plan, or -1; the plan must exist (by_block). */
+static int collapse_range_of(RAMBlock *rb)
+{
+    return GPOINTER_TO_INT(g_hash_table_lookup(collapse.by_block, rb)) - 1;
+}
+
+void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset)
+{
+    int range;
+
+    if (!collapse.by_block) {
+        return;
+    }
+    range = collapse_range_of(rb);
+    if (range >= 0) {
+        postcopy_collapse_plan_note(&collapse.plan, range, offset);
+    }
+}
+
+void postcopy_collapse_note_placed(RAMBlock *rb, ram_addr_t offset,
+                                   size_t size)
+{
+    int range;
+
+    if (!collapse.by_block) {
+        return;
+    }
+    range = collapse_range_of(rb);
+    if (range >= 0) {
+        postcopy_collapse_plan_placed(&collapse.plan, range, offset, size);
+    }
+}
+
+void postcopy_collapse_start(void)
+{
+    QEMU_LOCK_GUARD(&collapse.lock);
+    /* The fault thread and the placing threads, its readers, are gone. */
+    g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
+    if (collapse.running) {
+        /* It has run since LISTEN: on to the rest of the plan. */
+        qatomic_store_release(&collapse.incoming_over, true);
+        qemu_sem_post(&collapse.rest);
+        return;
+    }
+    if (!collapse.plan.ranges || !collapse.plan.ranges->len ||
+        collapse.closed) {
+        postcopy_collapse_plan_free(&collapse.plan);
+        return;
+    }
+    collapse_thread_create(false);
 }
 
 static void postcopy_collapse_exit(Notifier *n, void *data)
@@ -576,7 +585,6 @@ void postcopy_collapse_init(void)
 {
     qemu_mutex_init(&collapse.lock);
     qemu_sem_init(&collapse.rest, 0);
-    qemu_event_init(&collapse.left_incoming, false);
     collapse.exit_notifier.notify = postcopy_collapse_exit;
     qemu_add_exit_notifier(&collapse.exit_notifier);
     migration_add_notifier(&collapse.migration_notifier,

@@ -1,6 +1,6 @@
 /*
- * Postcopy: which huge pages to rebuild after postcopy, in which order and
- * at which pace (pure logic; see postcopy-collapse.h).
+ * Postcopy: which huge pages to rebuild, when, in which order and at which
+ * pace (pure logic; see postcopy-collapse.h).
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -8,6 +8,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/bitmap.h"
 #include "postcopy-collapse.h"
 
@@ -42,6 +43,7 @@ void postcopy_collapse_plan_free(PostcopyCollapsePlan *plan)
         g_free(r->hot);
         g_free(r->tried);
         g_free(r->done);
+        g_free(r->placed);
     }
     g_array_free(plan->ranges, true);
     plan->ranges = NULL;
@@ -64,6 +66,7 @@ int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
     r.hot = bitmap_new(r.count);
     r.tried = bitmap_new(r.count);
     r.done = bitmap_new(r.count);
+    r.placed = g_new0(uint32_t, r.count);
     g_array_append_val(plan->ranges, r);
     return plan->ranges->len - 1;
 }
@@ -126,6 +129,37 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
         };
         return true;
     }
+}
+
+void postcopy_collapse_plan_placed(PostcopyCollapsePlan *plan, int range,
+                                   uint64_t offset, uint64_t length)
+{
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange, range);
+    uint64_t end = offset + length;
+    uint64_t whole_end = r->start + r->count * plan->huge_size;
+
+    offset = MAX(offset, r->start);
+    end = MIN(end, whole_end);
+    while (offset < end) {
+        uint64_t index = (offset - r->start) / plan->huge_size;
+        uint64_t huge_end = r->start + (index + 1) * plan->huge_size;
+        uint64_t bytes = MIN(end, huge_end) - offset;
+
+        qatomic_add(&r->placed[index], bytes);
+        offset += bytes;
+    }
+}
+
+bool postcopy_collapse_plan_whole(PostcopyCollapsePlan *plan,
+                                  const PostcopyCollapseChunk *chunk)
+{
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange,
+                                              chunk->range);
+    uint64_t index = (chunk->offset - r->start) / plan->huge_size;
+
+    return qatomic_read(&r->placed[index]) >= plan->huge_size;
 }
 
 bool postcopy_collapse_plan_next_untried(PostcopyCollapsePlan *plan,

@@ -1,5 +1,5 @@
 /*
- * Postcopy: transparent huge pages rebuilt once every page is in.
+ * Postcopy: transparent huge pages rebuilt where every page is in.
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
@@ -7,15 +7,16 @@
  *
  * Postcopy leaves the destination's guest RAM in base pages: the discards
  * before LISTEN split the huge pages that precopy filled, userfaultfd
- * places base pages, and THP is off over guest RAM while pages come in.
+ * places base pages, and THP is off over guest RAM from the discards on.
  * khugepaged would rebuild them at its own pace (minutes per GiB at its
  * defaults), and meanwhile every TLB miss of the guest walks base-page
- * tables.  So, once postcopy is done, a thread of the module
+ * tables.  So a thread of the module
  * (postcopy-collapse-qemu.c) asks the kernel to collapse guest RAM into
  * huge pages itself (MADV_COLLAPSE), one huge page at a time: first those
  * the guest faulted on during postcopy, its working set, then the rest.
  * While pages still come in, it collapses each huge page all of whose
- * base pages are in, once, so that little is left for the end.
+ * base pages are in, once (the plan counts the bytes placed in each), so
+ * that little is left for the end.
  *
  * This header's first half is pure logic (postcopy-collapse.c, which
  * tests/unit drives): the plan of which huge pages to collapse in which
@@ -42,6 +43,11 @@ typedef struct PostcopyCollapseRange {
      */
     unsigned long *tried;
     unsigned long *done;
+    /*
+     * @count counters: bytes of each huge page in place, added to by the
+     * threads that place pages (atomically), read by the collapse thread.
+     */
+    uint32_t *placed;
     /* Refusals (EINVAL) since its last collapse; past a few, given up */
     unsigned int refused_in_a_row;
     bool given_up;
@@ -92,6 +98,17 @@ void postcopy_collapse_plan_note(PostcopyCollapsePlan *plan, int range,
  */
 bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
                                  PostcopyCollapseChunk *chunk);
+/*
+ * @length bytes from @offset of range @range are in place (newly: each
+ * byte counted once); they may cover parts of several huge pages, or lie
+ * partly outside the range's whole ones.  Any thread.
+ */
+void postcopy_collapse_plan_placed(PostcopyCollapsePlan *plan, int range,
+                                   uint64_t offset, uint64_t length);
+/* Whether every byte of @chunk is in place, as far as the plan counted. */
+bool postcopy_collapse_plan_whole(PostcopyCollapsePlan *plan,
+                                  const PostcopyCollapseChunk *chunk);
+
 /* Where a sweep over the plan while pages come in stands. */
 typedef struct PostcopyCollapseSweep {
     guint range;

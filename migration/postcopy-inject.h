@@ -75,8 +75,8 @@ typedef enum PostcopyInjectPoint {
      */
     POSTCOPY_INJECT_SHARED_WAKE_FAIL,
     /*
-     * A collapse into a huge page after postcopy is refused with EINVAL,
-     * as by a kernel before 6.1 (postcopy-collapse-qemu.c).
+     * A collapse into a huge page is refused with EINVAL, as by a kernel
+     * before 6.1 (postcopy-collapse-qemu.c).
      */
     POSTCOPY_INJECT_COLLAPSE_REFUSED,
     POSTCOPY_INJECT__MAX,

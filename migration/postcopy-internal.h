@@ -19,7 +19,7 @@
  *   postcopy-shared.c         shared (vhost-user) userfaultfds
  *   postcopy-tcp-queue-qemu.c bounding the TCP queues ahead of a request
  *   postcopy-blocktime-qemu.c blocktime accounting wired to QEMU
- *   postcopy-collapse-qemu.c  huge pages rebuilt once every page is in
+ *   postcopy-collapse-qemu.c  huge pages rebuilt where every page is in
  *
  * Below them all: the pure logic (postcopy-blocktime.c, -placer.c,
  * -discard.c, -notify.c, -inject.c, -tcp-queue.c, -tune.c, -collapse.c) and
@@ -278,23 +278,30 @@ void postcopy_blocktime_page_placed(MigrationIncomingState *mis, void *page);
 /* Total blocktime in milliseconds, 0 without accounting. */
 uint64_t postcopy_blocktime_total_ms(MigrationIncomingState *mis);
 
-/* postcopy-collapse-qemu.c: huge pages rebuilt after postcopy */
+/* postcopy-collapse-qemu.c: huge pages rebuilt where every page is in */
 
 /* Once, at start-up: stop the thread on an outgoing migration and exit. */
 void postcopy_collapse_init(void);
 /*
- * At LISTEN: the plan of guest RAM to collapse once every page is in.
- * Load thread.
+ * At LISTEN, once guest RAM is registered with the userfaultfd and before
+ * any thread places a page: the plan of guest RAM to collapse, and the
+ * thread that collapses while pages come in.  Load thread.
  */
 void postcopy_collapse_track(void);
 /* The guest faulted at @offset of @rb: collapse there first.  Fault thread. */
 void postcopy_collapse_note_fault(RAMBlock *rb, ram_addr_t offset);
+/* @size bytes from @offset of @rb are newly in place.  Placing threads. */
+void postcopy_collapse_note_placed(RAMBlock *rb, ram_addr_t offset,
+                                   size_t size);
 /*
- * Every page is in and RAM is unregistered: start rebuilding huge pages.
- * Once the fault thread is joined.
+ * Every page is in and RAM is unregistered: rebuild the rest of the huge
+ * pages.  Once the fault thread and the placing threads are gone.
  */
 void postcopy_collapse_start(void);
-/* The migration failed: drop the plan.  Once the fault thread is joined. */
+/*
+ * The migration failed: stop the thread and drop the plan.  Once the
+ * fault thread and the placing threads are gone.
+ */
 void postcopy_collapse_forget(void);
 
 /* postcopy-common.c */

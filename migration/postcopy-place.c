@@ -122,6 +122,8 @@ static void postcopy_pages_received(MigrationIncomingState *mis, RAMBlock *rb,
         }
         postcopy_shared_wake_placed(mis, rb, host, size);
     }
+    postcopy_collapse_note_placed(rb, qemu_ram_block_host_offset(rb, host),
+                                  size);
     for (off = 0; off < size; off += page_size) {
         postcopy_blocktime_page_placed(mis, (uint8_t *)host + off);
     }

@@ -238,15 +238,19 @@ int postcopy_ram_incoming_setup(MigrationIncomingState *mis)
                                   migrate_postcopy_blocktime());
     postcopy_inject_init();
     if (!postcopy_open_fds(mis, &features, &err) ||
-        !postcopy_register_all_blocks(mis, &err) ||
-        !postcopy_temp_pages_alloc(mis, &err) ||
+        !postcopy_register_all_blocks(mis, &err)) {
+        error_report_err(err);
+        return -1;
+    }
+    /* Before any thread places a page: it counts them from now on. */
+    postcopy_collapse_track();
+    if (!postcopy_temp_pages_alloc(mis, &err) ||
         !postcopy_placer_start(mis, &err)) {
         error_report_err(err);
         return -1;
     }
     /* The source's discards came before LISTEN: this is what it will send. */
     postcopy_count_missing();
-    postcopy_collapse_track();
     postcopy_blocktime_setup(mis, features);
     postcopy_queue_bound_incoming(mis);
 

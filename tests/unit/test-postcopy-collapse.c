@@ -125,6 +125,34 @@ static void test_plan_sweeps(void)
     postcopy_collapse_plan_free(&plan);
 }
 
+/*
+ * Bytes placed count toward each huge page they fall in, split where a
+ * run crosses from one to the next; outside the whole ones they count for
+ * none.
+ */
+static void test_plan_placed(void)
+{
+    PostcopyCollapsePlan plan;
+    PostcopyCollapseChunk a0 = { .block = "a", .offset = 1 * MiB },
+                          a2 = { .block = "a", .offset = 3 * MiB };
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    /* Block a from 1 MiB past a boundary: whole ones at 1 and 3 MiB. */
+    postcopy_collapse_plan_add(&plan, "a", 0x80100000, 6 * MiB);
+    /* Before the first whole one, and half of it. */
+    postcopy_collapse_plan_placed(&plan, 0, 0, 2 * MiB);
+    g_assert_false(postcopy_collapse_plan_whole(&plan, &a0));
+    /* Across the boundary: the rest of the first, 64 KiB of the next. */
+    postcopy_collapse_plan_placed(&plan, 0, 2 * MiB, 1 * MiB + 64 * KiB);
+    g_assert_true(postcopy_collapse_plan_whole(&plan, &a0));
+    g_assert_false(postcopy_collapse_plan_whole(&plan, &a2));
+    /* The rest of the second, and past the last whole one. */
+    postcopy_collapse_plan_placed(&plan, 0, 3 * MiB + 64 * KiB,
+                                  3 * MiB - 64 * KiB);
+    g_assert_true(postcopy_collapse_plan_whole(&plan, &a2));
+    postcopy_collapse_plan_free(&plan);
+}
+
 static void test_plan_empty(void)
 {
     PostcopyCollapsePlan plan;
@@ -260,6 +288,7 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/collapse/plan/alignment", test_plan_alignment);
     g_test_add_func("/postcopy/collapse/plan/hot-first", test_plan_hot_first);
     g_test_add_func("/postcopy/collapse/plan/sweeps", test_plan_sweeps);
+    g_test_add_func("/postcopy/collapse/plan/placed", test_plan_placed);
     g_test_add_func("/postcopy/collapse/plan/empty", test_plan_empty);
     g_test_add_func("/postcopy/collapse/plan/given-up", test_plan_given_up);
     g_test_add_func("/postcopy/collapse/worth/data", test_worth_data);
