@@ -94,8 +94,11 @@
  * closed        stop at QEMU's exit, under lock   track, start
  * quit          stop, thread_create (atomic)      the collapse thread
  * incoming_over start, thread_create (atomic)     the collapse thread
- * rest          stop and start post it to end a   the collapse thread
- *               rest or a wait early
+ * rest          stop posts it to end a rest or a  the collapse thread
+ *               wait early
+ * pagemap       track opens it, the collapse      the collapse thread
+ *               thread or forget closes it with
+ *               the plan
  *
  * qemu_thread_create() orders the plan's writes before the new thread's
  * reads.  The plan is freed only where no thread can write it any more:
@@ -116,6 +119,7 @@ typedef struct PostcopyCollapse {
     bool quit;
     bool incoming_over;
     QemuSemaphore rest;
+    int pagemap;                /* /proc/self/pagemap, with the plan */
     unsigned int percent;
     /* khugepaged's limits (postcopy_collapse_worth()), read at track */
     unsigned int max_none, max_swap;
@@ -130,13 +134,17 @@ typedef struct CollapseCounts {
     uint64_t collapsed, skipped, refused, blocks_refused;
 } CollapseCounts;
 
-/* collapse_chunk()'s answer for a huge page not all in place yet */
-#define COLLAPSE_NOT_WHOLE 2
+/*
+ * collapse_chunk()'s answer for a huge page to look at again in a later
+ * sweep: not all in place yet, or THP may not be allowed there yet.
+ */
+#define COLLAPSE_NOT_NOW 2
 
 /*
  * While pages come in, the thread sweeps the plan for huge pages all in
  * place, then waits this long before the next sweep (a sweep reads one
- * counter per huge page not tried yet).
+ * counter per huge page not tried yet), and at most this long after
+ * start() it is on its last pass.
  */
 #define COLLAPSE_SWEEP_WAIT_MS 100
 
@@ -183,6 +191,31 @@ static bool collapse_block_wanted(RAMBlock *rb)
 {
     return qemu_ram_pagesize(rb) == qemu_real_host_page_size() &&
            (qemu_ram_get_fd(rb) < 0 || qemu_ram_is_shared(rb));
+}
+
+/* Free the plan and close the pagemap that goes with it. */
+static void collapse_plan_drop(void)
+{
+    postcopy_collapse_plan_free(&collapse.plan);
+    if (collapse.pagemap >= 0) {
+        close(collapse.pagemap);
+        collapse.pagemap = -1;
+    }
+}
+
+/* vm.max_map_count, or Linux's default where it cannot be read. */
+static uint64_t read_max_map_count(void)
+{
+    g_autofree char *text = NULL;
+    guint64 value;
+
+    if (!g_file_get_contents("/proc/sys/vm/max_map_count", &text, NULL,
+                             NULL) ||
+        !g_ascii_string_to_unsigned(g_strstrip(text), 10, 0, G_MAXUINT64,
+                                    &value, NULL)) {
+        return 65530;
+    }
+    return value;
 }
 
 /*
@@ -236,18 +269,20 @@ static bool collapse_allow_huge(void *host, uint64_t size)
  * kernel's refusal.  While pages come in (@incoming), only a huge page of
  * private memory whose base pages are all in place and hold data (the
  * kernel would refuse a zero page there, a userfaultfd being armed), and
- * COLLAPSE_NOT_WHOLE for one with pages still to come.
+ * COLLAPSE_NOT_NOW for one with pages still to come, or where THP may not
+ * be allowed yet (postcopy_collapse_plan_may_allow()).
  */
-static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
-                          bool incoming)
+static int collapse_chunk(const PostcopyCollapseChunk *chunk, bool incoming)
 {
     uint64_t size = collapse.plan.huge_size;
     RAMBlock *rb;
     void *host;
     int err;
 
-    if (incoming && !postcopy_collapse_plan_whole(&collapse.plan, chunk)) {
-        return COLLAPSE_NOT_WHOLE;
+    if (incoming && (!postcopy_collapse_plan_whole(&collapse.plan, chunk) ||
+                     !postcopy_collapse_plan_may_allow(&collapse.plan,
+                                                       chunk))) {
+        return COLLAPSE_NOT_NOW;
     }
     RCU_READ_LOCK_GUARD();
     /* Guest RAM may have been unplugged (or replaced) since the plan. */
@@ -258,11 +293,17 @@ static int collapse_chunk(const PostcopyCollapseChunk *chunk, int pagemap,
     host = qemu_ram_get_host_addr(rb) + chunk->offset;
     if (!QEMU_IS_ALIGNED((uintptr_t)host, size) ||
         (incoming && qemu_ram_is_shared(rb)) ||
-        !collapse_chunk_worth(pagemap, host, size, qemu_ram_is_shared(rb),
+        !collapse_chunk_worth(collapse.pagemap, host, size,
+                              qemu_ram_is_shared(rb),
                               incoming ? 0 : collapse.max_none,
-                              incoming ? 0 : collapse.max_swap) ||
-        (incoming && !collapse_allow_huge(host, size))) {
+                              incoming ? 0 : collapse.max_swap)) {
         return 1;
+    }
+    if (incoming) {
+        if (!collapse_allow_huge(host, size)) {
+            return 1;
+        }
+        postcopy_collapse_plan_allowed(&collapse.plan, chunk);
     }
     err = collapse_one(host, size);
     if (incoming) {
@@ -318,10 +359,11 @@ static bool collapse_incoming_over(void)
  * once, at the same pace as later.  No fault can come in such a range
  * any more, and the vCPUs, waiting for pages, leave CPU idle: what is
  * collapsed now is not left to collapse once the guest runs at full
- * speed.  Until postcopy_collapse_start() says that every page is in.
+ * speed.  Until postcopy_collapse_start() says that every page is in,
+ * which the thread sees within a sweep's wait or a rest.
  */
 static void collapse_while_incoming(CollapseCounts *counts,
-                                    PostcopyCollapsePace *pace, int pagemap)
+                                    PostcopyCollapsePace *pace)
 {
     PostcopyCollapseSweep sweep = { 0 };
     PostcopyCollapseChunk chunk;
@@ -337,8 +379,8 @@ static void collapse_while_incoming(CollapseCounts *counts,
             qemu_sem_timedwait(&collapse.rest, COLLAPSE_SWEEP_WAIT_MS);
             continue;
         }
-        ret = collapse_chunk(&chunk, pagemap, true);
-        if (ret == COLLAPSE_NOT_WHOLE) {
+        ret = collapse_chunk(&chunk, true);
+        if (ret == COLLAPSE_NOT_NOW) {
             continue;
         }
         postcopy_collapse_plan_tried(&collapse.plan, &chunk, ret == 0);
@@ -350,10 +392,6 @@ static void collapse_while_incoming(CollapseCounts *counts,
     }
     trace_postcopy_collapse_incoming_done(counts->collapsed, counts->refused,
                                           sweeps);
-    /* start()'s post, if no wait took it, would cut a rest short. */
-    while (!qemu_sem_timedwait(&collapse.rest, 0)) {
-        /* drained */
-    }
 }
 
 static void *postcopy_collapse_thread(void *opaque)
@@ -362,18 +400,14 @@ static void *postcopy_collapse_thread(void *opaque)
     PostcopyCollapseChunk chunk;
     PostcopyCollapsePace pace;
     int64_t began = get_clock();
-    int pagemap;
 
     rcu_register_thread();
-    pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     postcopy_collapse_pace_init(&pace, collapse.percent);
-    if (pagemap >= 0) {
-        collapse_while_incoming(&counts, &pace, pagemap);
-    }
-    while (pagemap >= 0 && !qatomic_read(&collapse.quit) &&
+    collapse_while_incoming(&counts, &pace);
+    while (!qatomic_read(&collapse.quit) &&
            postcopy_collapse_plan_next(&collapse.plan, &chunk)) {
         int64_t took = get_clock();
-        int ret = collapse_chunk(&chunk, pagemap, false);
+        int ret = collapse_chunk(&chunk, false);
 
         if (ret > 0) {
             counts.skipped++;
@@ -382,12 +416,9 @@ static void *postcopy_collapse_thread(void *opaque)
         collapse_count(&chunk, ret, &counts);
         collapse_rest(&pace, took);
     }
-    if (pagemap >= 0) {
-        close(pagemap);
-    }
     /* Only once no thread can note anything in it (start() said so). */
     if (qatomic_load_acquire(&collapse.incoming_over)) {
-        postcopy_collapse_plan_free(&collapse.plan);
+        collapse_plan_drop();
     }
     trace_postcopy_collapse_done(counts.collapsed, counts.skipped,
                                  counts.refused, counts.blocks_refused,
@@ -436,7 +467,7 @@ void postcopy_collapse_forget(void)
 {
     postcopy_collapse_stop(false, "the incoming migration failed");
     g_clear_pointer(&collapse.by_block, g_hash_table_destroy);
-    postcopy_collapse_plan_free(&collapse.plan);
+    collapse_plan_drop();
 }
 
 /* The bytes of @rb in place before LISTEN, huge page by huge page. */
@@ -480,10 +511,18 @@ void postcopy_collapse_track(void)
         trace_postcopy_collapse_off(refused);
         return;
     }
+    collapse.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (collapse.pagemap < 0) {
+        trace_postcopy_collapse_off("/proc/self/pagemap cannot be opened");
+        return;
+    }
     collapse.max_none = thp_setting("khugepaged/max_ptes_none",
                                     huge_size / qemu_real_host_page_size() - 1);
     collapse.max_swap = thp_setting("khugepaged/max_ptes_swap", 0);
     postcopy_collapse_plan_init(&collapse.plan, huge_size);
+    /* Each island may cost two mappings: keep far from the limit. */
+    collapse.plan.islands_max = MIN(collapse.plan.islands_max,
+                                    read_max_map_count() / 16);
     collapse.by_block = g_hash_table_new(NULL, NULL);
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
@@ -503,6 +542,7 @@ void postcopy_collapse_track(void)
             collapse_count_placed(range, rb);
         }
     }
+    postcopy_collapse_plan_skip_whole(&collapse.plan);
     if (early && collapse.plan.ranges->len) {
         QEMU_LOCK_GUARD(&collapse.lock);
         if (!collapse.closed) {
@@ -552,12 +592,11 @@ void postcopy_collapse_start(void)
     if (collapse.running) {
         /* It has run since LISTEN: on to the rest of the plan. */
         qatomic_store_release(&collapse.incoming_over, true);
-        qemu_sem_post(&collapse.rest);
         return;
     }
     if (!collapse.plan.ranges || !collapse.plan.ranges->len ||
         collapse.closed) {
-        postcopy_collapse_plan_free(&collapse.plan);
+        collapse_plan_drop();
         return;
     }
     collapse_thread_create(false);
@@ -585,6 +624,7 @@ void postcopy_collapse_init(void)
 {
     qemu_mutex_init(&collapse.lock);
     qemu_sem_init(&collapse.rest, 0);
+    collapse.pagemap = -1;
     collapse.exit_notifier.notify = postcopy_collapse_exit;
     qemu_add_exit_notifier(&collapse.exit_notifier);
     migration_add_notifier(&collapse.migration_notifier,

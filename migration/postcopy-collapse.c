@@ -25,6 +25,7 @@ void postcopy_collapse_plan_init(PostcopyCollapsePlan *plan,
     *plan = (PostcopyCollapsePlan) {
         .ranges = g_array_new(false, true, sizeof(PostcopyCollapseRange)),
         .huge_size = huge_size,
+        .islands_max = POSTCOPY_COLLAPSE_ISLANDS_MAX,
     };
 }
 
@@ -44,6 +45,7 @@ void postcopy_collapse_plan_free(PostcopyCollapsePlan *plan)
         g_free(r->tried);
         g_free(r->done);
         g_free(r->placed);
+        g_free(r->allowed);
     }
     g_array_free(plan->ranges, true);
     plan->ranges = NULL;
@@ -67,6 +69,7 @@ int postcopy_collapse_plan_add(PostcopyCollapsePlan *plan, const char *block,
     r.tried = bitmap_new(r.count);
     r.done = bitmap_new(r.count);
     r.placed = g_new0(uint32_t, r.count);
+    r.allowed = bitmap_new(r.count);
     g_array_append_val(plan->ranges, r);
     return plan->ranges->len - 1;
 }
@@ -131,6 +134,26 @@ bool postcopy_collapse_plan_next(PostcopyCollapsePlan *plan,
     }
 }
 
+/* The range of @chunk and its index there. */
+static PostcopyCollapseRange *chunk_range(PostcopyCollapsePlan *plan,
+                                          const PostcopyCollapseChunk *chunk,
+                                          uint64_t *index)
+{
+    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                              PostcopyCollapseRange,
+                                              chunk->range);
+
+    *index = (chunk->offset - r->start) / plan->huge_size;
+    return r;
+}
+
+/* Whether THP is allowed again next to @index of @r. */
+static bool next_to_allowed(PostcopyCollapseRange *r, uint64_t index)
+{
+    return (index > 0 && test_bit(index - 1, r->allowed)) ||
+           (index + 1 < r->count && test_bit(index + 1, r->allowed));
+}
+
 void postcopy_collapse_plan_placed(PostcopyCollapsePlan *plan, int range,
                                    uint64_t offset, uint64_t length)
 {
@@ -154,12 +177,48 @@ void postcopy_collapse_plan_placed(PostcopyCollapsePlan *plan, int range,
 bool postcopy_collapse_plan_whole(PostcopyCollapsePlan *plan,
                                   const PostcopyCollapseChunk *chunk)
 {
-    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
-                                              PostcopyCollapseRange,
-                                              chunk->range);
-    uint64_t index = (chunk->offset - r->start) / plan->huge_size;
+    uint64_t index;
+    PostcopyCollapseRange *r = chunk_range(plan, chunk, &index);
 
     return qatomic_read(&r->placed[index]) >= plan->huge_size;
+}
+
+void postcopy_collapse_plan_skip_whole(PostcopyCollapsePlan *plan)
+{
+    guint i;
+
+    for (i = 0; i < plan->ranges->len; i++) {
+        PostcopyCollapseRange *r = &g_array_index(plan->ranges,
+                                                  PostcopyCollapseRange, i);
+        uint64_t index;
+
+        for (index = 0; index < r->count; index++) {
+            if (r->placed[index] >= plan->huge_size) {
+                set_bit(index, r->tried);
+            }
+        }
+    }
+}
+
+bool postcopy_collapse_plan_may_allow(PostcopyCollapsePlan *plan,
+                                      const PostcopyCollapseChunk *chunk)
+{
+    uint64_t index;
+    PostcopyCollapseRange *r = chunk_range(plan, chunk, &index);
+
+    return plan->islands < plan->islands_max || next_to_allowed(r, index);
+}
+
+void postcopy_collapse_plan_allowed(PostcopyCollapsePlan *plan,
+                                    const PostcopyCollapseChunk *chunk)
+{
+    uint64_t index;
+    PostcopyCollapseRange *r = chunk_range(plan, chunk, &index);
+
+    if (!next_to_allowed(r, index)) {
+        plan->islands++;
+    }
+    set_bit(index, r->allowed);
 }
 
 bool postcopy_collapse_plan_next_untried(PostcopyCollapsePlan *plan,
@@ -194,10 +253,8 @@ void postcopy_collapse_plan_tried(PostcopyCollapsePlan *plan,
                                   const PostcopyCollapseChunk *chunk,
                                   bool collapsed)
 {
-    PostcopyCollapseRange *r = &g_array_index(plan->ranges,
-                                              PostcopyCollapseRange,
-                                              chunk->range);
-    uint64_t index = (chunk->offset - r->start) / plan->huge_size;
+    uint64_t index;
+    PostcopyCollapseRange *r = chunk_range(plan, chunk, &index);
 
     set_bit(index, r->tried);
     if (collapsed) {

@@ -28,6 +28,9 @@
 /* collapse=PERCENT's default: the share of one CPU the thread may take. */
 #define POSTCOPY_COLLAPSE_PERCENT 50
 
+/* A plan's islands_max, unless the host's vm.max_map_count wants fewer */
+#define POSTCOPY_COLLAPSE_ISLANDS_MAX 1024
+
 /*
  * Guest RAM to collapse: for each RAMBlock, the huge pages that lie wholly
  * inside it, and which of them the guest faulted on.
@@ -48,6 +51,8 @@ typedef struct PostcopyCollapseRange {
      * threads that place pages (atomically), read by the collapse thread.
      */
     uint32_t *placed;
+    /* @count bits: THP allowed there again (the collapse thread's) */
+    unsigned long *allowed;
     /* Refusals (EINVAL) since its last collapse; past a few, given up */
     unsigned int refused_in_a_row;
     bool given_up;
@@ -56,6 +61,12 @@ typedef struct PostcopyCollapseRange {
 typedef struct PostcopyCollapsePlan {
     GArray *ranges;         /* of PostcopyCollapseRange */
     uint64_t huge_size;     /* bytes per huge page */
+    /*
+     * Runs of huge pages with THP allowed again while pages come in, at
+     * most (each may split guest RAM's mapping in three): counted when
+     * one begins, not when two join.
+     */
+    uint64_t islands, islands_max;
     /* Where postcopy_collapse_plan_next() goes on */
     bool cold_pass;         /* the hot huge pages are done */
     guint range;
@@ -108,6 +119,24 @@ void postcopy_collapse_plan_placed(PostcopyCollapsePlan *plan, int range,
 /* Whether every byte of @chunk is in place, as far as the plan counted. */
 bool postcopy_collapse_plan_whole(PostcopyCollapsePlan *plan,
                                   const PostcopyCollapseChunk *chunk);
+
+/*
+ * At LISTEN, once the bytes in place are counted: the huge pages whole
+ * already (no discard touched them; most are huge pages still) are left
+ * to the last pass, which finds them huge and moves on.
+ */
+void postcopy_collapse_plan_skip_whole(PostcopyCollapsePlan *plan);
+
+/*
+ * While pages come in, THP is allowed again only where a huge page is
+ * collapsed, and each run of such huge pages costs the process up to two
+ * more mappings: whether @chunk may have THP allowed now (next to a run,
+ * or within the plan's islands_max), and that it has.
+ */
+bool postcopy_collapse_plan_may_allow(PostcopyCollapsePlan *plan,
+                                      const PostcopyCollapseChunk *chunk);
+void postcopy_collapse_plan_allowed(PostcopyCollapsePlan *plan,
+                                    const PostcopyCollapseChunk *chunk);
 
 /* Where a sweep over the plan while pages come in stands. */
 typedef struct PostcopyCollapseSweep {

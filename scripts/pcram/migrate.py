@@ -339,7 +339,7 @@ def _migrate(scn, src, dst, progress):
     # Let the guest run a few intervals on the source first: a baseline;
     # its rate before the migration, when the whole cost is measured.
     time.sleep(BASELINE_S if scn.after_s else 3 * scn.interval_ms / 1000.0)
-    huge = {'source': ram_huge_bytes(src.proc.pid, scn.ram_mb)}
+    huge = {'source': ram_huge_bytes(src, scn.ram_mb)}
 
     t_start = time.monotonic()
     src.qmp.cmd('migrate', uri=uri)
@@ -418,30 +418,61 @@ END_S = 20.0
 HUGE_AT_S = (0, 10, 60)
 
 
-def ram_huge_bytes(pid, ram_mb):
-    """Bytes of the guest RAM of QEMU @pid in transparent huge pages: the
-    AnonHugePages (or ShmemPmdMapped, for memfd) of its mappings as large
-    as the RAM and writable, not executable (TCG's code buffer can be as
-    large); None when no such mapping shows."""
-    size_kb = ram_mb * 1024
-    total = None
-    take = False
+# A line of HMP's "info ramblock": name, page size, offset, used, total,
+# host address (HVA).
+_RAMBLOCK_LINE = re.compile(r'^\s*(\S+)\s+\d+ \S+\s+0x[0-9a-f]+\s+'
+                            r'(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+(0x[0-9a-f]+)')
+
+
+def guest_ram_range(vm, ram_mb):
+    """The host addresses [lo, hi) of the guest RAM of @vm's QEMU: its
+    RAMBlock of @ram_mb MiB (HMP "info ramblock"); None where none shows.
+    Guest RAM can be several mappings (a module may split it while pages
+    come in), so it is found by address, not by a mapping's size."""
+    try:
+        text = vm.qmp.cmd('human-monitor-command',
+                          **{'command-line': 'info ramblock'})
+    except Exception:   # noqa: BLE001 - a QEMU gone or busy: no range
+        return None
+    for line in text.splitlines():
+        m = _RAMBLOCK_LINE.match(line)
+        if m and int(m.group(2), 16) == ram_mb * 1024 * 1024:
+            lo = int(m.group(3), 16)
+            return lo, lo + int(m.group(2), 16)
+    return None
+
+
+def smaps_by_range(pid, lo, hi, keys):
+    """Sums of the smaps fields @keys (kB, as bytes) of QEMU @pid's
+    mappings inside [@lo, @hi) and outside it: ({key: bytes}, {key:
+    bytes}); None when smaps cannot be read."""
+    inside = dict.fromkeys(keys, 0)
+    outside = dict.fromkeys(keys, 0)
+    where = outside
     try:
         with open('/proc/%d/smaps' % pid) as f:
             for line in f:
                 fields = line.split()
-                if '-' in fields[0] and len(fields) >= 2 and \
-                        not fields[0].endswith(':'):
-                    lo, hi = (int(x, 16) for x in fields[0].split('-'))
-                    take = ((hi - lo) // 1024 == size_kb and
-                            fields[1].startswith('rw') and
-                            'x' not in fields[1])
-                elif take and fields[0] in ('AnonHugePages:',
-                                            'ShmemPmdMapped:'):
-                    total = (total or 0) + int(fields[1]) * 1024
+                if '-' in fields[0] and not fields[0].endswith(':'):
+                    a, b = (int(x, 16) for x in fields[0].split('-'))
+                    where = inside if lo <= a and b <= hi else outside
+                elif fields[0] in keys:
+                    where[fields[0]] += int(fields[1]) * 1024
     except OSError:
         return None
-    return total
+    return inside, outside
+
+
+def ram_huge_bytes(vm, ram_mb):
+    """Bytes of the guest RAM of @vm's QEMU in transparent huge pages: the
+    AnonHugePages (or ShmemPmdMapped, for memfd) of its mappings inside
+    guest RAM's range; None when it cannot tell."""
+    span = guest_ram_range(vm, ram_mb)
+    if not span:
+        return None
+    sums = smaps_by_range(vm.proc.pid, span[0], span[1],
+                          ('AnonHugePages:', 'ShmemPmdMapped:'))
+    return sum(sums[0].values()) if sums else None
 
 
 def _follow_after(scn, dst, t_done):
@@ -453,8 +484,7 @@ def _follow_after(scn, dst, t_done):
         if at > scn.after_s:
             break
         time.sleep(max(0.0, t_done + at - time.monotonic()))
-        huge['destination+%ds' % at] = ram_huge_bytes(dst.proc.pid,
-                                                       scn.ram_mb)
+        huge['destination+%ds' % at] = ram_huge_bytes(dst, scn.ram_mb)
     time.sleep(max(0.0, t_done + scn.after_s - time.monotonic()))
     return huge
 

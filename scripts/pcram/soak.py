@@ -42,8 +42,9 @@ import tempfile
 import time
 
 from . import evidence
-from .migrate import (MigrationFailed, Scenario, Vm, listening_port,
-                      pause_and_recover, wait_both, wait_verify)
+from .migrate import (MigrationFailed, Scenario, Vm, guest_ram_range,
+                      listening_port, pause_and_recover, smaps_by_range,
+                      wait_both, wait_verify)
 from .qmp import QMPError
 
 RSS_BOUND_MIB = 32
@@ -53,20 +54,19 @@ SETTLE_S = 0.3
 
 def counts(vm, ram_mb):
     """Open fds, threads, and resident KiB outside guest RAM, of @vm's
-    QEMU.  Guest RAM is any mapping at least as large as the guest's."""
+    QEMU.  Guest RAM is found by its host address (guest_ram_range()):
+    while pages come in it can be several mappings."""
     pid = vm.proc.pid
     fds = len(os.listdir('/proc/%d/fd' % pid))
     threads = len(os.listdir('/proc/%d/task' % pid))
-    own_kib = 0
-    size_kib = 0
-    with open('/proc/%d/smaps' % pid) as f:
-        for line in f:
-            if line.startswith('Size:'):
-                size_kib = int(line.split()[1])
-            elif line.startswith('Rss:') and size_kib < ram_mb * 1024:
-                own_kib += int(line.split()[1])
+    span = guest_ram_range(vm, ram_mb)
+    if not span:
+        raise MigrationFailed('guest RAM of %s not found in "info ramblock"'
+                              % vm.name)
+    sums = smaps_by_range(pid, span[0], span[1], ('Rss:',))
+    own = sums[1]['Rss:'] if sums else 0
     return {'fds': fds, 'threads': threads, 'rss_own_mib':
-            round(own_kib / 1024.0, 1)}
+            round(own / 1024.0 / 1024.0, 1)}
 
 
 class Soak:

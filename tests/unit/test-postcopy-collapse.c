@@ -153,6 +153,61 @@ static void test_plan_placed(void)
     postcopy_collapse_plan_free(&plan);
 }
 
+/* At LISTEN the huge pages whole already are left to the last pass. */
+static void test_plan_skip_whole(void)
+{
+    PostcopyCollapseSweep sweep = { 0 };
+    PostcopyCollapsePlan plan;
+    g_autofree char *order = NULL, *last = NULL;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    postcopy_collapse_plan_add(&plan, "a", 0, 8 * MiB);
+    postcopy_collapse_plan_placed(&plan, 0, 2 * MiB, 2 * MiB);
+    postcopy_collapse_plan_placed(&plan, 0, 4 * MiB, 1 * MiB);
+    postcopy_collapse_plan_skip_whole(&plan);
+    order = sweep_order(&plan, &sweep);
+    g_assert_cmpstr(order, ==, "a:0 a:4 a:6");
+    last = plan_order(&plan);
+    g_assert_cmpstr(last, ==, "a:0 a:2 a:4 a:6");
+    postcopy_collapse_plan_free(&plan);
+}
+
+/*
+ * THP allowed again: a huge page next to a run joins it; past
+ * islands_max, only those.
+ */
+static void test_plan_islands(void)
+{
+    PostcopyCollapsePlan plan;
+    PostcopyCollapseChunk c[8];
+    int i;
+
+    postcopy_collapse_plan_init(&plan, 2 * MiB);
+    g_assert_cmpuint(plan.islands_max, ==, POSTCOPY_COLLAPSE_ISLANDS_MAX);
+    plan.islands_max = 2;
+    postcopy_collapse_plan_add(&plan, "a", 0, 16 * MiB);
+    for (i = 0; i < 8; i++) {
+        c[i] = (PostcopyCollapseChunk) { .block = "a", .offset = i * 2 * MiB };
+    }
+    g_assert_true(postcopy_collapse_plan_may_allow(&plan, &c[1]));
+    postcopy_collapse_plan_allowed(&plan, &c[1]);
+    /* Next to it: no new island. */
+    postcopy_collapse_plan_allowed(&plan, &c[2]);
+    g_assert_cmpuint(plan.islands, ==, 1);
+    postcopy_collapse_plan_allowed(&plan, &c[5]);
+    g_assert_cmpuint(plan.islands, ==, 2);
+    /* The budget is spent: only neighbours of a run now. */
+    g_assert_false(postcopy_collapse_plan_may_allow(&plan, &c[7]));
+    g_assert_true(postcopy_collapse_plan_may_allow(&plan, &c[0]));
+    g_assert_true(postcopy_collapse_plan_may_allow(&plan, &c[3]));
+    g_assert_true(postcopy_collapse_plan_may_allow(&plan, &c[6]));
+    /* Joining two runs is no new one either. */
+    postcopy_collapse_plan_allowed(&plan, &c[3]);
+    postcopy_collapse_plan_allowed(&plan, &c[4]);
+    g_assert_cmpuint(plan.islands, ==, 2);
+    postcopy_collapse_plan_free(&plan);
+}
+
 static void test_plan_empty(void)
 {
     PostcopyCollapsePlan plan;
@@ -289,6 +344,9 @@ int main(int argc, char **argv)
     g_test_add_func("/postcopy/collapse/plan/hot-first", test_plan_hot_first);
     g_test_add_func("/postcopy/collapse/plan/sweeps", test_plan_sweeps);
     g_test_add_func("/postcopy/collapse/plan/placed", test_plan_placed);
+    g_test_add_func("/postcopy/collapse/plan/skip-whole",
+                    test_plan_skip_whole);
+    g_test_add_func("/postcopy/collapse/plan/islands", test_plan_islands);
     g_test_add_func("/postcopy/collapse/plan/empty", test_plan_empty);
     g_test_add_func("/postcopy/collapse/plan/given-up", test_plan_given_up);
     g_test_add_func("/postcopy/collapse/worth/data", test_worth_data);
