@@ -96,16 +96,16 @@
  * incoming_over start, thread_create (atomic)     the collapse thread
  * rest          stop posts it to end a rest or a  the collapse thread
  *               wait early
- * pagemap       track opens it, the collapse      the collapse thread
- *               thread or forget closes it with
- *               the plan
+ * pagemap       track opens it; the collapse      the collapse thread
+ *               thread, start or forget closes
+ *               it with the plan
  *
  * qemu_thread_create() orders the plan's writes before the new thread's
  * reads.  The plan is freed only where no thread can write it any more:
- * by forget(), once the threads that place pages and the fault thread are
- * gone, or by the collapse thread after its last pass, which start()
- * allowed only then (the store-release of incoming_over, read with a
- * load-acquire, also orders the fault thread's hot bits before the
+ * by forget() or start(), once the threads that place pages and the fault
+ * thread are gone, or by the collapse thread after its last pass, which
+ * start() allowed only then (the store-release of incoming_over, read
+ * with a load-acquire, also orders the fault thread's hot bits before the
  * collapse thread reads them).  A thread stopped at QEMU's exit while
  * pages came in leaves the plan to the process's end.
  */
@@ -143,8 +143,7 @@ typedef struct CollapseCounts {
 /*
  * While pages come in, the thread sweeps the plan for huge pages all in
  * place, then waits this long before the next sweep (a sweep reads one
- * counter per huge page not tried yet), and at most this long after
- * start() it is on its last pass.
+ * counter per huge page not tried yet).
  */
 #define COLLAPSE_SWEEP_WAIT_MS 100
 

@@ -41,8 +41,9 @@ typedef struct PostcopyCollapseRange {
     uint64_t count;         /* whole huge pages from @start on */
     unsigned long *hot;     /* @count bits: the guest faulted there */
     /*
-     * @count bits each, the collapse thread's alone: looked at while
-     * pages still came in (whole by then), and collapsed then.
+     * @count bits each, the collapse thread's once it runs (tried is set
+     * at LISTEN too, by postcopy_collapse_plan_skip_whole()): looked at
+     * while pages still came in (whole by then), and collapsed then.
      */
     unsigned long *tried;
     unsigned long *done;

@@ -7,8 +7,8 @@
  *
  * The lowest layer of the destination: the load thread, the preempt
  * thread, the placer thread and the fault thread all place pages through
- * postcopy_install(), which calls nothing of the module but blocktime and
- * the shared-fd wake-ups.
+ * postcopy_install(), which calls nothing of the module but blocktime, the
+ * shared-fd wake-ups and the collapse plan's count of bytes in place.
  *
  * A page is "received" (its receivedmap bit set) only once it is in
  * place: on recovery the destination sends receivedmap to the source,

@@ -53,7 +53,7 @@ SETTLE_S = 0.3
 
 
 def counts(vm, ram_mb):
-    """Open fds, threads, and resident KiB outside guest RAM, of @vm's
+    """Open fds, threads, and resident MiB outside guest RAM, of @vm's
     QEMU.  Guest RAM is found by its host address (guest_ram_range()):
     while pages come in it can be several mappings."""
     pid = vm.proc.pid
@@ -64,7 +64,10 @@ def counts(vm, ram_mb):
         raise MigrationFailed('guest RAM of %s not found in "info ramblock"'
                               % vm.name)
     sums = smaps_by_range(pid, span[0], span[1], ('Rss:',))
-    own = sums[1]['Rss:'] if sums else 0
+    if not sums:
+        raise MigrationFailed('/proc/%d/smaps of %s cannot be read'
+                              % (pid, vm.name))
+    own = sums[1]['Rss:']
     return {'fds': fds, 'threads': threads, 'rss_own_mib':
             round(own / 1024.0 / 1024.0, 1)}
 

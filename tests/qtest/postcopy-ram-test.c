@@ -659,7 +659,9 @@ static void assert_requests_named_after_resume(const char *path)
  * Bytes of the guest RAM (@size bytes) of QEMU @pid in transparent huge
  * pages: the AnonHugePages (ShmemPmdMapped for memfd) of its mappings of
  * that size that are writable and not executable (TCG's code buffer may
- * be as large).
+ * be as large).  Guest RAM is one mapping before a migration and once
+ * the destination's cleanup allowed THP over all of it again; while
+ * pages come in the module may split it.
  */
 static uint64_t ram_huge_bytes(pid_t pid, uint64_t size)
 {
@@ -1499,7 +1501,7 @@ static const TestCase cases[] = {
     { .name = "failure/place-preempt", .pattern = "random", .vcpus = 2,
       .inject = "place-preempt=1", .during_postcopy = pause_then_recover,
       .preempt = true, .tcg = true },
-    /* Huge pages come back once every page is in. */
+    /* Huge pages come back, from LISTEN on where every page is in. */
     { .name = "huge-pages/rebuilt", .pattern = "random", .vcpus = 2,
       .huge = true },
     /* The kernel refuses every collapse: nothing else happens. */

@@ -1,6 +1,7 @@
 /*
- * Unit tests: the plan, the data test and the pace of rebuilding huge
- * pages after postcopy (migration/postcopy-collapse.c).
+ * Unit tests: the plan (its passes, sweeps, byte counts and runs of huge
+ * pages with THP allowed), the data test and the pace of rebuilding huge
+ * pages (migration/postcopy-collapse.c).
  *
  * Copyright (c) 2026 The qemu-postcopy-ram authors
  *
