@@ -88,6 +88,11 @@ typedef struct TestCase {
      */
     bool huge;
     /*
+     * With .huge, QEMU_POSTCOPY_TUNE=collapse-early=off on the
+     * destination: the rebuild waits until every page is in.
+     */
+    bool collapse_at_end;
+    /*
      * The destination traces its pauses, resumes and the fault thread's
      * messages: the fault thread must wait for every resume, and send
      * nothing while a recovery runs (assert_fault_thread_held()).
@@ -202,9 +207,12 @@ static Vm vm_start(const TestCase *tc, const char *guest, bool incoming)
     if (incoming && tc->placer_on) {
         g_setenv("QEMU_POSTCOPY_TUNE", "placer=on", true);
     }
+    if (incoming && tc->collapse_at_end) {
+        g_setenv("QEMU_POSTCOPY_TUNE", "collapse-early=off", true);
+    }
     vm.qts = qtest_init_with_serial(args, &vm.serial_fd);
     g_unsetenv("QEMU_POSTCOPY_INJECT");
-    if (incoming && tc->placer_on) {
+    if (incoming && (tc->placer_on || tc->collapse_at_end)) {
         g_unsetenv("QEMU_POSTCOPY_TUNE");
     }
     if (tc->maxcpus) {
@@ -736,9 +744,9 @@ static char *trace_line(const char *trace, const char *what)
  * The destination rebuilds the huge pages that the discards and the
  * placement of base pages took away, from LISTEN on where every page is
  * in, and after postcopy the rest: the thread must have run while pages
- * came in, collapsed huge pages, the guest's hot ones first of those
- * left for the end, and the share must be back to the source's once it
- * is done.
+ * came in (and not with .collapse_at_end), collapsed huge pages, the
+ * guest's hot ones first of those left for the end, and the share must
+ * be back to the source's once it is done.
  */
 static void assert_huge_pages_back(Pair *pair, uint64_t source_huge)
 {
@@ -758,7 +766,9 @@ static void assert_huge_pages_back(Pair *pair, uint64_t source_huge)
     done = trace_line(trace, "postcopy_collapse_done");
     g_test_message("destination: %" PRIu64 " MiB in huge pages; %s; %s",
                    huge / MiB, early, done);
-    g_assert_nonnull(strstr(start, "while pages come in 1"));
+    g_assert_nonnull(strstr(start, pair->tc->collapse_at_end ?
+                                   "while pages come in 0" :
+                                   "while pages come in 1"));
     g_assert_null(strstr(done, "collapsed 0 "));
     g_assert_cmpuint(huge, >=, source_huge);
     /*
@@ -1504,6 +1514,9 @@ static const TestCase cases[] = {
     /* Huge pages come back, from LISTEN on where every page is in. */
     { .name = "huge-pages/rebuilt", .pattern = "random", .vcpus = 2,
       .huge = true },
+    /* collapse-early=off: all of the rebuild once every page is in. */
+    { .name = "huge-pages/rebuilt-at-end", .pattern = "random",
+      .vcpus = 2, .huge = true, .collapse_at_end = true },
     /* The kernel refuses every collapse: nothing else happens. */
     { .name = "huge-pages/refused", .pattern = "random", .vcpus = 2,
       .huge = true, .inject = "collapse-refused=1:1000000" },
