@@ -147,10 +147,9 @@ typedef struct CollapseCounts {
  */
 #define COLLAPSE_SWEEP_WAIT_MS 100
 
-/* The number in THP_DIR/@name, or @otherwise. */
-static uint64_t thp_setting(const char *name, uint64_t otherwise)
+/* The number in the file at @path, or @otherwise. */
+static uint64_t file_number(const char *path, uint64_t otherwise)
 {
-    g_autofree char *path = g_strconcat(THP_DIR, name, NULL);
     g_autofree char *text = NULL;
     guint64 value;
 
@@ -160,6 +159,14 @@ static uint64_t thp_setting(const char *name, uint64_t otherwise)
         return otherwise;
     }
     return value;
+}
+
+/* The number in THP_DIR/@name, or @otherwise. */
+static uint64_t thp_setting(const char *name, uint64_t otherwise)
+{
+    g_autofree char *path = g_strconcat(THP_DIR, name, NULL);
+
+    return file_number(path, otherwise);
 }
 
 /* Why not to rebuild huge pages on this host, or NULL. */
@@ -200,21 +207,6 @@ static void collapse_plan_drop(void)
         close(collapse.pagemap);
         collapse.pagemap = -1;
     }
-}
-
-/* vm.max_map_count, or Linux's default where it cannot be read. */
-static uint64_t read_max_map_count(void)
-{
-    g_autofree char *text = NULL;
-    guint64 value;
-
-    if (!g_file_get_contents("/proc/sys/vm/max_map_count", &text, NULL,
-                             NULL) ||
-        !g_ascii_string_to_unsigned(g_strstrip(text), 10, 0, G_MAXUINT64,
-                                    &value, NULL)) {
-        return 65530;
-    }
-    return value;
 }
 
 /*
@@ -521,7 +513,8 @@ void postcopy_collapse_track(void)
     postcopy_collapse_plan_init(&collapse.plan, huge_size);
     /* Each island may cost two mappings: keep far from the limit. */
     collapse.plan.islands_max = MIN(collapse.plan.islands_max,
-                                    read_max_map_count() / 16);
+                                    file_number("/proc/sys/vm/max_map_count",
+                                                65530) / 16);
     collapse.by_block = g_hash_table_new(NULL, NULL);
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
